@@ -1,0 +1,21 @@
+//! The two book sections, each readable top to bottom like its section.
+//TMP pub mod dropout;
+pub mod weight_decay;
+
+use crate::device::DeviceChoice;
+use std::path::PathBuf;
+use tch::Device;
+
+/// What every experiment needs besides its own hyper-parameters.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub device: Device,
+    pub device_requested: DeviceChoice,
+    pub seed: i64,
+    pub out: PathBuf,
+}
+
+/// `3` for 3.0, `0.5` for 0.5: λ as it appears in file names and messages.
+pub fn fmt_num(v: f64) -> String {
+    format!("{v}")
+}

@@ -1,0 +1,211 @@
+//! Book §4.5, weight decay: a linear model with 200 inputs and only 20 training examples
+//! overfits; an L2 penalty λ‖w‖²/2 keeps ‖w‖ small and the test loss low.
+//!
+//! From scratch, the penalty is added to the loss and plain SGD does the rest. Concisely, the
+//! optimizer decays the weight through its parameter groups and leaves the bias alone.
+use super::{fmt_num, Context};
+use crate::cli::{non_negative_f64, positive_f64, positive_usize, Impl, ImplChoice};
+use crate::data::{batches, synthetic, Split};
+use crate::nn::{Linear, DECAY_GROUP};
+use crate::record;
+use crate::train::{self, MinibatchSgd, Updater};
+use anyhow::Result;
+use serde::Serialize;
+use std::time::Instant;
+use tch::nn::{self as tnn, Module, OptimizerConfig};
+use tch::{Device, Kind, Reduction, Tensor};
+
+/// Hyper-parameters of §4.5, the book's values as defaults.
+#[derive(clap::Args, Debug, Clone, Serialize)]
+pub struct Config {
+    /// Weight decay λ values, comma-separated; every version runs once per λ
+    #[arg(long, value_delimiter = ',', default_value = "0,3", value_parser = non_negative_f64)]
+    pub wd: Vec<f64>,
+    /// Which version of the book's code to run
+    #[arg(long = "impl", value_enum, default_value_t = ImplChoice::Both)]
+    pub implementation: ImplChoice,
+    #[arg(long, default_value_t = 100, value_parser = positive_usize)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 0.003, value_parser = positive_f64)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 5, value_parser = positive_usize)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 20, value_parser = positive_usize)]
+    pub n_train: usize,
+    #[arg(long, default_value_t = 100, value_parser = positive_usize)]
+    pub n_test: usize,
+    #[arg(long, default_value_t = 200, value_parser = positive_usize)]
+    pub num_inputs: usize,
+}
+
+impl Default for Config {
+    /// The book's hyper-parameters (the flags' defaults).
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: Config,
+        }
+        <Defaults as clap::Parser>::parse_from(["weight-decay"]).config
+    }
+}
+
+/// The §4.5 data: y = 0.05 + Σ 0.01·xᵢ + ε, training set first, then the test set.
+pub struct Data {
+    pub train: Split,
+    pub test: Split,
+}
+
+impl Data {
+    pub fn new(cfg: &Config, device: Device) -> Data {
+        let (true_w, true_b) = synthetic::true_params(cfg.num_inputs, device);
+        let train = synthetic::synthetic_data(&true_w, true_b, cfg.n_train);
+        let test = synthetic::synthetic_data(&true_w, true_b, cfg.n_test);
+        Data { train, test }
+    }
+}
+
+/// One row of `<impl>-wd<λ>.csv`: the mean per-example loss, without the penalty, after an epoch.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Epoch {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub test_loss: f64,
+}
+
+/// A trained model's curve and the norm of its weight.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    pub curve: Vec<Epoch>,
+    pub w_norm: f64,
+}
+
+// ---------------------------------------------------------------- §4.5.2 from scratch
+
+/// w ~ N(0, 1) of shape `[num_inputs, 1]`, b = 0.
+pub fn init_params(num_inputs: usize, device: Device) -> (Tensor, Tensor) {
+    let w = Tensor::empty([num_inputs as i64, 1], (Kind::Float, device)).normal_(0.0, 1.0).set_requires_grad(true);
+    let b = Tensor::zeros([1], (Kind::Float, device)).set_requires_grad(true);
+    (w, b)
+}
+
+/// ‖w‖² / 2.
+pub fn l2_penalty(w: &Tensor) -> Tensor {
+    w.pow_tensor_scalar(2).sum(None) / 2
+}
+
+/// The book's `linreg`: Xw + b.
+pub fn linreg(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
+    x.matmul(w) + b
+}
+
+/// The book's `squared_loss`, per example: (ŷ − y)² / 2.
+pub fn squared_loss(y_hat: &Tensor, y: &Tensor) -> Tensor {
+    (y_hat - y.reshape(y_hat.size())).pow_tensor_scalar(2) / 2
+}
+
+/// Trains with the penalty λ‖w‖²/2 added to every example's loss and the book's minibatch SGD.
+pub fn train_scratch(cfg: &Config, lambd: f64, data: &Data) -> Trained {
+    let (w, b) = init_params(cfg.num_inputs, data.train.x.device());
+    let net = |x: &Tensor| linreg(x, &w, &b);
+    let penalized = |y_hat: &Tensor, y: &Tensor| squared_loss(y_hat, y) + l2_penalty(&w) * lambd;
+    let mut sgd = MinibatchSgd { params: vec![w.shallow_clone(), b.shallow_clone()], lr: cfg.lr, batch_size: cfg.batch_size };
+    let curve = train(cfg, data, &net, &penalized, &squared_loss, &mut sgd);
+    Trained { curve, w_norm: w.norm().double_value(&[]) }
+}
+
+// ---------------------------------------------------------------- §4.5.3 concise
+
+/// Trains `nn.Linear(num_inputs, 1)` with both parameters drawn from N(0, 1) and an SGD
+/// optimizer whose weight group has weight decay `wd` and whose bias group has none.
+pub fn train_concise(cfg: &Config, wd: f64, data: &Data) -> Trained {
+    let vs = tnn::VarStore::new(data.train.x.device());
+    let mut net = Linear::new(&vs.root(), cfg.num_inputs as i64, 1);
+    tch::no_grad(|| {
+        for param in [&mut net.weight, &mut net.bias] {
+            let _ = param.normal_(0.0, 1.0);
+        }
+    });
+    let mse = |y_hat: &Tensor, y: &Tensor| y_hat.mse_loss(y, Reduction::None);
+    let mut trainer = tnn::Sgd::default().build(&vs, cfg.lr).expect("SGD over a fresh VarStore");
+    trainer.set_weight_decay_group(DECAY_GROUP, wd);
+    let forward = |x: &Tensor| net.forward(x);
+    let curve = train(cfg, data, &forward, &mse, &mse, &mut trainer);
+    Trained { curve, w_norm: net.weight.norm().double_value(&[]) }
+}
+
+/// The loop both versions share: every epoch, shuffled mini-batches, then the train and test
+/// losses evaluated without gradients. The losses stay on the device until the end.
+fn train(
+    cfg: &Config,
+    data: &Data,
+    net: &dyn Fn(&Tensor) -> Tensor,
+    train_loss: &dyn Fn(&Tensor, &Tensor) -> Tensor,
+    eval_loss: &dyn Fn(&Tensor, &Tensor) -> Tensor,
+    updater: &mut dyn Updater,
+) -> Vec<Epoch> {
+    let mut losses = Vec::with_capacity(2 * cfg.epochs);
+    for _ in 0..cfg.epochs {
+        train::train_epoch(batches::shuffled(&data.train, cfg.batch_size), net, train_loss, updater, None);
+        losses.push(train::evaluate_loss(&data.train, net, eval_loss));
+        losses.push(train::evaluate_loss(&data.test, net, eval_loss));
+    }
+    let losses = Vec::<f64>::try_from(Tensor::stack(&losses, 0).to_kind(Kind::Double)).expect("f64 losses");
+    losses
+        .chunks(2)
+        .enumerate()
+        .map(|(i, l)| Epoch { epoch: i + 1, train_loss: l[0], test_loss: l[1] })
+        .collect()
+}
+
+// ---------------------------------------------------------------- running and recording
+
+/// One line of `summary.csv`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    #[serde(rename = "impl")]
+    pub implementation: Impl,
+    pub wd: f64,
+    pub w_norm: f64,
+    pub final_train_loss: f64,
+    pub final_test_loss: f64,
+    pub seconds: f64,
+}
+
+/// Trains one version at one λ from a freshly seeded generator, so every run is reproducible
+/// on its own: the data are the same for every λ and version.
+pub fn run_one(cfg: &Config, implementation: Impl, wd: f64, ctx: &Context) -> (Trained, f64) {
+    tch::manual_seed(ctx.seed);
+    let start = Instant::now();
+    let data = Data::new(cfg, ctx.device);
+    let trained = match implementation {
+        Impl::Scratch => train_scratch(cfg, wd, &data),
+        Impl::Concise => train_concise(cfg, wd, &data),
+    };
+    (trained, start.elapsed().as_secs_f64())
+}
+
+/// Every requested version × λ; writes `<out>/weight-decay/{<impl>-wd<λ>.csv, summary.csv, run.json}`.
+pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
+    let dir = record::experiment_dir(&ctx.out, "weight-decay")?;
+    let mut summaries = Vec::new();
+    for implementation in cfg.implementation.impls() {
+        for &wd in &cfg.wd {
+            let (trained, seconds) = run_one(cfg, implementation, wd, ctx);
+            let last = trained.curve.last().expect("at least one epoch");
+            println!("weight decay, {} λ={}: L2 norm of w: {:.6}", implementation.name(), fmt_num(wd), trained.w_norm);
+            record::write_csv(&dir.join(format!("{}-wd{}.csv", implementation.name(), fmt_num(wd))), &trained.curve)?;
+            summaries.push(Summary {
+                implementation,
+                wd,
+                w_norm: trained.w_norm,
+                final_train_loss: last.train_loss,
+                final_test_loss: last.test_loss,
+                seconds,
+            });
+        }
+    }
+    record::write_csv(&dir.join("summary.csv"), &summaries)?;
+    record::write_json(&dir.join("run.json"), &record::RunInfo::new("weight-decay", cfg, ctx))?;
+    Ok(summaries)
+}

@@ -1,0 +1,21 @@
+//! Weight decay (§4.5) and dropout (§4.6) of *Dive into Deep Learning*, trained with tch.
+//!
+//! The binary is a thin layer over this library, so the tests and benchmarks run the same code
+//! as the command line. Data flows one way: CLI → config → data on the device → model →
+//! train loop → records.
+pub mod cli;
+pub mod data;
+pub mod device;
+pub mod experiments;
+pub mod nn;
+pub mod record;
+pub mod train;
+
+/// Version of the tch crate this binary was built with.
+pub const TCH_VERSION: &str = "0.24.0";
+
+/// Version of the libtorch this binary was linked against, read by `build.rs`.
+pub const LIBTORCH_VERSION: &str = env!("D2L_LIBTORCH_VERSION");
+
+/// Whether the linked libtorch was built with CUDA (it ships `libtorch_cuda.so`).
+pub const LIBTORCH_HAS_CUDA: bool = matches!(env!("D2L_LIBTORCH_CUDA").as_bytes(), b"1");

@@ -1,0 +1,92 @@
+//! What a run leaves behind: CSV curves, the summary, run.json; every file written atomically.
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Creates `<out>/<experiment>` and checks that it is writable before any training starts.
+pub fn experiment_dir(out: &Path, experiment: &str) -> Result<PathBuf> {
+    let dir = out.join(experiment);
+    fs::create_dir_all(&dir).with_context(|| {
+        format!("cannot create the output directory '{}' (choose a writable --out)", dir.display())
+    })?;
+    let probe = dir.join(format!(".write-test-{}", std::process::id()));
+    fs::write(&probe, b"")
+        .with_context(|| format!("the output directory '{}' is not writable (choose a writable --out)", dir.display()))?;
+    let _ = fs::remove_file(&probe);
+    Ok(dir)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`, so
+/// a reader sees either the old file or the whole new one, never a truncated one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("output");
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write '{}' (choose a writable --out)", path.display()))
+}
+
+/// CSV with a header from the rows' field names.
+pub fn csv_bytes<R: Serialize>(rows: &[R]) -> Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        w.serialize(row)?;
+    }
+    Ok(w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?)
+}
+
+pub fn write_csv<R: Serialize>(path: &Path, rows: &[R]) -> Result<()> {
+    write_atomic(path, &csv_bytes(rows)?)
+}
+
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+/// `run.json`: everything needed to reproduce a run and to know what ran it.
+#[derive(Serialize)]
+pub struct RunInfo<'a, C: Serialize> {
+    pub experiment: &'a str,
+    pub config: &'a C,
+    pub seed: i64,
+    pub device_requested: String,
+    /// The device the run really used (`cpu` or `cuda:N`).
+    pub device: String,
+    pub threads: i32,
+    pub tch_version: &'a str,
+    pub libtorch_version: &'a str,
+    pub command: Vec<String>,
+    /// Seconds since the Unix epoch when the run finished.
+    pub finished_unix: u64,
+}
+
+impl<'a, C: Serialize> RunInfo<'a, C> {
+    pub fn new(experiment: &'a str, config: &'a C, ctx: &crate::experiments::Context) -> Self {
+        RunInfo {
+            experiment,
+            config,
+            seed: ctx.seed,
+            device_requested: ctx.device_requested.to_string(),
+            device: crate::device::name(ctx.device),
+            threads: tch::get_num_threads(),
+            tch_version: crate::TCH_VERSION,
+            libtorch_version: crate::LIBTORCH_VERSION,
+            command: std::env::args().collect(),
+            finished_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        }
+    }
+}

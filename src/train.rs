@@ -1,0 +1,120 @@
+//! The train/evaluate loop shared by the experiments (the book's `train_epoch_ch3`,
+//! `evaluate_loss` and `evaluate_accuracy`), with metric sums kept on the device.
+use crate::data::{batches::Batches, Split};
+use tch::{nn, Kind, Tensor};
+
+/// How parameters are updated from a mini-batch's per-example losses (d2l's `updater`).
+pub trait Updater {
+    fn update(&mut self, losses: &Tensor);
+}
+
+/// A `torch.optim` optimizer: zero the gradients, backward of the mean loss, step.
+impl Updater for nn::Optimizer {
+    fn update(&mut self, losses: &Tensor) {
+        self.zero_grad();
+        losses.mean(None).backward();
+        self.step();
+    }
+}
+
+/// The book's from-scratch `sgd`: backward of the summed loss, then, outside autograd,
+/// `p -= lr · grad / batch_size` and the gradient is zeroed.
+pub struct MinibatchSgd {
+    pub params: Vec<Tensor>,
+    pub lr: f64,
+    /// The nominal batch size, as the book divides by it (the last batch may be smaller).
+    pub batch_size: usize,
+}
+
+impl Updater for MinibatchSgd {
+    fn update(&mut self, losses: &Tensor) {
+        losses.sum(None).backward();
+        tch::no_grad(|| {
+            for p in &mut self.params {
+                let mut grad = p.grad();
+                let _ = p.g_sub_(&(&grad * self.lr / self.batch_size as f64));
+                let _ = grad.zero_();
+            }
+        });
+    }
+}
+
+/// Running sums of one training epoch, kept on the device and read once at its end.
+pub struct Sums {
+    loss: Tensor,
+    correct: Tensor,
+    count: i64,
+}
+
+/// Mean loss and accuracy of an epoch, read from the device.
+#[derive(Debug, Clone, Copy)]
+pub struct Means {
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+impl Sums {
+    pub fn new(device: tch::Device) -> Sums {
+        Sums {
+            loss: Tensor::zeros([], (Kind::Double, device)),
+            correct: Tensor::zeros([], (Kind::Int64, device)),
+            count: 0,
+        }
+    }
+
+    fn add(&mut self, losses: &Tensor, outputs: &Tensor, y: &Tensor) {
+        let _ = self.loss.g_add_(&losses.detach().sum(Kind::Double));
+        let _ = self.correct.g_add_(&correct(outputs, y));
+        self.count += y.size()[0];
+    }
+
+    /// One host read for both numbers.
+    pub fn means(&self) -> Means {
+        let both = Tensor::stack(&[self.loss.shallow_clone(), self.correct.to_kind(Kind::Double)], 0);
+        let v = Vec::<f64>::try_from(&both).expect("two f64 sums");
+        let n = self.count.max(1) as f64;
+        Means { loss: v[0] / n, accuracy: v[1] / n }
+    }
+}
+
+/// Number of rows whose arg-max matches the label (an on-device scalar).
+pub fn correct(outputs: &Tensor, y: &Tensor) -> Tensor {
+    outputs.argmax(1, false).eq_tensor(y).sum(Kind::Int64)
+}
+
+/// One pass over the training batches (the book's `train_epoch_ch3`): forward in training
+/// mode, per-example losses, update. With `sums`, the losses and correct predictions of each
+/// batch are added to them on the device.
+pub fn train_epoch(
+    batches: Batches<'_>,
+    net: &dyn Fn(&Tensor) -> Tensor,
+    loss: &dyn Fn(&Tensor, &Tensor) -> Tensor,
+    updater: &mut dyn Updater,
+    mut sums: Option<&mut Sums>,
+) {
+    for (x, y) in batches {
+        let outputs = net(&x);
+        let l = loss(&outputs, &y);
+        updater.update(&l);
+        if let Some(sums) = sums.as_deref_mut() {
+            sums.add(&l, &outputs, &y);
+        }
+    }
+}
+
+/// Mean per-example loss over a whole split, without gradients (an on-device scalar).
+pub fn evaluate_loss(split: &Split, net: &dyn Fn(&Tensor) -> Tensor, loss: &dyn Fn(&Tensor, &Tensor) -> Tensor) -> Tensor {
+    tch::no_grad(|| loss(&net(&split.x), &split.y).mean(None))
+}
+
+/// Correct predictions over a split in batches of `batch_size`, without gradients
+/// (an on-device scalar; divide by the split's length for the accuracy).
+pub fn count_correct(split: &Split, net: &dyn Fn(&Tensor) -> Tensor, batch_size: usize) -> Tensor {
+    tch::no_grad(|| {
+        let mut total = Tensor::zeros([], (Kind::Int64, split.x.device()));
+        for (x, y) in crate::data::batches::in_order(split, batch_size) {
+            total += correct(&net(&x), &y);
+        }
+        total
+    })
+}

@@ -3,7 +3,7 @@
 //! The experiments' hyper-parameter structs derive `clap::Args` themselves, so each default is
 //! written once, beside its flag, and the same struct is saved to `run.json`.
 use crate::device::DeviceChoice;
-use crate::experiments::weight_decay;
+use crate::experiments::{dropout, weight_decay};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -46,8 +46,8 @@ pub struct Global {
 pub enum Command {
     /// Book §4.5: L2 penalty on a 200-input linear regression with 20 training examples
     WeightDecay(weight_decay::Config),
-    //TMP /// Book §4.6
-    //TMP Dropout(dropout::Config),
+    /// Book §4.6: dropout in a 784-256-256-10 MLP on Fashion-MNIST
+    Dropout(dropout::Config),
 }
 
 /// Which version of an experiment to run: the book's from-scratch code, its concise code, or both.

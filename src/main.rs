@@ -3,7 +3,7 @@ use anyhow::Result;
 use clap::Parser;
 use d2l_regularization::cli::{Cli, Command};
 use d2l_regularization::device;
-use d2l_regularization::experiments::{weight_decay, Context};
+use d2l_regularization::experiments::{dropout, weight_decay, Context};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -32,8 +32,12 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::WeightDecay(cfg)) => {
             weight_decay::run(&cfg, &ctx)?;
         }
+        Some(Command::Dropout(cfg)) => {
+            dropout::run(&cfg, &ctx)?;
+        }
         None => {
             weight_decay::run(&weight_decay::Config::default(), &ctx)?;
+            dropout::run(&dropout::Config::default(), &ctx)?;
         }
     }
     Ok(())

@@ -46,13 +46,6 @@ pub struct Sums {
     count: i64,
 }
 
-/// Mean loss and accuracy of an epoch, read from the device.
-#[derive(Debug, Clone, Copy)]
-pub struct Means {
-    pub loss: f64,
-    pub accuracy: f64,
-}
-
 impl Sums {
     pub fn new(device: tch::Device) -> Sums {
         Sums {
@@ -68,13 +61,27 @@ impl Sums {
         self.count += y.size()[0];
     }
 
-    /// One host read for both numbers.
-    pub fn means(&self) -> Means {
-        let both = Tensor::stack(&[self.loss.shallow_clone(), self.correct.to_kind(Kind::Double)], 0);
-        let v = Vec::<f64>::try_from(&both).expect("two f64 sums");
-        let n = self.count.max(1) as f64;
-        Means { loss: v[0] / n, accuracy: v[1] / n }
+    /// Sum of the per-example losses (f64, on the device).
+    pub fn loss(&self) -> &Tensor {
+        &self.loss
     }
+
+    /// Number of correct predictions (on the device).
+    pub fn correct(&self) -> &Tensor {
+        &self.correct
+    }
+
+    /// Number of examples seen.
+    pub fn count(&self) -> i64 {
+        self.count
+    }
+}
+
+/// Reads several on-device scalars with a single transfer (one synchronisation).
+pub fn read<const N: usize>(scalars: &[&Tensor; N]) -> [f64; N] {
+    let all: Vec<Tensor> = scalars.iter().map(|t| t.to_kind(Kind::Double).reshape([1])).collect();
+    let values = Vec::<f64>::try_from(Tensor::cat(&all, 0)).expect("f64 scalars");
+    values.try_into().expect("one value per scalar")
 }
 
 /// Number of rows whose arg-max matches the label (an on-device scalar).

@@ -1,6 +1,8 @@
 //! Data sets, kept on the device as tensors, and the mini-batches drawn from them.
 pub mod batches;
-//TMP pub mod fashion_mnist;
+pub mod download;
+pub mod fashion_mnist;
+pub mod idx;
 pub mod synthetic;
 
 use tch::Tensor;

@@ -1,5 +1,5 @@
 //! The two book sections, each readable top to bottom like its section.
-//TMP pub mod dropout;
+pub mod dropout;
 pub mod weight_decay;
 
 use crate::device::DeviceChoice;

@@ -1,0 +1,158 @@
+//! Fashion-MNIST: find it, or download and verify it, then parse it into tensors on the device.
+//!
+//! Places searched, in order: `--data-dir`, `$FASHION_MNIST_DIR`, Debian's
+//! `/usr/share/datasets/fashion-mnist` (package `dataset-fashion-mnist`), and the user's cache
+//! directory. When none holds the four files they are downloaded into the cache from the
+//! mirror torchvision uses, unless `--offline` is given.
+use super::download::{self, Resource};
+use super::{idx, Split};
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// The data set's canonical mirror (torchvision's); `$FASHION_MNIST_MIRROR` overrides it.
+pub const MIRROR: &str = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/";
+/// Debian's `dataset-fashion-mnist` installs the data set here.
+pub const DEBIAN_DIR: &str = "/usr/share/datasets/fashion-mnist";
+/// The four files as published, with their published MD5 checksums.
+pub const RESOURCES: [Resource<'static>; 4] = [
+    Resource { name: "train-images-idx3-ubyte.gz", md5: "8d4fb7e6c68d591d4c3dfef9ec88bf0d" },
+    Resource { name: "train-labels-idx1-ubyte.gz", md5: "25c81989df183df01b3e8a0aad5dffbe" },
+    Resource { name: "t10k-images-idx3-ubyte.gz", md5: "bef4ecab320f06d8554ea6380940ec79" },
+    Resource { name: "t10k-labels-idx1-ubyte.gz", md5: "bb300cfdad3c16e7a12a480ee83cd310" },
+];
+pub const N_TRAIN: usize = 60_000;
+pub const N_TEST: usize = 10_000;
+pub const NUM_INPUTS: i64 = (idx::ROWS * idx::COLS) as i64;
+pub const NUM_CLASSES: i64 = idx::CLASSES as i64;
+
+/// The training and test splits on the device: images f32 in [0, 1] of shape `[N, 784]`
+/// (`ToTensor`'s ÷255), labels i64.
+pub struct FashionMnist {
+    pub train: Split,
+    pub test: Split,
+    /// Where the files were read from.
+    pub dir: PathBuf,
+}
+
+/// Where to look and whether downloading is allowed.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    pub data_dir: Option<PathBuf>,
+    pub offline: bool,
+}
+
+/// `train-images-idx3-ubyte.gz` or, failing that, the uncompressed `train-images-idx3-ubyte`.
+fn file_in(dir: &Path, gz_name: &str) -> Option<PathBuf> {
+    let gz = dir.join(gz_name);
+    let raw = dir.join(gz_name.trim_end_matches(".gz"));
+    [gz, raw].into_iter().find(|p| p.is_file())
+}
+
+fn missing_in(dir: &Path) -> Vec<&'static str> {
+    RESOURCES.iter().filter(|r| file_in(dir, r.name).is_none()).map(|r| r.name).collect()
+}
+
+/// `$XDG_CACHE_HOME/d2l-regularization/fashion-mnist`, or `~/.cache/…`.
+pub fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("d2l-regularization").join("fashion-mnist")
+}
+
+/// The places searched, in order, each with a label for messages.
+fn candidates(source: &Source) -> Vec<(String, Option<PathBuf>)> {
+    let env = std::env::var_os("FASHION_MNIST_DIR").filter(|v| !v.is_empty()).map(PathBuf::from);
+    vec![
+        ("--data-dir".to_string(), source.data_dir.clone()),
+        ("$FASHION_MNIST_DIR".to_string(), env),
+        ("Debian's dataset-fashion-mnist".to_string(), Some(PathBuf::from(DEBIAN_DIR))),
+        ("cache".to_string(), Some(cache_dir())),
+    ]
+}
+
+/// The first place holding all four files; otherwise a download into the cache, or an error
+/// that lists every place searched and the ways to get the data.
+pub fn locate(source: &Source) -> Result<PathBuf> {
+    let places = candidates(source);
+    let mut report = Vec::new();
+    for (label, dir) in &places {
+        match dir {
+            None => report.push(format!("  {label}: not given")),
+            Some(dir) => {
+                let missing = missing_in(dir);
+                if missing.is_empty() {
+                    return Ok(dir.clone());
+                }
+                report.push(format!("  {label}: {} lacks {}", dir.display(), missing.join(", ")));
+            }
+        }
+    }
+    let cache = cache_dir();
+    let mirror = std::env::var("FASHION_MNIST_MIRROR").ok().filter(|m| !m.is_empty());
+    let mirror = mirror.as_deref().unwrap_or(MIRROR);
+    let download_error = if source.offline {
+        "--offline was given, so nothing was downloaded".to_string()
+    } else {
+        eprintln!("Fashion-MNIST not found locally; downloading it from {mirror} into {}", cache.display());
+        match download::fetch_all(mirror, &RESOURCES, &cache) {
+            Ok(()) => return Ok(cache),
+            Err(e) => format!("the download failed: {e:#}"),
+        }
+    };
+    bail!(
+        "Fashion-MNIST not found. Searched, in order:\n{}\n{download_error}.\nGet it in one of these ways:\n  \
+         - sudo apt-get install dataset-fashion-mnist   (Debian/Ubuntu; installs into {DEBIAN_DIR})\n  \
+         - run without --offline to download it from {mirror} into {}\n  \
+         - put the four files (.gz or uncompressed) in a directory and pass --data-dir DIR or set FASHION_MNIST_DIR",
+        report.join("\n"),
+        cache.display()
+    )
+}
+
+/// Parses the four files of `dir` and moves both splits to `device` once.
+pub fn load_dir(dir: &Path, device: Device) -> Result<FashionMnist> {
+    let split = |images: &str, labels: &str, n: usize| -> Result<Split> {
+        let images = file_in(dir, images).unwrap_or_else(|| dir.join(images));
+        let labels = file_in(dir, labels).unwrap_or_else(|| dir.join(labels));
+        let (pixels, labels) = idx::read_split(&images, &labels, Some(n))?;
+        Ok(to_split(&pixels, &labels, device))
+    };
+    Ok(FashionMnist {
+        train: split(RESOURCES[0].name, RESOURCES[1].name, N_TRAIN)?,
+        test: split(RESOURCES[2].name, RESOURCES[3].name, N_TEST)?,
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// Finds (or downloads) the data set, then loads it onto `device`.
+pub fn load(source: &Source, device: Device) -> Result<FashionMnist> {
+    load_dir(&locate(source)?, device)
+}
+
+/// Bytes → tensors on the device: images `[N, 784]` f32 = byte / 255, labels i64.
+pub fn to_split(pixels: &[u8], labels: &[u8], device: Device) -> Split {
+    let n = labels.len() as i64;
+    let x = Tensor::from_slice(pixels).to_device(device).reshape([n, NUM_INPUTS]).to_kind(Kind::Float) / 255.0;
+    let y = Tensor::from_slice(labels).to_device(device).to_kind(Kind::Int64);
+    Split { x, y }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_lists_the_absent_files() {
+        let dir = std::env::temp_dir().join(format!("fm-missing-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("train-images-idx3-ubyte"), b"x").unwrap();
+        let missing = missing_in(&dir);
+        assert_eq!(missing.len(), 3);
+        assert!(!missing.contains(&"train-images-idx3-ubyte.gz"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,244 @@
+//! Book §4.6, dropout: an MLP 784-256-256-10 on Fashion-MNIST with dropout 0.2 after the
+//! first hidden layer and 0.5 after the second, active only while training.
+//!
+//! From scratch, `dropout_layer` builds the mask itself and the network applies it only in
+//! training mode. Concisely, a sequential model holds dropout layers that libtorch switches
+//! off in evaluation mode.
+use super::Context;
+use crate::cli::{positive_f64, positive_usize, probability, Impl, ImplChoice};
+use crate::data::fashion_mnist::{self, FashionMnist, NUM_CLASSES, NUM_INPUTS};
+use crate::data::batches;
+use crate::nn::{dropout_layer, Dropout, Linear};
+use crate::record;
+use crate::train::{self, Sums};
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::nn::{self as tnn, Module, ModuleT, OptimizerConfig};
+use tch::{Reduction, Tensor};
+
+pub const NUM_HIDDENS1: i64 = 256;
+pub const NUM_HIDDENS2: i64 = 256;
+
+/// Hyper-parameters of §4.6, the book's values as defaults.
+#[derive(clap::Args, Debug, Clone, Serialize)]
+pub struct Config {
+    /// Which version of the book's code to run
+    #[arg(long = "impl", value_enum, default_value_t = ImplChoice::Both)]
+    pub implementation: ImplChoice,
+    #[arg(long, default_value_t = 10, value_parser = positive_usize)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 0.5, value_parser = positive_f64)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 256, value_parser = positive_usize)]
+    pub batch_size: usize,
+    /// Dropout probability after the first hidden layer, in [0, 1]
+    #[arg(long, default_value_t = 0.2, value_parser = probability)]
+    pub dropout1: f64,
+    /// Dropout probability after the second hidden layer, in [0, 1]
+    #[arg(long, default_value_t = 0.5, value_parser = probability)]
+    pub dropout2: f64,
+    /// Directory holding the four Fashion-MNIST files (.gz or uncompressed)
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Never download the data set; fail if it is not found locally
+    #[arg(long)]
+    pub offline: bool,
+    /// Also store each trained model as <impl>.safetensors (PyTorch's parameter names)
+    #[arg(long)]
+    pub save_weights: bool,
+}
+
+impl Default for Config {
+    /// The book's hyper-parameters (the flags' defaults).
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: Config,
+        }
+        <Defaults as clap::Parser>::parse_from(["dropout"]).config
+    }
+}
+
+// ---------------------------------------------------------------- §4.6.4 from scratch
+
+/// The book's `Net`: three linear layers, ReLU, and `dropout_layer` after each hidden layer
+/// when (and only when) training.
+#[derive(Debug)]
+pub struct Net {
+    lin1: Linear,
+    lin2: Linear,
+    lin3: Linear,
+    dropout1: f64,
+    dropout2: f64,
+}
+
+impl Net {
+    pub fn new(vs: &tnn::Path, dropout1: f64, dropout2: f64) -> Net {
+        Net {
+            lin1: Linear::new(&(vs / "lin1"), NUM_INPUTS, NUM_HIDDENS1),
+            lin2: Linear::new(&(vs / "lin2"), NUM_HIDDENS1, NUM_HIDDENS2),
+            lin3: Linear::new(&(vs / "lin3"), NUM_HIDDENS2, NUM_CLASSES),
+            dropout1,
+            dropout2,
+        }
+    }
+}
+
+impl ModuleT for Net {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let mut h1 = self.lin1.forward(&x.reshape([-1, NUM_INPUTS])).relu();
+        if train {
+            h1 = dropout_layer(&h1, self.dropout1);
+        }
+        let mut h2 = self.lin2.forward(&h1).relu();
+        if train {
+            h2 = dropout_layer(&h2, self.dropout2);
+        }
+        self.lin3.forward(&h2)
+    }
+}
+
+// ---------------------------------------------------------------- §4.6.5 concise
+
+/// `nn.Sequential(Flatten, Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear)` with the
+/// weights re-drawn from N(0, 0.01) (the book's `init_weights`); the biases keep PyTorch's
+/// default. Variables are named as PyTorch names them (`1.weight`, `4.weight`, `7.weight`).
+pub fn concise_net(vs: &tnn::Path, dropout1: f64, dropout2: f64) -> tnn::SequentialT {
+    let layers = [
+        Linear::new(&(vs / "1"), NUM_INPUTS, NUM_HIDDENS1),
+        Linear::new(&(vs / "4"), NUM_HIDDENS1, NUM_HIDDENS2),
+        Linear::new(&(vs / "7"), NUM_HIDDENS2, NUM_CLASSES),
+    ];
+    tch::no_grad(|| {
+        for layer in &layers {
+            let _ = layer.weight.shallow_clone().normal_(0.0, 0.01);
+        }
+    });
+    let [lin1, lin2, lin3] = layers;
+    tnn::seq_t()
+        .add_fn(|x| x.flatten(1, -1))
+        .add(lin1)
+        .add_fn(|x| x.relu())
+        .add(Dropout { p: dropout1 })
+        .add(lin2)
+        .add_fn(|x| x.relu())
+        .add(Dropout { p: dropout2 })
+        .add(lin3)
+}
+
+// ---------------------------------------------------------------- training (train_ch3)
+
+/// One row of `<impl>.csv`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Epoch {
+    pub epoch: usize,
+    /// Running mean of the training loss over the epoch, dropout on.
+    pub train_loss: f64,
+    /// Running training accuracy over the epoch, dropout on.
+    pub train_acc: f64,
+    /// Test accuracy after the epoch, in evaluation mode (dropout off).
+    pub test_acc: f64,
+    /// Wall time of this epoch (training and test pass).
+    pub seconds: f64,
+}
+
+/// Builds a model from a freshly seeded generator and trains it like the book's `train_ch3`.
+/// Returns the curve and the model's variables.
+pub fn train(cfg: &Config, implementation: Impl, data: &FashionMnist, ctx: &Context, mut log: impl FnMut(&Epoch)) -> (Vec<Epoch>, tnn::VarStore) {
+    tch::manual_seed(ctx.seed);
+    let vs = tnn::VarStore::new(ctx.device);
+    let net: Box<dyn ModuleT> = match implementation {
+        Impl::Scratch => Box::new(Net::new(&vs.root(), cfg.dropout1, cfg.dropout2)),
+        Impl::Concise => Box::new(concise_net(&vs.root(), cfg.dropout1, cfg.dropout2)),
+    };
+    let loss = |y_hat: &Tensor, y: &Tensor| y_hat.cross_entropy_loss::<Tensor>(y, None, Reduction::None, -100, 0.0);
+    let mut trainer = tnn::Sgd::default().build(&vs, cfg.lr).expect("SGD over a fresh VarStore");
+    let mut curve = Vec::with_capacity(cfg.epochs);
+    for epoch in 1..=cfg.epochs {
+        let start = Instant::now();
+        let mut sums = Sums::new(ctx.device);
+        let train_mode = |x: &Tensor| net.forward_t(x, true);
+        train::train_epoch(batches::shuffled(&data.train, cfg.batch_size), &train_mode, &loss, &mut trainer, Some(&mut sums));
+        let eval_mode = |x: &Tensor| net.forward_t(x, false);
+        let test_correct = train::count_correct(&data.test, &eval_mode, cfg.batch_size);
+        let [loss_sum, correct, test_correct] = train::read(&[sums.loss(), sums.correct(), &test_correct]);
+        let row = Epoch {
+            epoch,
+            train_loss: loss_sum / sums.count() as f64,
+            train_acc: correct / sums.count() as f64,
+            test_acc: test_correct / data.test.len() as f64,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        log(&row);
+        curve.push(row);
+    }
+    (curve, vs)
+}
+
+// ---------------------------------------------------------------- running and recording
+
+/// One line of `summary.csv`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    #[serde(rename = "impl")]
+    pub implementation: Impl,
+    pub final_train_loss: f64,
+    pub final_train_acc: f64,
+    pub final_test_acc: f64,
+    pub seconds: f64,
+}
+
+/// Loads the data set once, trains every requested version and writes
+/// `<out>/dropout/{<impl>.csv, summary.csv, run.json}` (and the weights with `--save-weights`).
+pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
+    let dir = record::experiment_dir(&ctx.out, "dropout")?;
+    let source = fashion_mnist::Source { data_dir: cfg.data_dir.clone(), offline: cfg.offline };
+    let data = fashion_mnist::load(&source, ctx.device)?;
+    eprintln!("dropout: Fashion-MNIST from {} on {}", data.dir.display(), crate::device::name(ctx.device));
+    let mut summaries = Vec::new();
+    for implementation in cfg.implementation.impls() {
+        let name = implementation.name();
+        let (curve, vs) = train(cfg, implementation, &data, ctx, |e| {
+            eprintln!(
+                "dropout, {name} epoch {}/{}: train loss {:.4}, train acc {:.4}, test acc {:.4} ({:.2} s)",
+                e.epoch, cfg.epochs, e.train_loss, e.train_acc, e.test_acc, e.seconds
+            )
+        });
+        let last = curve.last().expect("at least one epoch");
+        println!(
+            "dropout, {name}: loss {:.3}, train acc {:.3}, test acc {:.3}",
+            last.train_loss, last.train_acc, last.test_acc
+        );
+        record::write_csv(&dir.join(format!("{name}.csv")), &curve)?;
+        if cfg.save_weights {
+            save_weights(&vs, &dir.join(format!("{name}.safetensors")))?;
+        }
+        summaries.push(Summary {
+            implementation,
+            final_train_loss: last.train_loss,
+            final_train_acc: last.train_acc,
+            final_test_acc: last.test_acc,
+            seconds: curve.iter().map(|e| e.seconds).sum(),
+        });
+    }
+    record::write_csv(&dir.join("summary.csv"), &summaries)?;
+    record::write_json(&dir.join("run.json"), &record::RunInfo::new("dropout", cfg, ctx))?;
+    Ok(summaries)
+}
+
+/// The trained variables as safetensors, written to a temporary file and renamed into place.
+pub fn save_weights(vs: &tnn::VarStore, path: &std::path::Path) -> Result<()> {
+    let tmp = path.with_file_name(format!(".{}.tmp.safetensors", std::process::id()));
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let result = Tensor::write_safetensors(&named, &tmp)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(anyhow::Error::from));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write '{}' (choose a writable --out)", path.display()))
+}

@@ -64,7 +64,7 @@ def make_sgd(params, lr, batch_size):
 def write_csv(path, header, rows):
     tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{os.getpid()}.tmp"
     with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
+        w = csv.writer(f, lineterminator="\n")
         w.writerow(header)
         w.writerows(rows)
     os.replace(tmp, path)
@@ -176,3 +176,182 @@ def run_info(experiment, cfg, args, device):
         "threads": torch.get_num_threads(), "torch_version": torch.__version__,
         "command": sys.argv, "finished_unix": int(time.time()),
     }
+
+
+# ------------------------------------------------------------------ §4.6 dropout
+
+FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+
+def find_data_dir(explicit):
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                         "d2l-regularization", "fashion-mnist")
+    for d in [explicit, os.environ.get("FASHION_MNIST_DIR"), "/usr/share/datasets/fashion-mnist", cache]:
+        if d and all(os.path.exists(os.path.join(d, f + ".gz")) or os.path.exists(os.path.join(d, f))
+                     for f in FILES):
+            return d
+    sys.exit("error: Fashion-MNIST not found; run the Rust binary once (it downloads it) or pass --data-dir")
+
+
+def read_idx(path):
+    if not os.path.exists(path):
+        path = path[:-3] if path.endswith(".gz") else path + ".gz"
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    ndim = raw[3]
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    return torch.frombuffer(bytearray(raw[4 + 4 * ndim:]), dtype=torch.uint8).reshape(dims)
+
+
+def load_fashion_mnist(data_dir, device):
+    """Both splits moved to the device once: images f32 in [0, 1] as [N, 784] (ToTensor's /255)."""
+    def split(images, labels):
+        X = read_idx(os.path.join(data_dir, images + ".gz")).to(device)
+        y = read_idx(os.path.join(data_dir, labels + ".gz")).to(device)
+        return X.reshape(-1, 784).float() / 255.0, y.long()
+    return split(FILES[0], FILES[1]), split(FILES[2], FILES[3])
+
+
+def dropout_layer(X, dropout):
+    assert 0 <= dropout <= 1
+    if dropout == 1:
+        return torch.zeros_like(X)
+    if dropout == 0:
+        return X
+    mask = (torch.rand(X.shape, device=X.device) > dropout).float()
+    return mask * X / (1.0 - dropout)
+
+
+class Net(nn.Module):
+    def __init__(self, num_inputs, num_outputs, num_hiddens1, num_hiddens2, dropout1, dropout2, device):
+        super().__init__()
+        self.num_inputs, self.dropout1, self.dropout2 = num_inputs, dropout1, dropout2
+        self.lin1 = nn.Linear(num_inputs, num_hiddens1, device=device)
+        self.lin2 = nn.Linear(num_hiddens1, num_hiddens2, device=device)
+        self.lin3 = nn.Linear(num_hiddens2, num_outputs, device=device)
+        self.relu = nn.ReLU()
+
+    def forward(self, X):
+        H1 = self.relu(self.lin1(X.reshape((-1, self.num_inputs))))
+        if self.training:
+            H1 = dropout_layer(H1, self.dropout1)
+        H2 = self.relu(self.lin2(H1))
+        if self.training:
+            H2 = dropout_layer(H2, self.dropout2)
+        return self.lin3(H2)
+
+
+def concise_net(dropout1, dropout2, device):
+    net = nn.Sequential(nn.Flatten(),
+                        nn.Linear(784, 256, device=device), nn.ReLU(), nn.Dropout(dropout1),
+                        nn.Linear(256, 256, device=device), nn.ReLU(), nn.Dropout(dropout2),
+                        nn.Linear(256, 10, device=device))
+
+    def init_weights(m):
+        if type(m) == nn.Linear:
+            nn.init.normal_(m.weight, std=0.01)
+    net.apply(init_weights)
+    return net
+
+
+def dropout_train(cfg, impl, data, device, log=None):
+    """The book's train_ch3 with the data on the device and the sums kept there."""
+    (Xtr, ytr), (Xte, yte) = data
+    net = Net(784, 10, 256, 256, cfg.dropout1, cfg.dropout2, device) if impl == "scratch" \
+        else concise_net(cfg.dropout1, cfg.dropout2, device)
+    loss = nn.CrossEntropyLoss(reduction="none")
+    trainer = torch.optim.SGD(net.parameters(), lr=cfg.lr)
+    curve = []
+    for epoch in range(1, cfg.epochs + 1):
+        start = time.perf_counter()
+        net.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        for X, y in batches(Xtr, ytr, cfg.batch_size, shuffle=True):
+            y_hat = net(X)
+            l = loss(y_hat, y)
+            update(trainer, l)
+            loss_sum += l.detach().sum(dtype=torch.float64)
+            correct += (y_hat.argmax(1) == y).sum()
+        net.eval()
+        with torch.no_grad():
+            test_correct = torch.zeros((), dtype=torch.int64, device=device)
+            for X, y in batches(Xte, yte, cfg.batch_size, shuffle=False):
+                test_correct += (net(X).argmax(1) == y).sum()
+        loss_sum, correct, test_correct = torch.stack(
+            [loss_sum, correct.double(), test_correct.double()]).tolist()
+        n = Xtr.shape[0]
+        row = (epoch, loss_sum / n, correct / n, test_correct / Xte.shape[0], time.perf_counter() - start)
+        if log:
+            log(row)
+        curve.append(row)
+    return curve, net
+
+
+def dropout(cfg, args, device):
+    out = os.path.join(args.out, "dropout")
+    os.makedirs(out, exist_ok=True)
+    data = load_fashion_mnist(find_data_dir(cfg.data_dir), device)
+    summary = []
+    for impl in impls(args.impl):
+        torch.manual_seed(args.seed)
+        log = lambda r: print(f"dropout, {impl} epoch {r[0]}/{cfg.epochs}: train loss {r[1]:.4f}, "
+                              f"train acc {r[2]:.4f}, test acc {r[3]:.4f} ({r[4]:.2f} s)", file=sys.stderr)
+        curve, _ = dropout_train(cfg, impl, data, device, log)
+        last = curve[-1]
+        print(f"dropout, {impl}: loss {last[1]:.3f}, train acc {last[2]:.3f}, test acc {last[3]:.3f}")
+        write_csv(f"{out}/{impl}.csv", ["epoch", "train_loss", "train_acc", "test_acc", "seconds"], curve)
+        summary.append((impl, last[1], last[2], last[3], sum(r[4] for r in curve)))
+    write_csv(f"{out}/summary.csv",
+              ["impl", "final_train_loss", "final_train_acc", "final_test_acc", "seconds"], summary)
+    write_json(f"{out}/run.json", run_info("dropout", cfg, args, device))
+    return summary
+
+
+# ------------------------------------------------------------------ command line
+
+def resolve_device(name):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"error: --device {name}: no usable CUDA GPU")
+    return device
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results-torch")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--impl", choices=["concise", "scratch", "both"], default="both")
+    sub = p.add_subparsers(dest="experiment")
+    wd = sub.add_parser("weight-decay")
+    wd.add_argument("--wd", type=lambda s: [float(v) for v in s.split(",")], default=[0.0, 3.0])
+    for k, v in BOOK_WD.items():
+        wd.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
+    dr = sub.add_parser("dropout")
+    for k, v in BOOK_DROPOUT.items():
+        dr.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
+    dr.add_argument("--data-dir")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    if args.experiment in (None, "weight-decay"):
+        cfg = args if args.experiment else wd.parse_args([])
+        weight_decay(cfg_of(cfg, BOOK_WD, wd=cfg.wd), args, device)
+    if args.experiment in (None, "dropout"):
+        cfg = args if args.experiment else dr.parse_args([])
+        dropout(cfg_of(cfg, BOOK_DROPOUT, data_dir=cfg.data_dir), args, device)
+
+
+def cfg_of(ns, book, **extra):
+    return argparse.Namespace(**{k: getattr(ns, k) for k in book}, **extra)
+
+
+if __name__ == "__main__":
+    main()

@@ -32,13 +32,13 @@ pub struct Global {
     #[serde(serialize_with = "serialize_display")]
     pub device: DeviceChoice,
     /// Seed of libtorch's generator (the same one PyTorch uses)
-    #[arg(long, global = true, default_value_t = 0)]
+    #[arg(long, global = true, allow_negative_numbers = true, default_value_t = 0)]
     pub seed: i64,
     /// Directory the results are written to
     #[arg(long, global = true, default_value = "results")]
     pub out: PathBuf,
     /// Intra-op CPU threads (default: libtorch's choice, usually one per core)
-    #[arg(long, global = true, value_parser = positive_usize)]
+    #[arg(long, global = true, allow_negative_numbers = true, value_parser = positive_usize)]
     pub threads: Option<usize>,
 }
 

@@ -35,11 +35,37 @@ pub struct FashionMnist {
     pub dir: PathBuf,
 }
 
-/// Where to look and whether downloading is allowed.
-#[derive(Debug, Clone, Default)]
+/// Where to look, where to download to, and whether downloading is allowed.
+#[derive(Debug, Clone)]
 pub struct Source {
+    /// `--data-dir`: when given, the data set must be there.
     pub data_dir: Option<PathBuf>,
+    /// `$FASHION_MNIST_DIR`: when set, the data set must be there.
+    pub env_dir: Option<PathBuf>,
+    /// Debian's directory, searched when neither of the above is given.
+    pub system_dir: Option<PathBuf>,
+    /// Searched last, and where a download goes.
+    pub cache: PathBuf,
+    /// Base URL of the mirror.
+    pub mirror: String,
     pub offline: bool,
+}
+
+impl Source {
+    /// The places of the command line and the environment: `--data-dir`,
+    /// `$FASHION_MNIST_DIR`, Debian's directory, the cache; `$FASHION_MNIST_MIRROR` or the
+    /// canonical mirror.
+    pub fn new(data_dir: Option<PathBuf>, offline: bool) -> Source {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        Source {
+            data_dir,
+            env_dir: var("FASHION_MNIST_DIR").map(PathBuf::from),
+            system_dir: Some(PathBuf::from(DEBIAN_DIR)),
+            cache: cache_dir(),
+            mirror: var("FASHION_MNIST_MIRROR").and_then(|m| m.into_string().ok()).unwrap_or_else(|| MIRROR.to_string()),
+            offline,
+        }
+    }
 }
 
 /// `train-images-idx3-ubyte.gz` or, failing that, the uncompressed `train-images-idx3-ubyte`.
@@ -63,54 +89,44 @@ pub fn cache_dir() -> PathBuf {
     base.join("d2l-regularization").join("fashion-mnist")
 }
 
-/// The places searched, in order, each with a label for messages.
-fn candidates(source: &Source) -> Vec<(String, Option<PathBuf>)> {
-    let env = std::env::var_os("FASHION_MNIST_DIR").filter(|v| !v.is_empty()).map(PathBuf::from);
-    vec![
-        ("--data-dir".to_string(), source.data_dir.clone()),
-        ("$FASHION_MNIST_DIR".to_string(), env),
-        ("Debian's dataset-fashion-mnist".to_string(), Some(PathBuf::from(DEBIAN_DIR))),
-        ("cache".to_string(), Some(cache_dir())),
-    ]
-}
+const WAYS: &str = "Get it in one of these ways:\n  \
+    - sudo apt-get install dataset-fashion-mnist   (Debian/Ubuntu; installs into /usr/share/datasets/fashion-mnist)\n  \
+    - run without --offline (and without --data-dir / FASHION_MNIST_DIR) to download it into the cache\n  \
+    - put the four files (.gz or uncompressed) in a directory and pass --data-dir DIR or set FASHION_MNIST_DIR";
 
-/// The first place holding all four files; otherwise a download into the cache, or an error
-/// that lists every place searched and the ways to get the data.
+/// The directory holding all four files.
+///
+/// A directory the user named (`--data-dir`, then `$FASHION_MNIST_DIR`) must hold them.
+/// Otherwise Debian's directory and the cache are searched, and when neither holds them they
+/// are downloaded into the cache (unless offline). Every failure lists the places searched and
+/// the ways to get the data.
 pub fn locate(source: &Source) -> Result<PathBuf> {
-    let places = candidates(source);
-    let mut report = Vec::new();
-    for (label, dir) in &places {
-        match dir {
-            None => report.push(format!("  {label}: not given")),
-            Some(dir) => {
-                let missing = missing_in(dir);
-                if missing.is_empty() {
-                    return Ok(dir.clone());
-                }
-                report.push(format!("  {label}: {} lacks {}", dir.display(), missing.join(", ")));
-            }
+    let explicit = [("--data-dir", &source.data_dir), ("$FASHION_MNIST_DIR", &source.env_dir)];
+    if let Some((label, Some(dir))) = explicit.iter().find(|(_, d)| d.is_some()) {
+        let missing = missing_in(dir);
+        if missing.is_empty() {
+            return Ok(dir.clone());
         }
+        bail!("{label} {} lacks {} (each may also be uncompressed).\n{WAYS}", dir.display(), missing.join(", "));
     }
-    let cache = cache_dir();
-    let mirror = std::env::var("FASHION_MNIST_MIRROR").ok().filter(|m| !m.is_empty());
-    let mirror = mirror.as_deref().unwrap_or(MIRROR);
-    let download_error = if source.offline {
+    let mut report = Vec::new();
+    for dir in source.system_dir.iter().chain([&source.cache]) {
+        let missing = missing_in(dir);
+        if missing.is_empty() {
+            return Ok(dir.clone());
+        }
+        report.push(format!("  {} lacks {}", dir.display(), missing.join(", ")));
+    }
+    let why = if source.offline {
         "--offline was given, so nothing was downloaded".to_string()
     } else {
-        eprintln!("Fashion-MNIST not found locally; downloading it from {mirror} into {}", cache.display());
-        match download::fetch_all(mirror, &RESOURCES, &cache) {
-            Ok(()) => return Ok(cache),
-            Err(e) => format!("the download failed: {e:#}"),
+        eprintln!("Fashion-MNIST not found locally; downloading it from {} into {}", source.mirror, source.cache.display());
+        match download::fetch_all(&source.mirror, &RESOURCES, &source.cache) {
+            Ok(()) => return Ok(source.cache.clone()),
+            Err(e) => format!("the download from {} failed: {e:#}", source.mirror),
         }
     };
-    bail!(
-        "Fashion-MNIST not found. Searched, in order:\n{}\n{download_error}.\nGet it in one of these ways:\n  \
-         - sudo apt-get install dataset-fashion-mnist   (Debian/Ubuntu; installs into {DEBIAN_DIR})\n  \
-         - run without --offline to download it from {mirror} into {}\n  \
-         - put the four files (.gz or uncompressed) in a directory and pass --data-dir DIR or set FASHION_MNIST_DIR",
-        report.join("\n"),
-        cache.display()
-    )
+    bail!("Fashion-MNIST not found. Searched:\n{}\n{why}.\n{WAYS}", report.join("\n"))
 }
 
 /// Parses the four files of `dir` and moves both splits to `device` once.

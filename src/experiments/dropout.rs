@@ -27,17 +27,17 @@ pub struct Config {
     /// Which version of the book's code to run
     #[arg(long = "impl", value_enum, default_value_t = ImplChoice::Both)]
     pub implementation: ImplChoice,
-    #[arg(long, default_value_t = 10, value_parser = positive_usize)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 10, value_parser = positive_usize)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 0.5, value_parser = positive_f64)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.5, value_parser = positive_f64)]
     pub lr: f64,
-    #[arg(long, default_value_t = 256, value_parser = positive_usize)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 256, value_parser = positive_usize)]
     pub batch_size: usize,
     /// Dropout probability after the first hidden layer, in [0, 1]
-    #[arg(long, default_value_t = 0.2, value_parser = probability)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.2, value_parser = probability)]
     pub dropout1: f64,
     /// Dropout probability after the second hidden layer, in [0, 1]
-    #[arg(long, default_value_t = 0.5, value_parser = probability)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.5, value_parser = probability)]
     pub dropout2: f64,
     /// Directory holding the four Fashion-MNIST files (.gz or uncompressed)
     #[arg(long)]
@@ -195,7 +195,7 @@ pub struct Summary {
 /// `<out>/dropout/{<impl>.csv, summary.csv, run.json}` (and the weights with `--save-weights`).
 pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
     let dir = record::experiment_dir(&ctx.out, "dropout")?;
-    let source = fashion_mnist::Source { data_dir: cfg.data_dir.clone(), offline: cfg.offline };
+    let source = fashion_mnist::Source::new(cfg.data_dir.clone(), cfg.offline);
     let data = fashion_mnist::load(&source, ctx.device)?;
     eprintln!("dropout: Fashion-MNIST from {} on {}", data.dir.display(), crate::device::name(ctx.device));
     let mut summaries = Vec::new();

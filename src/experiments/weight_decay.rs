@@ -19,22 +19,22 @@ use tch::{Device, Kind, Reduction, Tensor};
 #[derive(clap::Args, Debug, Clone, Serialize)]
 pub struct Config {
     /// Weight decay λ values, comma-separated; every version runs once per λ
-    #[arg(long, value_delimiter = ',', default_value = "0,3", value_parser = non_negative_f64)]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, default_value = "0,3", value_parser = non_negative_f64)]
     pub wd: Vec<f64>,
     /// Which version of the book's code to run
     #[arg(long = "impl", value_enum, default_value_t = ImplChoice::Both)]
     pub implementation: ImplChoice,
-    #[arg(long, default_value_t = 100, value_parser = positive_usize)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 100, value_parser = positive_usize)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 0.003, value_parser = positive_f64)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.003, value_parser = positive_f64)]
     pub lr: f64,
-    #[arg(long, default_value_t = 5, value_parser = positive_usize)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 5, value_parser = positive_usize)]
     pub batch_size: usize,
-    #[arg(long, default_value_t = 20, value_parser = positive_usize)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 20, value_parser = positive_usize)]
     pub n_train: usize,
-    #[arg(long, default_value_t = 100, value_parser = positive_usize)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 100, value_parser = positive_usize)]
     pub n_test: usize,
-    #[arg(long, default_value_t = 200, value_parser = positive_usize)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 200, value_parser = positive_usize)]
     pub num_inputs: usize,
 }
 
@@ -127,11 +127,18 @@ pub fn train_concise(cfg: &Config, wd: f64, data: &Data) -> Trained {
         }
     });
     let mse = |y_hat: &Tensor, y: &Tensor| y_hat.mse_loss(y, Reduction::None);
-    let mut trainer = tnn::Sgd::default().build(&vs, cfg.lr).expect("SGD over a fresh VarStore");
-    trainer.set_weight_decay_group(DECAY_GROUP, wd);
+    let mut trainer = sgd_decaying_weights(&vs, cfg.lr, wd);
     let forward = |x: &Tensor| net.forward(x);
     let curve = train(cfg, data, &forward, &mse, &mse, &mut trainer);
     Trained { curve, w_norm: net.weight.norm().double_value(&[]) }
+}
+
+/// The book's `torch.optim.SGD([{"params": weight, "weight_decay": wd}, {"params": bias}])`:
+/// every variable of `vs` created in [`DECAY_GROUP`] decays by `wd`, the others do not.
+pub fn sgd_decaying_weights(vs: &tnn::VarStore, lr: f64, wd: f64) -> tnn::Optimizer {
+    let mut trainer = tnn::Sgd::default().build(vs, lr).expect("SGD over a fresh VarStore");
+    trainer.set_weight_decay_group(DECAY_GROUP, wd);
+    trainer
 }
 
 /// The loop both versions share: every epoch, shuffled mini-batches, then the train and test

@@ -20,8 +20,14 @@ fn main() {
         println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
     }
-    println!("cargo:rustc-env=D2L_LIBTORCH_CUDA={}", if has_cuda { "1" } else { "0" });
-    println!("cargo:rustc-env=D2L_LIBTORCH_VERSION={}", libtorch_version(lib));
+    println!(
+        "cargo:rustc-env=D2L_LIBTORCH_CUDA={}",
+        if has_cuda { "1" } else { "0" }
+    );
+    println!(
+        "cargo:rustc-env=D2L_LIBTORCH_VERSION={}",
+        libtorch_version(lib)
+    );
     println!("cargo:rustc-env=D2L_LIBTORCH_LIB={dir}");
 }
 

@@ -144,11 +144,11 @@ def wd_concise(cfg, wd, data, device):
     return curve, net[0].weight.norm().item()
 
 
-def weight_decay(cfg, args, device):
+def weight_decay(cfg, impl_choice, args, device):
     out = os.path.join(args.out, "weight-decay")
     os.makedirs(out, exist_ok=True)
     summary = []
-    for impl in impls(args.impl):
+    for impl in impls(impl_choice):
         for wd in cfg.wd:
             torch.manual_seed(args.seed)
             start = time.perf_counter()
@@ -290,12 +290,12 @@ def dropout_train(cfg, impl, data, device, log=None):
     return curve, net
 
 
-def dropout(cfg, args, device):
+def dropout(cfg, impl_choice, args, device):
     out = os.path.join(args.out, "dropout")
     os.makedirs(out, exist_ok=True)
     data = load_fashion_mnist(find_data_dir(cfg.data_dir), device)
     summary = []
-    for impl in impls(args.impl):
+    for impl in impls(impl_choice):
         torch.manual_seed(args.seed)
         log = lambda r: print(f"dropout, {impl} epoch {r[0]}/{cfg.epochs}: train loss {r[1]:.4f}, "
                               f"train acc {r[2]:.4f}, test acc {r[3]:.4f} ({r[4]:.2f} s)", file=sys.stderr)
@@ -327,7 +327,6 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results-torch")
     p.add_argument("--threads", type=int)
-    p.add_argument("--impl", choices=["concise", "scratch", "both"], default="both")
     sub = p.add_subparsers(dest="experiment")
     wd = sub.add_parser("weight-decay")
     wd.add_argument("--wd", type=lambda s: [float(v) for v in s.split(",")], default=[0.0, 3.0])
@@ -337,16 +336,18 @@ def main(argv=None):
     for k, v in BOOK_DROPOUT.items():
         dr.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
     dr.add_argument("--data-dir")
+    for sp in (wd, dr):
+        sp.add_argument("--impl", choices=["concise", "scratch", "both"], default="both")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     if args.experiment in (None, "weight-decay"):
         cfg = args if args.experiment else wd.parse_args([])
-        weight_decay(cfg_of(cfg, BOOK_WD, wd=cfg.wd), args, device)
+        weight_decay(cfg_of(cfg, BOOK_WD, wd=cfg.wd), cfg.impl, args, device)
     if args.experiment in (None, "dropout"):
         cfg = args if args.experiment else dr.parse_args([])
-        dropout(cfg_of(cfg, BOOK_DROPOUT, data_dir=cfg.data_dir), args, device)
+        dropout(cfg_of(cfg, BOOK_DROPOUT, data_dir=cfg.data_dir), cfg.impl, args, device)
 
 
 def cfg_of(ns, book, **extra):

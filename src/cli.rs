@@ -32,7 +32,12 @@ pub struct Global {
     #[serde(serialize_with = "serialize_display")]
     pub device: DeviceChoice,
     /// Seed of libtorch's generator (the same one PyTorch uses)
-    #[arg(long, global = true, allow_negative_numbers = true, default_value_t = 0)]
+    #[arg(
+        long,
+        global = true,
+        allow_negative_numbers = true,
+        default_value_t = 0
+    )]
     pub seed: i64,
     /// Directory the results are written to
     #[arg(long, global = true, default_value = "results")]
@@ -87,7 +92,10 @@ impl ImplChoice {
     }
 }
 
-fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(
+    v: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
 
@@ -96,7 +104,10 @@ pub fn parse_device(s: &str) -> Result<DeviceChoice, String> {
 }
 
 fn parse_f64(s: &str) -> Result<f64, String> {
-    let v: f64 = s.trim().parse().map_err(|_| format!("'{s}' is not a number"))?;
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
     if v.is_finite() {
         Ok(v)
     } else {

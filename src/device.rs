@@ -24,7 +24,9 @@ impl FromStr for DeviceChoice {
             "cuda" | "gpu" => Ok(Self::Cuda(0)),
             _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(i)) => Ok(Self::Cuda(i)),
-                _ => Err(format!("unknown device '{s}': expected auto, cpu, cuda or cuda:N")),
+                _ => Err(format!(
+                    "unknown device '{s}': expected auto, cpu, cuda or cuda:N"
+                )),
             },
         }
     }
@@ -61,7 +63,10 @@ pub fn resolve(choice: DeviceChoice) -> Result<Device> {
             }
             let count = Cuda::device_count() as usize;
             if i >= count {
-                bail!("--device {choice}: only {count} CUDA device(s) visible (cuda:0 … cuda:{})", count - 1);
+                bail!(
+                    "--device {choice}: only {count} CUDA device(s) visible (cuda:0 … cuda:{})",
+                    count - 1
+                );
             }
             Ok(Device::Cuda(i))
         }
@@ -88,6 +93,9 @@ mod tests {
         assert_eq!("cuda".parse(), Ok(DeviceChoice::Cuda(0)));
         assert_eq!("cuda:3".parse(), Ok(DeviceChoice::Cuda(3)));
         assert!("cuda:x".parse::<DeviceChoice>().is_err());
-        assert!("tpu".parse::<DeviceChoice>().unwrap_err().contains("expected auto, cpu"));
+        assert!("tpu"
+            .parse::<DeviceChoice>()
+            .unwrap_err()
+            .contains("expected auto, cpu"));
     }
 }

@@ -9,11 +9,18 @@ use std::path::{Path, PathBuf};
 pub fn experiment_dir(out: &Path, experiment: &str) -> Result<PathBuf> {
     let dir = out.join(experiment);
     fs::create_dir_all(&dir).with_context(|| {
-        format!("cannot create the output directory '{}' (choose a writable --out)", dir.display())
+        format!(
+            "cannot create the output directory '{}' (choose a writable --out)",
+            dir.display()
+        )
     })?;
     let probe = dir.join(format!(".write-test-{}", std::process::id()));
-    fs::write(&probe, b"")
-        .with_context(|| format!("the output directory '{}' is not writable (choose a writable --out)", dir.display()))?;
+    fs::write(&probe, b"").with_context(|| {
+        format!(
+            "the output directory '{}' is not writable (choose a writable --out)",
+            dir.display()
+        )
+    })?;
     let _ = fs::remove_file(&probe);
     Ok(dir)
 }
@@ -21,7 +28,10 @@ pub fn experiment_dir(out: &Path, experiment: &str) -> Result<PathBuf> {
 /// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`, so
 /// a reader sees either the old file or the whole new one, never a truncated one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("output");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("output");
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = fs::File::create(&tmp)?;
@@ -32,7 +42,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.with_context(|| format!("cannot write '{}' (choose a writable --out)", path.display()))
+    result.with_context(|| {
+        format!(
+            "cannot write '{}' (choose a writable --out)",
+            path.display()
+        )
+    })
 }
 
 /// CSV with a header from the rows' field names.
@@ -41,7 +56,7 @@ pub fn csv_bytes<R: Serialize>(rows: &[R]) -> Result<Vec<u8>> {
     for row in rows {
         w.serialize(row)?;
     }
-    Ok(w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?)
+    w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))
 }
 
 pub fn write_csv<R: Serialize>(path: &Path, rows: &[R]) -> Result<()> {

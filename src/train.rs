@@ -79,7 +79,10 @@ impl Sums {
 
 /// Reads several on-device scalars with a single transfer (one synchronisation).
 pub fn read<const N: usize>(scalars: &[&Tensor; N]) -> [f64; N] {
-    let all: Vec<Tensor> = scalars.iter().map(|t| t.to_kind(Kind::Double).reshape([1])).collect();
+    let all: Vec<Tensor> = scalars
+        .iter()
+        .map(|t| t.to_kind(Kind::Double).reshape([1]))
+        .collect();
     let values = Vec::<f64>::try_from(Tensor::cat(&all, 0)).expect("f64 scalars");
     values.try_into().expect("one value per scalar")
 }
@@ -110,7 +113,11 @@ pub fn train_epoch(
 }
 
 /// Mean per-example loss over a whole split, without gradients (an on-device scalar).
-pub fn evaluate_loss(split: &Split, net: &dyn Fn(&Tensor) -> Tensor, loss: &dyn Fn(&Tensor, &Tensor) -> Tensor) -> Tensor {
+pub fn evaluate_loss(
+    split: &Split,
+    net: &dyn Fn(&Tensor) -> Tensor,
+    loss: &dyn Fn(&Tensor, &Tensor) -> Tensor,
+) -> Tensor {
     tch::no_grad(|| loss(&net(&split.x), &split.y).mean(None))
 }
 

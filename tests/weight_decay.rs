@@ -3,7 +3,9 @@
 mod common;
 
 use common::*;
-use d2l_regularization::experiments::weight_decay::{self, l2_penalty, linreg, sgd_decaying_weights, squared_loss};
+use d2l_regularization::experiments::weight_decay::{
+    self, l2_penalty, linreg, sgd_decaying_weights, squared_loss,
+};
 use d2l_regularization::nn::Linear;
 use d2l_regularization::train::{MinibatchSgd, Updater};
 use tch::nn::{Module, VarStore};
@@ -33,9 +35,15 @@ fn decay_multiplies_the_weight_and_leaves_the_bias_bit_for_bit() {
     let (w0, b0, w1, b1) = step_with_zero_gradient(wd, lr);
     let factor = (1.0 - lr * wd) as f32;
     for (before, after) in w0.iter().zip(&w1) {
-        assert!((after - before * factor).abs() <= 1e-6 * before.abs().max(1e-6), "{after} != {before} × {factor}");
+        assert!(
+            (after - before * factor).abs() <= 1e-6 * before.abs().max(1e-6),
+            "{after} != {before} × {factor}"
+        );
     }
-    assert!(w0.iter().zip(&w1).any(|(a, b)| a != b), "the weight did not move");
+    assert!(
+        w0.iter().zip(&w1).any(|(a, b)| a != b),
+        "the weight did not move"
+    );
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&b0), bits(&b1), "the bias changed");
 }
@@ -62,7 +70,9 @@ fn scratch_gradients_and_step_match_hand_computed_values() {
     let lambd = 3.0;
     let x = Tensor::from_slice(&[1.0f32, 2.0]).reshape([1, 2]);
     let y = Tensor::from_slice(&[3.0f32]).reshape([1, 1]);
-    let w = Tensor::from_slice(&[0.5f32, -1.0]).reshape([2, 1]).set_requires_grad(true);
+    let w = Tensor::from_slice(&[0.5f32, -1.0])
+        .reshape([2, 1])
+        .set_requires_grad(true);
     let b = Tensor::from_slice(&[0.25f32]).set_requires_grad(true);
     let loss = || squared_loss(&linreg(&x, &w, &b), &y) + l2_penalty(&w) * lambd;
     let l = loss();
@@ -74,7 +84,11 @@ fn scratch_gradients_and_step_match_hand_computed_values() {
     close(&values(&b.grad()), &[-4.25]);
     let _ = w.grad().zero_();
     let _ = b.grad().zero_();
-    let mut sgd = MinibatchSgd { params: vec![w.shallow_clone(), b.shallow_clone()], lr: 0.1, batch_size: 1 };
+    let mut sgd = MinibatchSgd {
+        params: vec![w.shallow_clone(), b.shallow_clone()],
+        lr: 0.1,
+        batch_size: 1,
+    };
     sgd.update(&loss());
     close(&values(&w), &[0.5 + 0.275, -1.0 + 1.15]);
     close(&values(&b), &[0.25 + 0.425]);
@@ -87,8 +101,12 @@ fn concise_gradients_and_step_match_hand_computed_values() {
     let vs = VarStore::new(Device::Cpu);
     let lin = Linear::new(&vs.root(), 2, 1);
     tch::no_grad(|| {
-        lin.weight.shallow_clone().copy_(&Tensor::from_slice(&[0.5f32, -1.0]).reshape([1, 2]));
-        lin.bias.shallow_clone().copy_(&Tensor::from_slice(&[0.25f32]));
+        lin.weight
+            .shallow_clone()
+            .copy_(&Tensor::from_slice(&[0.5f32, -1.0]).reshape([1, 2]));
+        lin.bias
+            .shallow_clone()
+            .copy_(&Tensor::from_slice(&[0.25f32]));
     });
     let x = Tensor::from_slice(&[1.0f32, 2.0]).reshape([1, 2]);
     let y = Tensor::from_slice(&[3.0f32]).reshape([1, 1]);
@@ -99,14 +117,23 @@ fn concise_gradients_and_step_match_hand_computed_values() {
     // MSE without ½: ∂/∂w = 2(ŷ - y)·x = [-8.5, -17], ∂/∂b = -8.5; the decay adds λw to the weight only.
     close(&values(&lin.weight.grad()), &[-8.5, -17.0]);
     close(&values(&lin.bias.grad()), &[-8.5]);
-    close(&values(&lin.weight), &[0.5 - 0.1 * (-8.5 + 1.5), -1.0 - 0.1 * (-17.0 - 3.0)]);
+    close(
+        &values(&lin.weight),
+        &[0.5 - 0.1 * (-8.5 + 1.5), -1.0 - 0.1 * (-17.0 - 3.0)],
+    );
     close(&values(&lin.bias), &[0.25 + 0.85]);
 }
 
 #[test]
 fn default_run_writes_the_curves_and_shows_the_effect_of_decay() {
     let out = tempfile::tempdir().unwrap();
-    let o = run(&["--device", "cpu", "--out", out.path().to_str().unwrap(), "weight-decay"]);
+    let o = run(&[
+        "--device",
+        "cpu",
+        "--out",
+        out.path().to_str().unwrap(),
+        "weight-decay",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let printed = stdout(&o);
     let dir = out.path().join("weight-decay");
@@ -117,15 +144,31 @@ fn default_run_writes_the_curves_and_shows_the_effect_of_decay() {
             assert_eq!(header, ["epoch", "train_loss", "test_loss"]);
             assert_eq!(rows.len(), 100, "{}", path.display());
             assert_eq!(rows[99][0], "100");
-            assert!(printed.contains(&format!("{name} λ={wd}: L2 norm of w: ")), "{printed}");
+            assert!(
+                printed.contains(&format!("{name} λ={wd}: L2 norm of w: ")),
+                "{printed}"
+            );
         }
     }
     let summary = dir.join("summary.csv");
     let (header, rows) = read_csv(&summary);
-    assert_eq!(header, ["impl", "wd", "w_norm", "final_train_loss", "final_test_loss", "seconds"]);
+    assert_eq!(
+        header,
+        [
+            "impl",
+            "wd",
+            "w_norm",
+            "final_train_loss",
+            "final_test_loss",
+            "seconds"
+        ]
+    );
     assert_eq!(rows.len(), 4);
     let get = |name: &str, wd: f64| {
-        let r = rows.iter().find(|r| r[0] == name && r[1].parse::<f64>().unwrap() == wd).unwrap();
+        let r = rows
+            .iter()
+            .find(|r| r[0] == name && r[1].parse::<f64>().unwrap() == wd)
+            .unwrap();
         (r[2].parse::<f64>().unwrap(), r[4].parse::<f64>().unwrap())
     };
     for name in ["scratch", "concise"] {
@@ -133,21 +176,38 @@ fn default_run_writes_the_curves_and_shows_the_effect_of_decay() {
         let (norm3, test3) = get(name, 3.0);
         assert!(norm0 > 5.0, "{name}: ‖w‖ at λ=0 is {norm0}");
         assert!(norm3 < 1.0, "{name}: ‖w‖ at λ=3 is {norm3}");
-        assert!(test3 < test0, "{name}: test loss {test3} at λ=3 is not below {test0} at λ=0");
+        assert!(
+            test3 < test0,
+            "{name}: test loss {test3} at λ=3 is not below {test0} at λ=0"
+        );
     }
-    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["device"], "cpu");
     assert_eq!(run["seed"], 0);
     assert_eq!(run["config"]["epochs"], 100);
     assert_eq!(run["tch_version"], "0.24.0");
-    assert!(run["libtorch_version"].as_str().unwrap().starts_with("2.11.0"), "{run}");
-    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
+    assert!(
+        run["libtorch_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("2.11.0"),
+        "{run}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
 
 #[test]
 fn each_run_is_reproducible_on_its_own() {
-    let cfg = weight_decay::Config { epochs: 5, ..Default::default() };
+    let cfg = weight_decay::Config {
+        epochs: 5,
+        ..Default::default()
+    };
     let ctx = d2l_regularization::experiments::Context {
         device: Device::Cpu,
         device_requested: d2l_regularization::device::DeviceChoice::Cpu,
@@ -158,7 +218,10 @@ fn each_run_is_reproducible_on_its_own() {
     let _ = Tensor::randn([10], (Kind::Float, Device::Cpu)); // disturb the generator
     let (b, _) = weight_decay::run_one(&cfg, d2l_regularization::cli::Impl::Concise, 3.0, &ctx);
     assert_eq!(a.w_norm, b.w_norm);
-    assert_eq!(a.curve.last().unwrap().test_loss, b.curve.last().unwrap().test_loss);
+    assert_eq!(
+        a.curve.last().unwrap().test_loss,
+        b.curve.last().unwrap().test_loss
+    );
 }
 
 #[test]
@@ -176,7 +239,11 @@ fn bad_flags_are_refused_with_the_flag_named() {
     for (args, flag) in cases {
         let o = run(args);
         assert_fails_with(&o, &[flag]);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: clap's usage-error status");
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{args:?}: clap's usage-error status"
+        );
     }
 }
 
@@ -187,16 +254,33 @@ fn cuda_without_a_gpu_is_one_clear_line() {
         return;
     }
     let out = tempfile::tempdir().unwrap();
-    let o = run(&["--device", "cuda", "--out", out.path().to_str().unwrap(), "weight-decay"]);
+    let o = run(&[
+        "--device",
+        "cuda",
+        "--out",
+        out.path().to_str().unwrap(),
+        "weight-decay",
+    ]);
     assert_fails_with(&o, &["--device cuda:0", "CUDA"]);
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
-    assert!(!out.path().join("weight-decay").exists(), "nothing is written before the device is known");
+    assert!(
+        !out.path().join("weight-decay").exists(),
+        "nothing is written before the device is known"
+    );
 }
 
 #[test]
 fn an_unwritable_out_is_named() {
     let file = tempfile::NamedTempFile::new().unwrap();
     let out = file.path().join("results");
-    let o = run(&["--device", "cpu", "--out", out.to_str().unwrap(), "weight-decay", "--epochs", "1"]);
+    let o = run(&[
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+        "weight-decay",
+        "--epochs",
+        "1",
+    ]);
     assert_fails_with(&o, &[out.to_str().unwrap(), "--out"]);
 }

@@ -20,12 +20,22 @@ pub struct Batches<'a> {
 /// The batches of one epoch in a fresh random order: one `randperm` on the split's device.
 pub fn shuffled(split: &Split, batch_size: usize) -> Batches<'_> {
     let order = Tensor::randperm(split.len(), (Kind::Int64, split.x.device()));
-    Batches { split, order: Some(order), batch_size: batch_size as i64, start: 0 }
+    Batches {
+        split,
+        order: Some(order),
+        batch_size: batch_size as i64,
+        start: 0,
+    }
 }
 
 /// The batches in the split's own order (views, no copy).
 pub fn in_order(split: &Split, batch_size: usize) -> Batches<'_> {
-    Batches { split, order: None, batch_size: batch_size as i64, start: 0 }
+    Batches {
+        split,
+        order: None,
+        batch_size: batch_size as i64,
+        start: 0,
+    }
 }
 
 impl Iterator for Batches<'_> {
@@ -40,9 +50,15 @@ impl Iterator for Batches<'_> {
         let batch = match &self.order {
             Some(order) => {
                 let idx = order.narrow(0, self.start, len);
-                (self.split.x.index_select(0, &idx), self.split.y.index_select(0, &idx))
+                (
+                    self.split.x.index_select(0, &idx),
+                    self.split.y.index_select(0, &idx),
+                )
             }
-            None => (self.split.x.narrow(0, self.start, len), self.split.y.narrow(0, self.start, len)),
+            None => (
+                self.split.x.narrow(0, self.start, len),
+                self.split.y.narrow(0, self.start, len),
+            ),
         };
         self.start += len;
         Some(batch)

@@ -19,7 +19,8 @@ pub struct Resource<'a> {
 /// them are complete and match their checksums are they renamed into place. On any error
 /// nothing new is left in `dir`.
 pub fn fetch_all(base_url: &str, resources: &[Resource<'_>], dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("cannot create the cache directory '{}'", dir.display()))?;
+    fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the cache directory '{}'", dir.display()))?;
     let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
     let result = (|| -> Result<()> {
         for r in resources {
@@ -36,7 +37,8 @@ pub fn fetch_all(base_url: &str, resources: &[Resource<'_>], dir: &Path) -> Resu
             }
         }
         for (tmp, dest) in &staged {
-            fs::rename(tmp, dest).with_context(|| format!("cannot move the download to '{}'", dest.display()))?;
+            fs::rename(tmp, dest)
+                .with_context(|| format!("cannot move the download to '{}'", dest.display()))?;
         }
         Ok(())
     })();
@@ -50,29 +52,39 @@ pub fn fetch_all(base_url: &str, resources: &[Resource<'_>], dir: &Path) -> Resu
 
 /// Streams one URL into `dest`, returning the MD5 of what was written.
 fn fetch_one(url: &str, dest: &Path) -> Result<String> {
-    let response = ureq::get(url).call().with_context(|| format!("cannot download {url}"))?;
-    let total: Option<u64> = response.header("Content-Length").and_then(|v| v.parse().ok());
+    let response = ureq::get(url)
+        .call()
+        .with_context(|| format!("cannot download {url}"))?;
+    let total: Option<u64> = response
+        .header("Content-Length")
+        .and_then(|v| v.parse().ok());
     let bar = match total {
         Some(n) => indicatif::ProgressBar::new(n),
         None => indicatif::ProgressBar::new_spinner(),
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message(url.rsplit('/').next().unwrap_or(url).to_string());
     let mut reader = response.into_reader();
-    let mut file = fs::File::create(dest).with_context(|| format!("cannot write '{}'", dest.display()))?;
+    let mut file =
+        fs::File::create(dest).with_context(|| format!("cannot write '{}'", dest.display()))?;
     let mut hasher = Md5::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut received: u64 = 0;
     loop {
-        let n = reader.read(&mut buf).with_context(|| format!("download of {url} was interrupted"))?;
+        let n = reader
+            .read(&mut buf)
+            .with_context(|| format!("download of {url} was interrupted"))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
-        file.write_all(&buf[..n]).with_context(|| format!("cannot write '{}'", dest.display()))?;
+        file.write_all(&buf[..n])
+            .with_context(|| format!("cannot write '{}'", dest.display()))?;
         received += n as u64;
         bar.set_position(received);
     }

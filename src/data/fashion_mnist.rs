@@ -16,10 +16,22 @@ pub const MIRROR: &str = "http://fashion-mnist.s3-website.eu-central-1.amazonaws
 pub const DEBIAN_DIR: &str = "/usr/share/datasets/fashion-mnist";
 /// The four files as published, with their published MD5 checksums.
 pub const RESOURCES: [Resource<'static>; 4] = [
-    Resource { name: "train-images-idx3-ubyte.gz", md5: "8d4fb7e6c68d591d4c3dfef9ec88bf0d" },
-    Resource { name: "train-labels-idx1-ubyte.gz", md5: "25c81989df183df01b3e8a0aad5dffbe" },
-    Resource { name: "t10k-images-idx3-ubyte.gz", md5: "bef4ecab320f06d8554ea6380940ec79" },
-    Resource { name: "t10k-labels-idx1-ubyte.gz", md5: "bb300cfdad3c16e7a12a480ee83cd310" },
+    Resource {
+        name: "train-images-idx3-ubyte.gz",
+        md5: "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    },
+    Resource {
+        name: "train-labels-idx1-ubyte.gz",
+        md5: "25c81989df183df01b3e8a0aad5dffbe",
+    },
+    Resource {
+        name: "t10k-images-idx3-ubyte.gz",
+        md5: "bef4ecab320f06d8554ea6380940ec79",
+    },
+    Resource {
+        name: "t10k-labels-idx1-ubyte.gz",
+        md5: "bb300cfdad3c16e7a12a480ee83cd310",
+    },
 ];
 pub const N_TRAIN: usize = 60_000;
 pub const N_TEST: usize = 10_000;
@@ -62,7 +74,9 @@ impl Source {
             env_dir: var("FASHION_MNIST_DIR").map(PathBuf::from),
             system_dir: Some(PathBuf::from(DEBIAN_DIR)),
             cache: cache_dir(),
-            mirror: var("FASHION_MNIST_MIRROR").and_then(|m| m.into_string().ok()).unwrap_or_else(|| MIRROR.to_string()),
+            mirror: var("FASHION_MNIST_MIRROR")
+                .and_then(|m| m.into_string().ok())
+                .unwrap_or_else(|| MIRROR.to_string()),
             offline,
         }
     }
@@ -76,7 +90,11 @@ fn file_in(dir: &Path, gz_name: &str) -> Option<PathBuf> {
 }
 
 fn missing_in(dir: &Path) -> Vec<&'static str> {
-    RESOURCES.iter().filter(|r| file_in(dir, r.name).is_none()).map(|r| r.name).collect()
+    RESOURCES
+        .iter()
+        .filter(|r| file_in(dir, r.name).is_none())
+        .map(|r| r.name)
+        .collect()
 }
 
 /// `$XDG_CACHE_HOME/d2l-regularization/fashion-mnist`, or `~/.cache/…`.
@@ -101,13 +119,20 @@ const WAYS: &str = "Get it in one of these ways:\n  \
 /// are downloaded into the cache (unless offline). Every failure lists the places searched and
 /// the ways to get the data.
 pub fn locate(source: &Source) -> Result<PathBuf> {
-    let explicit = [("--data-dir", &source.data_dir), ("$FASHION_MNIST_DIR", &source.env_dir)];
+    let explicit = [
+        ("--data-dir", &source.data_dir),
+        ("$FASHION_MNIST_DIR", &source.env_dir),
+    ];
     if let Some((label, Some(dir))) = explicit.iter().find(|(_, d)| d.is_some()) {
         let missing = missing_in(dir);
         if missing.is_empty() {
             return Ok(dir.clone());
         }
-        bail!("{label} {} lacks {} (each may also be uncompressed).\n{WAYS}", dir.display(), missing.join(", "));
+        bail!(
+            "{label} {} lacks {} (each may also be uncompressed).\n{WAYS}",
+            dir.display(),
+            missing.join(", ")
+        );
     }
     let mut report = Vec::new();
     for dir in source.system_dir.iter().chain([&source.cache]) {
@@ -120,26 +145,45 @@ pub fn locate(source: &Source) -> Result<PathBuf> {
     let why = if source.offline {
         "--offline was given, so nothing was downloaded".to_string()
     } else {
-        eprintln!("Fashion-MNIST not found locally; downloading it from {} into {}", source.mirror, source.cache.display());
+        eprintln!(
+            "Fashion-MNIST not found locally; downloading it from {} into {}",
+            source.mirror,
+            source.cache.display()
+        );
         match download::fetch_all(&source.mirror, &RESOURCES, &source.cache) {
             Ok(()) => return Ok(source.cache.clone()),
             Err(e) => format!("the download from {} failed: {e:#}", source.mirror),
         }
     };
-    bail!("Fashion-MNIST not found. Searched:\n{}\n{why}.\n{WAYS}", report.join("\n"))
+    bail!(
+        "Fashion-MNIST not found. Searched:\n{}\n{why}.\n{WAYS}",
+        report.join("\n")
+    )
 }
 
-/// Parses the four files of `dir` and moves both splits to `device` once.
+/// Parses the four files of `dir` and moves both splits to `device` once. Every file's
+/// format is checked before the splits' sizes, so a corrupt file is named as such.
 pub fn load_dir(dir: &Path, device: Device) -> Result<FashionMnist> {
-    let split = |images: &str, labels: &str, n: usize| -> Result<Split> {
+    let read = |images: &str, labels: &str| -> Result<(PathBuf, Vec<u8>, Vec<u8>)> {
         let images = file_in(dir, images).unwrap_or_else(|| dir.join(images));
         let labels = file_in(dir, labels).unwrap_or_else(|| dir.join(labels));
-        let (pixels, labels) = idx::read_split(&images, &labels, Some(n))?;
-        Ok(to_split(&pixels, &labels, device))
+        let (pixels, labels) = idx::read_split(&images, &labels, None)?;
+        Ok((images, pixels, labels))
     };
+    let train = read(RESOURCES[0].name, RESOURCES[1].name)?;
+    let test = read(RESOURCES[2].name, RESOURCES[3].name)?;
+    for ((path, _, labels), expected) in [(&train, N_TRAIN), (&test, N_TEST)] {
+        if labels.len() != expected {
+            bail!(
+                "'{}' holds {} images, expected {expected}; is it the Fashion-MNIST file?",
+                path.display(),
+                labels.len()
+            );
+        }
+    }
     Ok(FashionMnist {
-        train: split(RESOURCES[0].name, RESOURCES[1].name, N_TRAIN)?,
-        test: split(RESOURCES[2].name, RESOURCES[3].name, N_TEST)?,
+        train: to_split(&train.1, &train.2, device),
+        test: to_split(&test.1, &test.2, device),
         dir: dir.to_path_buf(),
     })
 }
@@ -152,8 +196,14 @@ pub fn load(source: &Source, device: Device) -> Result<FashionMnist> {
 /// Bytes → tensors on the device: images `[N, 784]` f32 = byte / 255, labels i64.
 pub fn to_split(pixels: &[u8], labels: &[u8], device: Device) -> Split {
     let n = labels.len() as i64;
-    let x = Tensor::from_slice(pixels).to_device(device).reshape([n, NUM_INPUTS]).to_kind(Kind::Float) / 255.0;
-    let y = Tensor::from_slice(labels).to_device(device).to_kind(Kind::Int64);
+    let x = Tensor::from_slice(pixels)
+        .to_device(device)
+        .reshape([n, NUM_INPUTS])
+        .to_kind(Kind::Float)
+        / 255.0;
+    let y = Tensor::from_slice(labels)
+        .to_device(device)
+        .to_kind(Kind::Int64);
     Split { x, y }
 }
 

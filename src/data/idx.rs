@@ -18,12 +18,14 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).with_context(|| format!("cannot read '{}'", path.display()))?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::with_capacity(raw.len() * 4);
-        GzDecoder::new(&raw[..]).read_to_end(&mut out).with_context(|| {
-            format!(
+        GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .with_context(|| {
+                format!(
                 "'{}' is a truncated or corrupt gzip file; delete it and fetch the data set again",
                 path.display()
             )
-        })?;
+            })?;
         Ok(out)
     } else {
         Ok(raw)
@@ -33,7 +35,11 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
 fn header(bytes: &[u8], path: &Path, magic: u32, dims: usize) -> Result<Vec<usize>> {
     let len = 4 + 4 * dims;
     if bytes.len() < len {
-        bail!("'{}' is too short for an IDX header ({} bytes); the file is truncated", path.display(), bytes.len());
+        bail!(
+            "'{}' is too short for an IDX header ({} bytes); the file is truncated",
+            path.display(),
+            bytes.len()
+        );
     }
     let word = |i: usize| u32::from_be_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap());
     let found = word(0);
@@ -62,7 +68,12 @@ pub fn read_images(path: &Path) -> Result<(usize, Vec<u8>)> {
     let bytes = read_maybe_gz(path)?;
     let dims = header(&bytes, path, IMAGES_MAGIC, 3)?;
     if dims[1] != ROWS || dims[2] != COLS {
-        bail!("'{}' holds {}×{} images, expected {ROWS}×{COLS}", path.display(), dims[1], dims[2]);
+        bail!(
+            "'{}' holds {}×{} images, expected {ROWS}×{COLS}",
+            path.display(),
+            dims[1],
+            dims[2]
+        );
     }
     Ok((dims[0], bytes[16..].to_vec()))
 }
@@ -73,14 +84,22 @@ pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
     header(&bytes, path, LABELS_MAGIC, 1)?;
     let labels = bytes[8..].to_vec();
     if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l >= CLASSES) {
-        bail!("'{}': label {l} at index {i} is not a class 0–{}", path.display(), CLASSES - 1);
+        bail!(
+            "'{}': label {l} at index {i} is not a class 0–{}",
+            path.display(),
+            CLASSES - 1
+        );
     }
     Ok(labels)
 }
 
 /// Images and labels of one split; both files must hold the same number of examples, and
 /// `expected` of them when given.
-pub fn read_split(images: &Path, labels: &Path, expected: Option<usize>) -> Result<(Vec<u8>, Vec<u8>)> {
+pub fn read_split(
+    images: &Path,
+    labels: &Path,
+    expected: Option<usize>,
+) -> Result<(Vec<u8>, Vec<u8>)> {
     let (n, pixels) = read_images(images)?;
     let labels_v = read_labels(labels)?;
     if n != labels_v.len() {
@@ -93,7 +112,10 @@ pub fn read_split(images: &Path, labels: &Path, expected: Option<usize>) -> Resu
     }
     if let Some(e) = expected {
         if n != e {
-            bail!("'{}' holds {n} images, expected {e}; is it the Fashion-MNIST file?", images.display());
+            bail!(
+                "'{}' holds {n} images, expected {e}; is it the Fashion-MNIST file?",
+                images.display()
+            );
         }
     }
     Ok((pixels, labels_v))

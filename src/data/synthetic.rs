@@ -11,10 +11,16 @@ pub fn synthetic_data(w: &Tensor, b: f64, n: usize) -> Split {
     let x = Tensor::empty([n as i64, w.size()[0]], (kind, device)).normal_(0.0, 1.0);
     let mut y = x.matmul(w) + b;
     y += Tensor::empty(y.size(), (kind, device)).normal_(0.0, 0.01);
-    Split { x, y: y.reshape([-1, 1]) }
+    Split {
+        x,
+        y: y.reshape([-1, 1]),
+    }
 }
 
 /// The true parameters of §4.5: every weight 0.01, bias 0.05.
 pub fn true_params(num_inputs: usize, device: Device) -> (Tensor, f64) {
-    (Tensor::ones([num_inputs as i64, 1], (Kind::Float, device)) * 0.01, 0.05)
+    (
+        Tensor::ones([num_inputs as i64, 1], (Kind::Float, device)) * 0.01,
+        0.05,
+    )
 }

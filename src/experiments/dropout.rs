@@ -6,8 +6,8 @@
 //! off in evaluation mode.
 use super::Context;
 use crate::cli::{positive_f64, positive_usize, probability, Impl, ImplChoice};
-use crate::data::fashion_mnist::{self, FashionMnist, NUM_CLASSES, NUM_INPUTS};
 use crate::data::batches;
+use crate::data::fashion_mnist::{self, FashionMnist, NUM_CLASSES, NUM_INPUTS};
 use crate::nn::{dropout_layer, Dropout, Linear};
 use crate::record;
 use crate::train::{self, Sums};
@@ -147,24 +147,41 @@ pub struct Epoch {
 
 /// Builds a model from a freshly seeded generator and trains it like the book's `train_ch3`.
 /// Returns the curve and the model's variables.
-pub fn train(cfg: &Config, implementation: Impl, data: &FashionMnist, ctx: &Context, mut log: impl FnMut(&Epoch)) -> (Vec<Epoch>, tnn::VarStore) {
+pub fn train(
+    cfg: &Config,
+    implementation: Impl,
+    data: &FashionMnist,
+    ctx: &Context,
+    mut log: impl FnMut(&Epoch),
+) -> (Vec<Epoch>, tnn::VarStore) {
     tch::manual_seed(ctx.seed);
     let vs = tnn::VarStore::new(ctx.device);
     let net: Box<dyn ModuleT> = match implementation {
         Impl::Scratch => Box::new(Net::new(&vs.root(), cfg.dropout1, cfg.dropout2)),
         Impl::Concise => Box::new(concise_net(&vs.root(), cfg.dropout1, cfg.dropout2)),
     };
-    let loss = |y_hat: &Tensor, y: &Tensor| y_hat.cross_entropy_loss::<Tensor>(y, None, Reduction::None, -100, 0.0);
-    let mut trainer = tnn::Sgd::default().build(&vs, cfg.lr).expect("SGD over a fresh VarStore");
+    let loss = |y_hat: &Tensor, y: &Tensor| {
+        y_hat.cross_entropy_loss::<Tensor>(y, None, Reduction::None, -100, 0.0)
+    };
+    let mut trainer = tnn::Sgd::default()
+        .build(&vs, cfg.lr)
+        .expect("SGD over a fresh VarStore");
     let mut curve = Vec::with_capacity(cfg.epochs);
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
         let mut sums = Sums::new(ctx.device);
         let train_mode = |x: &Tensor| net.forward_t(x, true);
-        train::train_epoch(batches::shuffled(&data.train, cfg.batch_size), &train_mode, &loss, &mut trainer, Some(&mut sums));
+        train::train_epoch(
+            batches::shuffled(&data.train, cfg.batch_size),
+            &train_mode,
+            &loss,
+            &mut trainer,
+            Some(&mut sums),
+        );
         let eval_mode = |x: &Tensor| net.forward_t(x, false);
         let test_correct = train::count_correct(&data.test, &eval_mode, cfg.batch_size);
-        let [loss_sum, correct, test_correct] = train::read(&[sums.loss(), sums.correct(), &test_correct]);
+        let [loss_sum, correct, test_correct] =
+            train::read(&[sums.loss(), sums.correct(), &test_correct]);
         let row = Epoch {
             epoch,
             train_loss: loss_sum / sums.count() as f64,
@@ -197,7 +214,11 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
     let dir = record::experiment_dir(&ctx.out, "dropout")?;
     let source = fashion_mnist::Source::new(cfg.data_dir.clone(), cfg.offline);
     let data = fashion_mnist::load(&source, ctx.device)?;
-    eprintln!("dropout: Fashion-MNIST from {} on {}", data.dir.display(), crate::device::name(ctx.device));
+    eprintln!(
+        "dropout: Fashion-MNIST from {} on {}",
+        data.dir.display(),
+        crate::device::name(ctx.device)
+    );
     let mut summaries = Vec::new();
     for implementation in cfg.implementation.impls() {
         let name = implementation.name();
@@ -225,7 +246,10 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
         });
     }
     record::write_csv(&dir.join("summary.csv"), &summaries)?;
-    record::write_json(&dir.join("run.json"), &record::RunInfo::new("dropout", cfg, ctx))?;
+    record::write_json(
+        &dir.join("run.json"),
+        &record::RunInfo::new("dropout", cfg, ctx),
+    )?;
     Ok(summaries)
 }
 
@@ -240,5 +264,10 @@ pub fn save_weights(vs: &tnn::VarStore, path: &std::path::Path) -> Result<()> {
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.with_context(|| format!("cannot write '{}' (choose a writable --out)", path.display()))
+    result.with_context(|| {
+        format!(
+            "cannot write '{}' (choose a writable --out)",
+            path.display()
+        )
+    })
 }

@@ -84,7 +84,9 @@ pub struct Trained {
 
 /// w ~ N(0, 1) of shape `[num_inputs, 1]`, b = 0.
 pub fn init_params(num_inputs: usize, device: Device) -> (Tensor, Tensor) {
-    let w = Tensor::empty([num_inputs as i64, 1], (Kind::Float, device)).normal_(0.0, 1.0).set_requires_grad(true);
+    let w = Tensor::empty([num_inputs as i64, 1], (Kind::Float, device))
+        .normal_(0.0, 1.0)
+        .set_requires_grad(true);
     let b = Tensor::zeros([1], (Kind::Float, device)).set_requires_grad(true);
     (w, b)
 }
@@ -109,9 +111,16 @@ pub fn train_scratch(cfg: &Config, lambd: f64, data: &Data) -> Trained {
     let (w, b) = init_params(cfg.num_inputs, data.train.x.device());
     let net = |x: &Tensor| linreg(x, &w, &b);
     let penalized = |y_hat: &Tensor, y: &Tensor| squared_loss(y_hat, y) + l2_penalty(&w) * lambd;
-    let mut sgd = MinibatchSgd { params: vec![w.shallow_clone(), b.shallow_clone()], lr: cfg.lr, batch_size: cfg.batch_size };
+    let mut sgd = MinibatchSgd {
+        params: vec![w.shallow_clone(), b.shallow_clone()],
+        lr: cfg.lr,
+        batch_size: cfg.batch_size,
+    };
     let curve = train(cfg, data, &net, &penalized, &squared_loss, &mut sgd);
-    Trained { curve, w_norm: w.norm().double_value(&[]) }
+    Trained {
+        curve,
+        w_norm: w.norm().double_value(&[]),
+    }
 }
 
 // ---------------------------------------------------------------- §4.5.3 concise
@@ -130,13 +139,18 @@ pub fn train_concise(cfg: &Config, wd: f64, data: &Data) -> Trained {
     let mut trainer = sgd_decaying_weights(&vs, cfg.lr, wd);
     let forward = |x: &Tensor| net.forward(x);
     let curve = train(cfg, data, &forward, &mse, &mse, &mut trainer);
-    Trained { curve, w_norm: net.weight.norm().double_value(&[]) }
+    Trained {
+        curve,
+        w_norm: net.weight.norm().double_value(&[]),
+    }
 }
 
 /// The book's `torch.optim.SGD([{"params": weight, "weight_decay": wd}, {"params": bias}])`:
 /// every variable of `vs` created in [`DECAY_GROUP`] decays by `wd`, the others do not.
 pub fn sgd_decaying_weights(vs: &tnn::VarStore, lr: f64, wd: f64) -> tnn::Optimizer {
-    let mut trainer = tnn::Sgd::default().build(vs, lr).expect("SGD over a fresh VarStore");
+    let mut trainer = tnn::Sgd::default()
+        .build(vs, lr)
+        .expect("SGD over a fresh VarStore");
     trainer.set_weight_decay_group(DECAY_GROUP, wd);
     trainer
 }
@@ -153,15 +167,26 @@ fn train(
 ) -> Vec<Epoch> {
     let mut losses = Vec::with_capacity(2 * cfg.epochs);
     for _ in 0..cfg.epochs {
-        train::train_epoch(batches::shuffled(&data.train, cfg.batch_size), net, train_loss, updater, None);
+        train::train_epoch(
+            batches::shuffled(&data.train, cfg.batch_size),
+            net,
+            train_loss,
+            updater,
+            None,
+        );
         losses.push(train::evaluate_loss(&data.train, net, eval_loss));
         losses.push(train::evaluate_loss(&data.test, net, eval_loss));
     }
-    let losses = Vec::<f64>::try_from(Tensor::stack(&losses, 0).to_kind(Kind::Double)).expect("f64 losses");
+    let losses =
+        Vec::<f64>::try_from(Tensor::stack(&losses, 0).to_kind(Kind::Double)).expect("f64 losses");
     losses
         .chunks(2)
         .enumerate()
-        .map(|(i, l)| Epoch { epoch: i + 1, train_loss: l[0], test_loss: l[1] })
+        .map(|(i, l)| Epoch {
+            epoch: i + 1,
+            train_loss: l[0],
+            test_loss: l[1],
+        })
         .collect()
 }
 
@@ -200,8 +225,16 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
         for &wd in &cfg.wd {
             let (trained, seconds) = run_one(cfg, implementation, wd, ctx);
             let last = trained.curve.last().expect("at least one epoch");
-            println!("weight decay, {} λ={}: L2 norm of w: {:.6}", implementation.name(), fmt_num(wd), trained.w_norm);
-            record::write_csv(&dir.join(format!("{}-wd{}.csv", implementation.name(), fmt_num(wd))), &trained.curve)?;
+            println!(
+                "weight decay, {} λ={}: L2 norm of w: {:.6}",
+                implementation.name(),
+                fmt_num(wd),
+                trained.w_norm
+            );
+            record::write_csv(
+                &dir.join(format!("{}-wd{}.csv", implementation.name(), fmt_num(wd))),
+                &trained.curve,
+            )?;
             summaries.push(Summary {
                 implementation,
                 wd,
@@ -213,6 +246,9 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
         }
     }
     record::write_csv(&dir.join("summary.csv"), &summaries)?;
-    record::write_json(&dir.join("run.json"), &record::RunInfo::new("weight-decay", cfg, ctx))?;
+    record::write_json(
+        &dir.join("run.json"),
+        &record::RunInfo::new("weight-decay", cfg, ctx),
+    )?;
     Ok(summaries)
 }

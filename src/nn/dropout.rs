@@ -8,7 +8,10 @@ use tch::{nn, Kind, Tensor};
 /// `p` must lie in [0, 1] (the command line checks the flags); `p = 1` gives zeros, `p = 0`
 /// gives `x` itself.
 pub fn dropout_layer(x: &Tensor, p: f64) -> Tensor {
-    assert!((0.0..=1.0).contains(&p), "dropout probability {p} is outside [0, 1]");
+    assert!(
+        (0.0..=1.0).contains(&p),
+        "dropout probability {p} is outside [0, 1]"
+    );
     if p == 1.0 {
         return x.zeros_like();
     }

@@ -11,11 +11,21 @@ pub fn linear_weight(fan_in: i64) -> Init {
     let gain = (2.0 / (1.0 + a.powi(2))).sqrt();
     let std = gain / (fan_in as f64).sqrt();
     let bound = 3f64.sqrt() * std;
-    Init::Uniform { lo: -bound, up: bound }
+    Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
 }
 
 /// U(−1/√fan_in, 1/√fan_in).
 pub fn linear_bias(fan_in: i64) -> Init {
-    let bound = if fan_in > 0 { 1.0 / (fan_in as f64).sqrt() } else { 0.0 };
-    Init::Uniform { lo: -bound, up: bound }
+    let bound = if fan_in > 0 {
+        1.0 / (fan_in as f64).sqrt()
+    } else {
+        0.0
+    };
+    Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
 }

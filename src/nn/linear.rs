@@ -23,8 +23,14 @@ impl Linear {
     /// `nn.Linear(in_dim, out_dim)` with PyTorch's default initialisation: the weight is drawn
     /// first, then the bias, exactly as PyTorch's `reset_parameters` does.
     pub fn new(vs: &nn::Path, in_dim: i64, out_dim: i64) -> Linear {
-        let weight = vs.set_group(DECAY_GROUP).var("weight", &[out_dim, in_dim], init::linear_weight(in_dim));
-        let bias = vs.set_group(NO_DECAY_GROUP).var("bias", &[out_dim], init::linear_bias(in_dim));
+        let weight = vs.set_group(DECAY_GROUP).var(
+            "weight",
+            &[out_dim, in_dim],
+            init::linear_weight(in_dim),
+        );
+        let bias = vs
+            .set_group(NO_DECAY_GROUP)
+            .var("bias", &[out_dim], init::linear_bias(in_dim));
         Linear { weight, bias }
     }
 }

@@ -7,7 +7,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_d2l-regularization");
 
 /// Runs the binary with `args`.
 pub fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("the binary starts")
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("the binary starts")
 }
 
 pub fn stderr(o: &Output) -> String {
@@ -21,7 +24,10 @@ pub fn stdout(o: &Output) -> String {
 /// Asserts a failed run with a message containing every one of `needles` and no panic.
 pub fn assert_fails_with(o: &Output, needles: &[&str]) {
     let err = stderr(o);
-    assert!(!o.status.success(), "expected a failure, got success; stderr:\n{err}");
+    assert!(
+        !o.status.success(),
+        "expected a failure, got success; stderr:\n{err}"
+    );
     assert!(!err.contains("panicked"), "the binary panicked:\n{err}");
     for n in needles {
         assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
@@ -32,14 +38,20 @@ pub fn assert_fails_with(o: &Output, needles: &[&str]) {
 pub fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     let mut r = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let header = r.headers().unwrap().iter().map(String::from).collect();
-    let rows = r.records().map(|rec| rec.unwrap().iter().map(String::from).collect()).collect();
+    let rows = r
+        .records()
+        .map(|rec| rec.unwrap().iter().map(String::from).collect())
+        .collect();
     (header, rows)
 }
 
 /// The column `name` of a CSV file as numbers.
 pub fn column(path: &Path, name: &str) -> Vec<f64> {
     let (header, rows) = read_csv(path);
-    let i = header.iter().position(|h| h == name).unwrap_or_else(|| panic!("{}: no column {name}", path.display()));
+    let i = header
+        .iter()
+        .position(|h| h == name)
+        .unwrap_or_else(|| panic!("{}: no column {name}", path.display()));
     rows.iter().map(|r| r[i].parse().unwrap()).collect()
 }
 
@@ -48,16 +60,26 @@ pub fn column(path: &Path, name: &str) -> Vec<f64> {
 pub fn real_data_dir() -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("FASHION_MNIST_DIR").map(PathBuf::from),
-        Some(PathBuf::from(d2l_regularization::data::fashion_mnist::DEBIAN_DIR)),
+        Some(PathBuf::from(
+            d2l_regularization::data::fashion_mnist::DEBIAN_DIR,
+        )),
         Some(d2l_regularization::data::fashion_mnist::cache_dir()),
     ];
     let found = candidates.into_iter().flatten().find(|d| {
-        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-            .iter()
-            .all(|f| d.join(f).is_file() || d.join(format!("{f}.gz")).is_file())
+        [
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+        ]
+        .iter()
+        .all(|f| d.join(f).is_file() || d.join(format!("{f}.gz")).is_file())
     });
     if found.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "CI is set but Fashion-MNIST is not installed (scripts/setup.sh installs it)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but Fashion-MNIST is not installed (scripts/setup.sh installs it)"
+        );
         eprintln!("skipped: Fashion-MNIST is not installed (scripts/setup.sh installs it)");
     }
     found
@@ -65,9 +87,14 @@ pub fn real_data_dir() -> Option<PathBuf> {
 
 /// The venv's Python with PyTorch 2.11.0 (recorded by scripts/setup.sh), or `None` outside CI.
 pub fn python() -> Option<PathBuf> {
-    let found = option_env!("D2L_PYTHON").map(PathBuf::from).filter(|p| p.is_file());
+    let found = option_env!("D2L_PYTHON")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file());
     if found.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "CI is set but the PyTorch venv is missing (run scripts/setup.sh)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but the PyTorch venv is missing (run scripts/setup.sh)"
+        );
         eprintln!("skipped: no PyTorch venv (run scripts/setup.sh)");
     }
     found

@@ -256,30 +256,49 @@ def concise_net(dropout1, dropout2, device):
     return net
 
 
+def dropout_learner(cfg, impl, device):
+    """The model of either version and torch.optim.SGD(net.parameters(), lr)."""
+    net = Net(784, 10, 256, 256, cfg.dropout1, cfg.dropout2, device) if impl == "scratch" \
+        else concise_net(cfg.dropout1, cfg.dropout2, device)
+    return net, torch.optim.SGD(net.parameters(), lr=cfg.lr)
+
+
+LOSS = nn.CrossEntropyLoss(reduction="none")
+
+
+def train_epoch(net, trainer, batch_iter, device):
+    """One training epoch with dropout on; the sums stay on the device."""
+    net.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    for X, y in batch_iter:
+        y_hat = net(X)
+        l = LOSS(y_hat, y)
+        update(trainer, l)
+        loss_sum += l.detach().sum(dtype=torch.float64)
+        correct += (y_hat.argmax(1) == y).sum()
+    return loss_sum, correct
+
+
+def count_correct(net, batch_iter, device):
+    """Correct predictions with dropout off, without gradients (an on-device scalar)."""
+    net.eval()
+    with torch.no_grad():
+        total = torch.zeros((), dtype=torch.int64, device=device)
+        for X, y in batch_iter:
+            total += (net(X).argmax(1) == y).sum()
+    return total
+
+
 def dropout_train(cfg, impl, data, device, log=None):
     """The book's train_ch3 with the data on the device and the sums kept there."""
     (Xtr, ytr), (Xte, yte) = data
-    net = Net(784, 10, 256, 256, cfg.dropout1, cfg.dropout2, device) if impl == "scratch" \
-        else concise_net(cfg.dropout1, cfg.dropout2, device)
-    loss = nn.CrossEntropyLoss(reduction="none")
-    trainer = torch.optim.SGD(net.parameters(), lr=cfg.lr)
+    net, trainer = dropout_learner(cfg, impl, device)
     curve = []
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
-        net.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        for X, y in batches(Xtr, ytr, cfg.batch_size, shuffle=True):
-            y_hat = net(X)
-            l = loss(y_hat, y)
-            update(trainer, l)
-            loss_sum += l.detach().sum(dtype=torch.float64)
-            correct += (y_hat.argmax(1) == y).sum()
-        net.eval()
-        with torch.no_grad():
-            test_correct = torch.zeros((), dtype=torch.int64, device=device)
-            for X, y in batches(Xte, yte, cfg.batch_size, shuffle=False):
-                test_correct += (net(X).argmax(1) == y).sum()
+        loss_sum, correct = train_epoch(net, trainer, batches(Xtr, ytr, cfg.batch_size, True), device)
+        test_correct = count_correct(net, batches(Xte, yte, cfg.batch_size, False), device)
         loss_sum, correct, test_correct = torch.stack(
             [loss_sum, correct.double(), test_correct.double()]).tolist()
         n = Xtr.shape[0]
@@ -310,6 +329,72 @@ def dropout(cfg, impl_choice, args, device):
     return summary
 
 
+# ------------------------------------------------------------------ benchmark
+
+def book_loaders(data_dir, batch_size):
+    """The book's loader: torchvision FashionMNIST + ToTensor + a 4-worker DataLoader.
+
+    torchvision wants the uncompressed files under <root>/FashionMNIST/raw; they are
+    decompressed once into the cache."""
+    import torchvision
+    from torch.utils import data
+    from torchvision import transforms
+    root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                        "d2l-regularization", "torchvision")
+    raw = os.path.join(root, "FashionMNIST", "raw")
+    os.makedirs(raw, exist_ok=True)
+    for f in FILES:
+        if not os.path.exists(os.path.join(raw, f)):
+            src = os.path.join(data_dir, f + ".gz")
+            opener = gzip.open if os.path.exists(src) else open
+            with opener(src if os.path.exists(src) else os.path.join(data_dir, f), "rb") as i, \
+                    open(os.path.join(raw, f + ".tmp"), "wb") as o:
+                o.write(i.read())
+            os.replace(os.path.join(raw, f + ".tmp"), os.path.join(raw, f))
+    trans = transforms.ToTensor()
+    train = torchvision.datasets.FashionMNIST(root=root, train=True, transform=trans, download=False)
+    test = torchvision.datasets.FashionMNIST(root=root, train=False, transform=trans, download=False)
+    return (data.DataLoader(train, batch_size, shuffle=True, num_workers=4),
+            data.DataLoader(test, batch_size, shuffle=False, num_workers=4))
+
+
+def bench(args, device):
+    """One process's timings as JSON (the same keys as the Rust binary's `bench`)."""
+    out = {"side": "torch" if args.loader == "preloaded" else "torch-book-loader",
+           "device": str(device), "threads": torch.get_num_threads(), "torch_version": torch.__version__,
+           "dropout_train_s": [], "dropout_test_s": [], "wd_scratch_s": [], "wd_concise_s": []}
+    if args.loader == "preloaded":
+        wd = argparse.Namespace(**BOOK_WD, wd=[3.0])
+        for _ in range(args.wd_runs):
+            for impl, train in (("scratch", wd_scratch), ("concise", wd_concise)):
+                torch.manual_seed(args.seed)
+                start = time.perf_counter()
+                train(wd, 3.0, wd_data(wd, device), device)
+                out[f"wd_{impl}_s"].append(time.perf_counter() - start)
+    cfg = argparse.Namespace(**BOOK_DROPOUT)
+    data_dir = find_data_dir(args.data_dir)
+    if args.loader == "preloaded":
+        (Xtr, ytr), (Xte, yte) = load_fashion_mnist(data_dir, device)
+        train_iter = lambda: batches(Xtr, ytr, cfg.batch_size, True)
+        test_iter = lambda: batches(Xte, yte, cfg.batch_size, False)
+    else:
+        train_loader, test_loader = book_loaders(data_dir, cfg.batch_size)
+        train_iter = lambda: ((X.to(device), y.to(device)) for X, y in train_loader)
+        test_iter = lambda: ((X.to(device), y.to(device)) for X, y in test_loader)
+    torch.manual_seed(args.seed)
+    net, trainer = dropout_learner(cfg, "concise", device)
+    for epoch in range(args.epochs + 1):
+        start = time.perf_counter()
+        loss_sum, _ = train_epoch(net, trainer, train_iter(), device)
+        loss_sum.item()
+        trained = time.perf_counter()
+        count_correct(net, test_iter(), device).item()
+        if epoch > 0:
+            out["dropout_train_s"].append(trained - start)
+            out["dropout_test_s"].append(time.perf_counter() - trained)
+    print(json.dumps(out))
+
+
 # ------------------------------------------------------------------ command line
 
 def resolve_device(name):
@@ -336,12 +421,19 @@ def main(argv=None):
     for k, v in BOOK_DROPOUT.items():
         dr.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
     dr.add_argument("--data-dir")
+    be = sub.add_parser("bench", help="timings for scripts/bench.sh, as JSON")
+    be.add_argument("--epochs", type=int, default=2, help="timed dropout epochs after one warm-up")
+    be.add_argument("--wd-runs", type=int, default=3)
+    be.add_argument("--loader", choices=["preloaded", "book"], default="preloaded")
+    be.add_argument("--data-dir")
     for sp in (wd, dr):
         sp.add_argument("--impl", choices=["concise", "scratch", "both"], default="both")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if args.experiment == "bench":
+        return bench(args, device)
     if args.experiment in (None, "weight-decay"):
         cfg = args if args.experiment else wd.parse_args([])
         weight_decay(cfg_of(cfg, BOOK_WD, wd=cfg.wd), cfg.impl, args, device)

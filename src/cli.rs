@@ -53,6 +53,8 @@ pub enum Command {
     WeightDecay(weight_decay::Config),
     /// Book §4.6: dropout in a 784-256-256-10 MLP on Fashion-MNIST
     Dropout(dropout::Config),
+    /// Timings for scripts/bench.sh, as JSON on stdout (concise dropout epochs, weight-decay runs)
+    Bench(crate::bench::Config),
 }
 
 /// Which version of an experiment to run: the book's from-scratch code, its concise code, or both.

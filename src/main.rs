@@ -35,6 +35,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Dropout(cfg)) => {
             dropout::run(&cfg, &ctx)?;
         }
+        Some(Command::Bench(cfg)) => d2l_regularization::bench::run(&cfg, &ctx)?,
         None => {
             weight_decay::run(&weight_decay::Config::default(), &ctx)?;
             dropout::run(&dropout::Config::default(), &ctx)?;

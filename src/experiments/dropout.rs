@@ -6,8 +6,8 @@
 //! off in evaluation mode.
 use super::Context;
 use crate::cli::{positive_f64, positive_usize, probability, Impl, ImplChoice};
-use crate::data::batches;
 use crate::data::fashion_mnist::{self, FashionMnist, NUM_CLASSES, NUM_INPUTS};
+use crate::data::{batches, Split};
 use crate::nn::{dropout_layer, Dropout, Linear};
 use crate::record;
 use crate::train::{self, Sums};
@@ -145,7 +145,63 @@ pub struct Epoch {
     pub seconds: f64,
 }
 
-/// Builds a model from a freshly seeded generator and trains it like the book's `train_ch3`.
+/// A model of either version with its SGD optimizer.
+pub struct Learner {
+    pub vs: tnn::VarStore,
+    net: Box<dyn ModuleT>,
+    trainer: tnn::Optimizer,
+    batch_size: usize,
+}
+
+/// The book's loss: cross-entropy per example (`reduction='none'`).
+pub fn loss(y_hat: &Tensor, y: &Tensor) -> Tensor {
+    y_hat.cross_entropy_loss::<Tensor>(y, None, Reduction::None, -100, 0.0)
+}
+
+impl Learner {
+    /// Seeds the generator, then builds the model and `torch.optim.SGD(net.parameters(), lr)`.
+    pub fn new(cfg: &Config, implementation: Impl, ctx: &Context) -> Learner {
+        tch::manual_seed(ctx.seed);
+        let vs = tnn::VarStore::new(ctx.device);
+        let net: Box<dyn ModuleT> = match implementation {
+            Impl::Scratch => Box::new(Net::new(&vs.root(), cfg.dropout1, cfg.dropout2)),
+            Impl::Concise => Box::new(concise_net(&vs.root(), cfg.dropout1, cfg.dropout2)),
+        };
+        let trainer = tnn::Sgd::default()
+            .build(&vs, cfg.lr)
+            .expect("SGD over a fresh VarStore");
+        Learner {
+            vs,
+            net,
+            trainer,
+            batch_size: cfg.batch_size,
+        }
+    }
+
+    /// One pass over shuffled training batches with dropout on; the sums stay on the device.
+    pub fn train_epoch(&mut self, train: &Split) -> Sums {
+        let mut sums = Sums::new(train.x.device());
+        let net = &self.net;
+        let train_mode = |x: &Tensor| net.forward_t(x, true);
+        train::train_epoch(
+            batches::shuffled(train, self.batch_size),
+            &train_mode,
+            &loss,
+            &mut self.trainer,
+            Some(&mut sums),
+        );
+        sums
+    }
+
+    /// Correct predictions over a split with dropout off (an on-device scalar).
+    pub fn count_correct(&self, split: &Split) -> Tensor {
+        let eval_mode = |x: &Tensor| self.net.forward_t(x, false);
+        train::count_correct(split, &eval_mode, self.batch_size)
+    }
+}
+
+/// Trains a freshly seeded model like the book's `train_ch3`: per epoch the running train
+/// loss and accuracy (dropout on), then the test accuracy (dropout off), read in one transfer.
 /// Returns the curve and the model's variables.
 pub fn train(
     cfg: &Config,
@@ -154,32 +210,12 @@ pub fn train(
     ctx: &Context,
     mut log: impl FnMut(&Epoch),
 ) -> (Vec<Epoch>, tnn::VarStore) {
-    tch::manual_seed(ctx.seed);
-    let vs = tnn::VarStore::new(ctx.device);
-    let net: Box<dyn ModuleT> = match implementation {
-        Impl::Scratch => Box::new(Net::new(&vs.root(), cfg.dropout1, cfg.dropout2)),
-        Impl::Concise => Box::new(concise_net(&vs.root(), cfg.dropout1, cfg.dropout2)),
-    };
-    let loss = |y_hat: &Tensor, y: &Tensor| {
-        y_hat.cross_entropy_loss::<Tensor>(y, None, Reduction::None, -100, 0.0)
-    };
-    let mut trainer = tnn::Sgd::default()
-        .build(&vs, cfg.lr)
-        .expect("SGD over a fresh VarStore");
+    let mut learner = Learner::new(cfg, implementation, ctx);
     let mut curve = Vec::with_capacity(cfg.epochs);
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
-        let mut sums = Sums::new(ctx.device);
-        let train_mode = |x: &Tensor| net.forward_t(x, true);
-        train::train_epoch(
-            batches::shuffled(&data.train, cfg.batch_size),
-            &train_mode,
-            &loss,
-            &mut trainer,
-            Some(&mut sums),
-        );
-        let eval_mode = |x: &Tensor| net.forward_t(x, false);
-        let test_correct = train::count_correct(&data.test, &eval_mode, cfg.batch_size);
+        let sums = learner.train_epoch(&data.train);
+        let test_correct = learner.count_correct(&data.test);
         let [loss_sum, correct, test_correct] =
             train::read(&[sums.loss(), sums.correct(), &test_correct]);
         let row = Epoch {
@@ -192,7 +228,7 @@ pub fn train(
         log(&row);
         curve.push(row);
     }
-    (curve, vs)
+    (curve, learner.vs)
 }
 
 // ---------------------------------------------------------------- running and recording

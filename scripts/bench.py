@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: the Rust binary against the PyTorch counterpart, interleaved.
+
+Each round runs, one process after the other: Rust, PyTorch with the data preloaded on the
+device, PyTorch with the book's own loader (torchvision + ToTensor + a 4-worker DataLoader), then
+the whole default weight-decay command of each side. All on one device with the same intra-op
+thread count. Prints a markdown table of medians with Rust/PyTorch ratios and writes
+results/bench/<device>.csv.
+
+Usually run through scripts/bench.sh, which finds the binary and the venv.
+"""
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+COUNTERPART = os.path.join(HERE, "torch_counterpart.py")
+
+ROWS = [
+    ("dropout_train_s", "dropout (concise): train epoch"),
+    ("dropout_test_s", "dropout (concise): test pass"),
+    ("wd_scratch_s", "weight decay, scratch: 100-epoch run"),
+    ("wd_concise_s", "weight decay, concise: 100-epoch run"),
+    ("process_s", "whole process: default weight-decay command"),
+]
+
+
+def run_json(cmd, env):
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        sys.exit(f"error: {' '.join(cmd)} failed:\n{p.stderr}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def timed(cmd, env):
+    start = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - start
+    if p.returncode != 0:
+        sys.exit(f"error: {' '.join(cmd)} failed:\n{p.stderr}")
+    return seconds
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bin", required=True, help="the release binary")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=2, help="timed dropout epochs per process")
+    p.add_argument("--wd-runs", type=int, default=3, help="timed weight-decay runs per process")
+    p.add_argument("--data-dir")
+    p.add_argument("--no-book-loader", action="store_true", help="skip the torchvision loader column")
+    p.add_argument("--out", default=os.path.join(REPO, "results", "bench"))
+    args = p.parse_args()
+
+    import torch  # only for the device's name and the version
+    device = args.device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            sys.exit(f"error: --device {device}: no usable CUDA GPU")
+        model = torch.cuda.get_device_name(torch.device(device))
+        label = "cuda-" + re.sub(r"[^a-z0-9]+", "-", model.lower().replace("nvidia", "")).strip("-")
+    else:
+        model, label = cpu_model(), "cpu"
+
+    env = dict(os.environ)
+    common = ["--device", device, "--threads", str(args.threads)]
+    data = ["--data-dir", args.data_dir] if args.data_dir else []
+    rust_bench = [args.bin, *common, "bench", "--epochs", str(args.epochs), "--wd-runs", str(args.wd_runs), *data]
+    torch_bench = [sys.executable, COUNTERPART, *common, "bench", "--epochs", str(args.epochs),
+                   "--wd-runs", str(args.wd_runs), *data]
+    sides = {"rust": {}, "torch": {}, "torch-book-loader": {}}
+
+    def add(side, key, values):
+        sides[side].setdefault(key, []).extend(values)
+
+    libtorch = "?"
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(1, args.rounds + 1):
+            print(f"round {r}/{args.rounds}", file=sys.stderr)
+            res = run_json(rust_bench, env)
+            libtorch = res.get("libtorch_version", libtorch)
+            for k, _ in ROWS[:4]:
+                add("rust", k, res[k])
+            res = run_json(torch_bench + ["--loader", "preloaded"], env)
+            for k, _ in ROWS[:4]:
+                add("torch", k, res[k])
+            if not args.no_book_loader:
+                res = run_json(torch_bench + ["--loader", "book"], env)
+                for k, _ in ROWS[:2]:
+                    add("torch-book-loader", k, res[k])
+            add("rust", "process_s", [timed([args.bin, *common, "--out", tmp, "weight-decay"], env)])
+            add("torch", "process_s", [timed([sys.executable, COUNTERPART, *common, "--out", tmp, "weight-decay"], env)])
+
+    med = {s: {k: statistics.median(v) for k, v in d.items()} for s, d in sides.items()}
+    fmt = lambda v: "—" if v is None else (f"{v:.4f}" if v < 1 else f"{v:.3f}")
+    print(f"\n{model}, {args.threads} threads, device {device}; medians of {args.rounds} interleaved rounds"
+          f" (torch {torch.__version__}, libtorch {libtorch} via tch 0.24.0)\n")
+    print("| measurement (seconds) | Rust (tch) | PyTorch, data preloaded | PyTorch, book's loader | Rust / PyTorch |")
+    print("|---|---:|---:|---:|---:|")
+    rows = []
+    for key, name in ROWS:
+        r, t, b = (med[s].get(key) for s in ("rust", "torch", "torch-book-loader"))
+        ratio = r / t if r and t else None
+        print(f"| {name} | {fmt(r)} | {fmt(t)} | {fmt(b)} | {'—' if ratio is None else f'{ratio:.2f}×'} |")
+        rows.append([key, name, r, t, b, ratio, len(sides["rust"].get(key, [])), len(sides["torch"].get(key, []))])
+
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"{label}.csv")
+    meta = [device, model, args.threads, args.rounds, torch.__version__, libtorch, "0.24.0",
+            datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")]
+    tmp_path = f"{path}.{os.getpid()}.tmp"
+    with open(tmp_path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["metric", "description", "rust_s", "torch_s", "torch_book_loader_s", "rust_over_torch",
+                    "rust_samples", "torch_samples", "device", "device_model", "threads", "rounds",
+                    "torch_version", "libtorch_version", "tch_version", "measured_utc"])
+        for row in rows:
+            w.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in row] + meta)
+    os.replace(tmp_path, path)
+    print(f"\nwritten: {os.path.relpath(path)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

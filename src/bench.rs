@@ -61,7 +61,7 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<()> {
     };
     let source = crate::data::fashion_mnist::Source::new(dcfg.data_dir.clone(), true);
     let data = crate::data::fashion_mnist::load(&source, ctx.device)?;
-    let mut learner = dropout::Learner::new(&dcfg, Impl::Concise, ctx);
+    let (_vs, mut learner) = dropout::learner(&dcfg, Impl::Concise, ctx);
     for epoch in 0..=cfg.epochs {
         let start = Instant::now();
         let sums = learner.train_epoch(&data.train);

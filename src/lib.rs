@@ -8,6 +8,7 @@ pub mod cli;
 pub mod data;
 pub mod device;
 pub mod experiments;
+pub mod fused;
 pub mod nn;
 pub mod record;
 pub mod train;

@@ -39,6 +39,14 @@ impl Updater for MinibatchSgd {
     }
 }
 
+/// A classifier with its updater, as the dropout experiment trains it.
+pub trait Learner {
+    /// One pass over shuffled training batches with dropout on.
+    fn train_epoch(&mut self, train: &Split) -> Sums;
+    /// Correct predictions over a split with dropout off (an on-device scalar).
+    fn count_correct(&self, split: &Split) -> Tensor;
+}
+
 /// Running sums of one training epoch, kept on the device and read once at its end.
 pub struct Sums {
     loss: Tensor,
@@ -55,10 +63,20 @@ impl Sums {
         }
     }
 
-    fn add(&mut self, losses: &Tensor, outputs: &Tensor, y: &Tensor) {
+    /// Adds a batch's per-example losses and correct predictions.
+    pub fn add(&mut self, losses: &Tensor, outputs: &Tensor, y: &Tensor) {
         let _ = self.loss.g_add_(&losses.detach().sum(Kind::Double));
         let _ = self.correct.g_add_(&correct(outputs, y));
         self.count += y.size()[0];
+    }
+
+    /// Sums already computed on the host (CPU), as tensors like the others.
+    pub fn from_host(loss: f64, correct: i64, count: i64) -> Sums {
+        Sums {
+            loss: Tensor::from(loss),
+            correct: Tensor::from(correct),
+            count,
+        }
     }
 
     /// Sum of the per-example losses (f64, on the device).

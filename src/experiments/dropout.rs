@@ -8,9 +8,10 @@ use super::Context;
 use crate::cli::{positive_f64, positive_usize, probability, Impl, ImplChoice};
 use crate::data::fashion_mnist::{self, FashionMnist, NUM_CLASSES, NUM_INPUTS};
 use crate::data::{batches, Split};
+use crate::fused::{mlp::FusedMlp, Engine};
 use crate::nn::{dropout_layer, Dropout, Linear};
 use crate::record;
-use crate::train::{self, Sums};
+use crate::train::{self, Learner, Sums};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -39,6 +40,9 @@ pub struct Config {
     /// Dropout probability after the second hidden layer, in [0, 1]
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.5, value_parser = probability)]
     pub dropout2: f64,
+    /// autograd: the book's code op by op, identical to PyTorch; fused: hand-written backward, faster
+    #[arg(long, value_enum, default_value_t = Engine::Autograd)]
+    pub engine: Engine,
     /// Directory holding the four Fashion-MNIST files (.gz or uncompressed)
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -75,12 +79,22 @@ pub struct Net {
     dropout2: f64,
 }
 
+/// The book's `Net.__init__`: `lin1`, `lin2`, `lin3` with PyTorch's default initialisation.
+pub fn scratch_layers(vs: &tnn::Path) -> [Linear; 3] {
+    [
+        Linear::new(&(vs / "lin1"), NUM_INPUTS, NUM_HIDDENS1),
+        Linear::new(&(vs / "lin2"), NUM_HIDDENS1, NUM_HIDDENS2),
+        Linear::new(&(vs / "lin3"), NUM_HIDDENS2, NUM_CLASSES),
+    ]
+}
+
 impl Net {
     pub fn new(vs: &tnn::Path, dropout1: f64, dropout2: f64) -> Net {
+        let [lin1, lin2, lin3] = scratch_layers(vs);
         Net {
-            lin1: Linear::new(&(vs / "lin1"), NUM_INPUTS, NUM_HIDDENS1),
-            lin2: Linear::new(&(vs / "lin2"), NUM_HIDDENS1, NUM_HIDDENS2),
-            lin3: Linear::new(&(vs / "lin3"), NUM_HIDDENS2, NUM_CLASSES),
+            lin1,
+            lin2,
+            lin3,
             dropout1,
             dropout2,
         }
@@ -103,10 +117,10 @@ impl ModuleT for Net {
 
 // ---------------------------------------------------------------- §4.6.5 concise
 
-/// `nn.Sequential(Flatten, Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear)` with the
-/// weights re-drawn from N(0, 0.01) (the book's `init_weights`); the biases keep PyTorch's
-/// default. Variables are named as PyTorch names them (`1.weight`, `4.weight`, `7.weight`).
-pub fn concise_net(vs: &tnn::Path, dropout1: f64, dropout2: f64) -> tnn::SequentialT {
+/// The linear layers of the concise model, named as PyTorch's `nn.Sequential` names them
+/// (`1`, `4`, `7`), with the weights re-drawn from N(0, 0.01) (the book's `init_weights`) and
+/// the biases left at PyTorch's default.
+pub fn concise_layers(vs: &tnn::Path) -> [Linear; 3] {
     let layers = [
         Linear::new(&(vs / "1"), NUM_INPUTS, NUM_HIDDENS1),
         Linear::new(&(vs / "4"), NUM_HIDDENS1, NUM_HIDDENS2),
@@ -117,7 +131,13 @@ pub fn concise_net(vs: &tnn::Path, dropout1: f64, dropout2: f64) -> tnn::Sequent
             let _ = layer.weight.shallow_clone().normal_(0.0, 0.01);
         }
     });
-    let [lin1, lin2, lin3] = layers;
+    layers
+}
+
+/// `nn.Sequential(Flatten, Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear)` over
+/// [`concise_layers`].
+pub fn concise_net(vs: &tnn::Path, dropout1: f64, dropout2: f64) -> tnn::SequentialT {
+    let [lin1, lin2, lin3] = concise_layers(vs);
     tnn::seq_t()
         .add_fn(|x| x.flatten(1, -1))
         .add(lin1)
@@ -145,9 +165,8 @@ pub struct Epoch {
     pub seconds: f64,
 }
 
-/// A model of either version with its SGD optimizer.
-pub struct Learner {
-    pub vs: tnn::VarStore,
+/// A model of either version with tch's SGD optimizer, trained op by op with autograd.
+pub struct AutogradLearner {
     net: Box<dyn ModuleT>,
     trainer: tnn::Optimizer,
     batch_size: usize,
@@ -158,28 +177,51 @@ pub fn loss(y_hat: &Tensor, y: &Tensor) -> Tensor {
     y_hat.cross_entropy_loss::<Tensor>(y, None, Reduction::None, -100, 0.0)
 }
 
-impl Learner {
-    /// Seeds the generator, then builds the model and `torch.optim.SGD(net.parameters(), lr)`.
-    pub fn new(cfg: &Config, implementation: Impl, ctx: &Context) -> Learner {
-        tch::manual_seed(ctx.seed);
-        let vs = tnn::VarStore::new(ctx.device);
-        let net: Box<dyn ModuleT> = match implementation {
-            Impl::Scratch => Box::new(Net::new(&vs.root(), cfg.dropout1, cfg.dropout2)),
-            Impl::Concise => Box::new(concise_net(&vs.root(), cfg.dropout1, cfg.dropout2)),
-        };
-        let trainer = tnn::Sgd::default()
-            .build(&vs, cfg.lr)
-            .expect("SGD over a fresh VarStore");
-        Learner {
-            vs,
-            net,
-            trainer,
-            batch_size: cfg.batch_size,
+/// Seeds the generator, then builds the model of `implementation` and its trainer for the
+/// configured engine. Returns the variables too (for `--save-weights`).
+pub fn learner(
+    cfg: &Config,
+    implementation: Impl,
+    ctx: &Context,
+) -> (tnn::VarStore, Box<dyn Learner>) {
+    tch::manual_seed(ctx.seed);
+    let vs = tnn::VarStore::new(ctx.device);
+    let (p1, p2) = (cfg.dropout1, cfg.dropout2);
+    let learner: Box<dyn Learner> = match cfg.engine {
+        Engine::Autograd => {
+            let net: Box<dyn ModuleT> = match implementation {
+                Impl::Scratch => Box::new(Net::new(&vs.root(), p1, p2)),
+                Impl::Concise => Box::new(concise_net(&vs.root(), p1, p2)),
+            };
+            let trainer = tnn::Sgd::default()
+                .build(&vs, cfg.lr)
+                .expect("SGD over a fresh VarStore");
+            Box::new(AutogradLearner {
+                net,
+                trainer,
+                batch_size: cfg.batch_size,
+            })
         }
-    }
+        Engine::Fused => {
+            let layers = match implementation {
+                Impl::Scratch => scratch_layers(&vs.root()),
+                Impl::Concise => concise_layers(&vs.root()),
+            };
+            Box::new(FusedMlp::new(
+                &layers,
+                [p1, p2],
+                cfg.lr,
+                cfg.batch_size,
+                false,
+            ))
+        }
+    };
+    (vs, learner)
+}
 
+impl Learner for AutogradLearner {
     /// One pass over shuffled training batches with dropout on; the sums stay on the device.
-    pub fn train_epoch(&mut self, train: &Split) -> Sums {
+    fn train_epoch(&mut self, train: &Split) -> Sums {
         let mut sums = Sums::new(train.x.device());
         let net = &self.net;
         let train_mode = |x: &Tensor| net.forward_t(x, true);
@@ -194,7 +236,7 @@ impl Learner {
     }
 
     /// Correct predictions over a split with dropout off (an on-device scalar).
-    pub fn count_correct(&self, split: &Split) -> Tensor {
+    fn count_correct(&self, split: &Split) -> Tensor {
         let eval_mode = |x: &Tensor| self.net.forward_t(x, false);
         train::count_correct(split, &eval_mode, self.batch_size)
     }
@@ -210,7 +252,7 @@ pub fn train(
     ctx: &Context,
     mut log: impl FnMut(&Epoch),
 ) -> (Vec<Epoch>, tnn::VarStore) {
-    let mut learner = Learner::new(cfg, implementation, ctx);
+    let (vs, mut learner) = learner(cfg, implementation, ctx);
     let mut curve = Vec::with_capacity(cfg.epochs);
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
@@ -228,7 +270,7 @@ pub fn train(
         log(&row);
         curve.push(row);
     }
-    (curve, learner.vs)
+    (curve, vs)
 }
 
 // ---------------------------------------------------------------- running and recording

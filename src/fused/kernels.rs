@@ -1,0 +1,230 @@
+//! CPU kernels of the fused engine: plain loops over contiguous f32 memory that do in one
+//! pass what libtorch does in several (ReLU + dropout, their backward + bias gradient,
+//! softmax cross-entropy + accuracy + its gradient), and a fast random generator for masks.
+use tch::{Device, Kind, Tensor};
+
+/// xoshiro256++ (Blackman & Vigna), seeded through SplitMix64: 64 random bits in about a
+/// nanosecond, enough for two dropout decisions.
+#[derive(Debug, Clone)]
+pub struct Rng {
+    s: [u64; 4],
+}
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        let mut x = seed;
+        let mut next = || {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        Rng {
+            s: [next(), next(), next(), next()],
+        }
+    }
+
+    #[inline(always)]
+    pub fn next_u64(&mut self) -> u64 {
+        let s = &mut self.s;
+        let result = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        result
+    }
+}
+
+/// The 32-bit threshold below which an element is dropped: P(drop) = p to within 2.4e-10
+/// (for p < 1; p = 1 is handled apart).
+pub fn drop_threshold(p: f64) -> u64 {
+    (p * 4_294_967_296.0).round().min(4_294_967_295.0) as u64
+}
+
+/// Views a contiguous CPU f32 tensor as a slice.
+///
+/// # Safety
+/// The tensor must stay alive and must not be resized while the slice is used, and no other
+/// live slice may alias it mutably.
+pub unsafe fn as_slice_mut<'a>(t: &Tensor) -> &'a mut [f32] {
+    debug_assert!(t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous());
+    std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
+}
+
+/// PCG's output hash (O'Neill's `pcg_hash`): 32 well-mixed bits from a 32-bit counter, with
+/// nothing carried between elements, so the loop over a layer vectorises.
+#[inline(always)]
+fn hash32(x: u32) -> u32 {
+    let state = x.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
+    let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277_803_737);
+    (word >> 22) ^ word
+}
+
+/// In place, for a `[rows, bias.len()]` matrix: z ← max(z + b, 0) · keep · scale, each element
+/// kept with probability 1 − p (the bias add, ReLU and dropout of a layer in one pass).
+///
+/// Element i's decision is `hash32(i ⊕ key) ≥ p·2³²` with a fresh 32-bit key from `rng`
+/// per call (per layer and batch).
+pub fn bias_relu_dropout(z: &mut [f32], bias: &[f32], p: f64, rng: &mut Rng) {
+    if p >= 1.0 {
+        z.fill(0.0);
+        return;
+    }
+    // p = 0 keeps everything: a threshold of 0 is never undercut.
+    let threshold = drop_threshold(p) as u32;
+    let scale = (1.0 / (1.0 - p)) as f32;
+    let r = rng.next_u64();
+    let (key, mix) = (r as u32, (r >> 32) as u32 | 1);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { bias_relu_dropout_avx2(z, bias, threshold, scale, key, mix) };
+        return;
+    }
+    bias_relu_dropout_loop(z, bias, threshold, scale, key, mix);
+}
+
+#[inline(always)]
+fn bias_relu_dropout_loop(
+    z: &mut [f32],
+    bias: &[f32],
+    threshold: u32,
+    scale: f32,
+    key: u32,
+    mix: u32,
+) {
+    let cols = bias.len();
+    for (r, row) in z.chunks_exact_mut(cols).enumerate() {
+        let base = (r * cols) as u32;
+        for (j, (v, &b)) in row.iter_mut().zip(bias).enumerate() {
+            let keep = hash32((base + j as u32).wrapping_mul(mix) ^ key) >= threshold;
+            *v = if keep { (*v + b).max(0.0) * scale } else { 0.0 };
+        }
+    }
+}
+
+/// The same loop compiled for AVX2, where the hash's per-lane shifts vectorise.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn bias_relu_dropout_avx2(
+    z: &mut [f32],
+    bias: &[f32],
+    threshold: u32,
+    scale: f32,
+    key: u32,
+    mix: u32,
+) {
+    bias_relu_dropout_loop(z, bias, threshold, scale, key, mix)
+}
+
+/// Backward of ReLU + dropout for a `[rows, cols]` gradient: g ← g · scale where the layer's
+/// output `d` was positive, 0 elsewhere; the column sums of the result (the bias gradient)
+/// are added to `bias`.
+pub fn relu_dropout_backward(g: &mut [f32], d: &[f32], scale: f32, bias: &mut [f32]) {
+    let cols = bias.len();
+    for (g_row, d_row) in g.chunks_exact_mut(cols).zip(d.chunks_exact(cols)) {
+        for ((gv, &dv), b) in g_row.iter_mut().zip(d_row).zip(bias.iter_mut()) {
+            let v = if dv > 0.0 { *gv * scale } else { 0.0 };
+            *gv = v;
+            *b += v;
+        }
+    }
+}
+
+/// Adds the column sums of a `[rows, cols]` matrix to `bias`.
+pub fn add_column_sums(g: &[f32], bias: &mut [f32]) {
+    for row in g.chunks_exact(bias.len()) {
+        for (b, &v) in bias.iter_mut().zip(row) {
+            *b += v;
+        }
+    }
+}
+
+/// Softmax cross-entropy over `[rows, classes]` logits `z + bias`, in one pass per row:
+/// returns the sum of the losses and the number of correct arg-maxes, and overwrites `z` with
+/// `factor · (softmax − one_hot(y))`, the gradient of `factor · Σ loss`.
+pub fn bias_softmax_cross_entropy(
+    z: &mut [f32],
+    bias: &[f32],
+    y: &[i64],
+    factor: f32,
+) -> (f64, i64) {
+    let classes = bias.len();
+    let mut loss = 0.0f64;
+    let mut correct = 0i64;
+    for (row, &label) in z.chunks_exact_mut(classes).zip(y) {
+        row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+        let (mut best, mut max) = (0usize, row[0]);
+        for (j, &v) in row.iter().enumerate().skip(1) {
+            if v > max {
+                best = j;
+                max = v;
+            }
+        }
+        correct += (best as i64 == label) as i64;
+        let label = label as usize;
+        let z_label = row[label] - max;
+        let mut sum = 0.0f32;
+        for v in row.iter_mut() {
+            *v = (*v - max).exp();
+            sum += *v;
+        }
+        loss += (sum.ln() - z_label) as f64;
+        let inv = factor / sum;
+        for v in row.iter_mut() {
+            *v *= inv;
+        }
+        row[label] -= factor;
+    }
+    (loss, correct)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relu_dropout_statistics() {
+        let mut rng = Rng::new(1);
+        for p in [0.2, 0.5] {
+            let mut z = vec![0.5f32; 1_000_000];
+            bias_relu_dropout(&mut z, &[0.5; 100], p, &mut rng);
+            let zeros = z.iter().filter(|&&v| v == 0.0).count() as f64 / z.len() as f64;
+            assert!((zeros - p).abs() < 0.003, "p={p}: {zeros}");
+            let scale = (1.0 / (1.0 - p)) as f32;
+            assert!(z.iter().all(|&v| v == 0.0 || v == scale));
+        }
+        let mut z = vec![-1.0f32, 2.0];
+        bias_relu_dropout(&mut z, &[0.5, -0.5], 0.0, &mut rng);
+        assert_eq!(z, [0.0, 1.5]);
+    }
+
+    #[test]
+    fn softmax_cross_entropy_matches_the_formula() {
+        let mut logits = vec![1.0f32, 1.0, 0.5, 3.0, -2.0, 0.0];
+        let (loss, correct) =
+            bias_softmax_cross_entropy(&mut logits, &[0.0, 1.0, 0.0], &[1, 2], 1.0);
+        let lse = |r: [f32; 3]| r.iter().map(|v| v.exp()).sum::<f32>().ln();
+        let expected = (lse([1.0, 2.0, 0.5]) - 2.0) + (lse([3.0, -1.0, 0.0]) - 0.0);
+        assert!((loss - expected as f64).abs() < 1e-5);
+        assert_eq!(correct, 1);
+        let row0_sum: f32 = logits[..3].iter().sum();
+        assert!(row0_sum.abs() < 1e-6, "softmax − one-hot sums to 0");
+        assert!(logits[1] < 0.0 && logits[0] > 0.0);
+    }
+
+    #[test]
+    fn backward_masks_and_sums_columns() {
+        let mut g = vec![1.0f32, 2.0, 3.0, 4.0];
+        let d = [0.5f32, 0.0, 0.0, 1.0];
+        let mut bias = vec![0.0f32; 2];
+        relu_dropout_backward(&mut g, &d, 2.0, &mut bias);
+        assert_eq!(g, [2.0, 0.0, 0.0, 8.0]);
+        assert_eq!(bias, [2.0, 8.0]);
+    }
+}

@@ -25,7 +25,9 @@ fn main() {
     let mut rng = Rng::new(1);
     let mut z = vec![0.5f32; 256 * 256];
     let bias = vec![0.1f32; 256];
-    time("bias_relu_dropout 256x256", 2000, || kernels::bias_relu_dropout(&mut z, &bias, 0.5, &mut rng));
+    time("bias_relu_dropout 256x256", 2000, || {
+        kernels::bias_relu_dropout(&mut z, &bias, 0.5, &mut rng)
+    });
     let d = vec![0.5f32; 256 * 256];
     let mut bias = vec![0.0f32; 256];
     time("relu_dropout_backward 256x256", 2000, || {

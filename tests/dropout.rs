@@ -33,6 +33,7 @@ fn models(p1: f64, p2: f64) -> Vec<(&'static str, Box<dyn ModuleT>, VarStore)> {
 
 #[test]
 fn evaluation_mode_is_deterministic_and_equals_no_dropout() {
+    let _rng = rng_lock();
     let x = Tensor::rand([64, 784], (Kind::Float, Device::Cpu));
     for ((name, with, _a), (_, without, _b)) in models(0.2, 0.5).into_iter().zip(models(0.0, 0.0)) {
         let eval1 = with.forward_t(&x, false);
@@ -93,6 +94,7 @@ fn check_statistics(name: &str, p: f64, apply: impl Fn(&Tensor) -> Tensor) {
 
 #[test]
 fn training_dropout_zeroes_about_p_and_preserves_the_mean() {
+    let _rng = rng_lock();
     tch::manual_seed(0);
     for p in [0.2, 0.5, 0.9] {
         check_statistics("dropout_layer", p, |x| dropout_layer(x, p));

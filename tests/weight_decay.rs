@@ -31,6 +31,7 @@ fn step_with_zero_gradient(wd: f64, lr: f64) -> (Vec<f32>, Vec<f32>, Vec<f32>, V
 
 #[test]
 fn decay_multiplies_the_weight_and_leaves_the_bias_bit_for_bit() {
+    let _rng = rng_lock();
     let (lr, wd) = (0.1, 3.0);
     let (w0, b0, w1, b1) = step_with_zero_gradient(wd, lr);
     let factor = (1.0 - lr * wd) as f32;
@@ -50,6 +51,7 @@ fn decay_multiplies_the_weight_and_leaves_the_bias_bit_for_bit() {
 
 #[test]
 fn without_decay_a_zero_gradient_moves_nothing() {
+    let _rng = rng_lock();
     let (w0, b0, w1, b1) = step_with_zero_gradient(0.0, 0.1);
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&w0), bits(&w1));
@@ -204,6 +206,7 @@ fn default_run_writes_the_curves_and_shows_the_effect_of_decay() {
 
 #[test]
 fn each_run_is_reproducible_on_its_own() {
+    let _rng = rng_lock();
     let cfg = weight_decay::Config {
         epochs: 5,
         ..Default::default()

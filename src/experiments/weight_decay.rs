@@ -6,6 +6,7 @@
 use super::{fmt_num, Context};
 use crate::cli::{non_negative_f64, positive_f64, positive_usize, Impl, ImplChoice};
 use crate::data::{batches, synthetic, Split};
+use crate::fused::{linreg, Engine};
 use crate::nn::{Linear, DECAY_GROUP};
 use crate::record;
 use crate::train::{self, MinibatchSgd, Updater};
@@ -24,6 +25,9 @@ pub struct Config {
     /// Which version of the book's code to run
     #[arg(long = "impl", value_enum, default_value_t = ImplChoice::Both)]
     pub implementation: ImplChoice,
+    /// autograd: the book's code op by op, identical to PyTorch; fused: closed-form gradients, every λ in one batched model
+    #[arg(long, value_enum, default_value_t = Engine::Autograd)]
+    pub engine: Engine,
     #[arg(long, allow_negative_numbers = true, default_value_t = 100, value_parser = positive_usize)]
     pub epochs: usize,
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.003, value_parser = positive_f64)]
@@ -125,16 +129,23 @@ pub fn train_scratch(cfg: &Config, lambd: f64, data: &Data) -> Trained {
 
 // ---------------------------------------------------------------- §4.5.3 concise
 
-/// Trains `nn.Linear(num_inputs, 1)` with both parameters drawn from N(0, 1) and an SGD
-/// optimizer whose weight group has weight decay `wd` and whose bias group has none.
-pub fn train_concise(cfg: &Config, wd: f64, data: &Data) -> Trained {
-    let vs = tnn::VarStore::new(data.train.x.device());
-    let mut net = Linear::new(&vs.root(), cfg.num_inputs as i64, 1);
+/// `nn.Linear(num_inputs, 1)` with both parameters re-drawn from N(0, 1) (the book's
+/// `param.data.normal_()`), the weight in the decay group, the bias not.
+pub fn concise_net(vs: &tnn::Path, num_inputs: usize) -> Linear {
+    let mut net = Linear::new(vs, num_inputs as i64, 1);
     tch::no_grad(|| {
         for param in [&mut net.weight, &mut net.bias] {
             let _ = param.normal_(0.0, 1.0);
         }
     });
+    net
+}
+
+/// Trains [`concise_net`] with an SGD
+/// optimizer whose weight group has weight decay `wd` and whose bias group has none.
+pub fn train_concise(cfg: &Config, wd: f64, data: &Data) -> Trained {
+    let vs = tnn::VarStore::new(data.train.x.device());
+    let net = concise_net(&vs.root(), cfg.num_inputs);
     let mse = |y_hat: &Tensor, y: &Tensor| y_hat.mse_loss(y, Reduction::None);
     let mut trainer = sgd_decaying_weights(&vs, cfg.lr, wd);
     let forward = |x: &Tensor| net.forward(x);
@@ -210,11 +221,37 @@ pub fn run_one(cfg: &Config, implementation: Impl, wd: f64, ctx: &Context) -> (T
     tch::manual_seed(ctx.seed);
     let start = Instant::now();
     let data = Data::new(cfg, ctx.device);
-    let trained = match implementation {
-        Impl::Scratch => train_scratch(cfg, wd, &data),
-        Impl::Concise => train_concise(cfg, wd, &data),
+    let trained = match (cfg.engine, implementation) {
+        (Engine::Autograd, Impl::Scratch) => train_scratch(cfg, wd, &data),
+        (Engine::Autograd, Impl::Concise) => train_concise(cfg, wd, &data),
+        (Engine::Fused, _) => linreg::train(cfg, implementation, &[wd], &data).remove(0),
     };
     (trained, start.elapsed().as_secs_f64())
+}
+
+/// Every λ of `lambdas` for one version, each with its wall time. The autograd engine trains
+/// them one after the other; the fused engine trains them together as one batched model (same
+/// seed, so same data, initialisation and batches) and reports that shared time for each.
+pub fn run_lambdas(
+    cfg: &Config,
+    implementation: Impl,
+    lambdas: &[f64],
+    ctx: &Context,
+) -> Vec<(Trained, f64)> {
+    match cfg.engine {
+        Engine::Autograd => lambdas
+            .iter()
+            .map(|&wd| run_one(cfg, implementation, wd, ctx))
+            .collect(),
+        Engine::Fused => {
+            tch::manual_seed(ctx.seed);
+            let start = Instant::now();
+            let data = Data::new(cfg, ctx.device);
+            let trained = linreg::train(cfg, implementation, lambdas, &data);
+            let seconds = start.elapsed().as_secs_f64();
+            trained.into_iter().map(|t| (t, seconds)).collect()
+        }
+    }
 }
 
 /// Every requested version × λ; writes `<out>/weight-decay/{<impl>-wd<λ>.csv, summary.csv, run.json}`.
@@ -222,8 +259,11 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
     let dir = record::experiment_dir(&ctx.out, "weight-decay")?;
     let mut summaries = Vec::new();
     for implementation in cfg.implementation.impls() {
-        for &wd in &cfg.wd {
-            let (trained, seconds) = run_one(cfg, implementation, wd, ctx);
+        for (&wd, (trained, seconds)) in
+            cfg.wd
+                .iter()
+                .zip(run_lambdas(cfg, implementation, &cfg.wd, ctx))
+        {
             let last = trained.curve.last().expect("at least one epoch");
             println!(
                 "weight decay, {} λ={}: L2 norm of w: {:.6}",

@@ -11,6 +11,7 @@
 //! still decides everything) and rounds differently, so its numbers are not bit-identical to
 //! PyTorch's: its results match the default engine's statistically (tests/fused.rs).
 pub mod kernels;
+pub mod linreg;
 
 pub mod mlp;
 

@@ -103,3 +103,10 @@ pub fn python() -> Option<PathBuf> {
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// libtorch's generator is global to the process and tests run on parallel threads: every test
+/// that seeds it and relies on the draws that follow holds this lock.
+pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

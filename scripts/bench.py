@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark: the Rust binary against the PyTorch counterpart, interleaved.
 
-Each round runs, one process after the other: Rust, PyTorch with the data preloaded on the
-device, PyTorch with the book's own loader (torchvision + ToTensor + a 4-worker DataLoader), then
-the whole default weight-decay command of each side. All on one device with the same intra-op
-thread count. Prints a markdown table of medians with Rust/PyTorch ratios and writes
-results/bench/<device>.csv.
+Each round runs, one process after the other: Rust (its autograd engine, then its fused engine),
+PyTorch with the data preloaded on the device, PyTorch with the book's own loader (torchvision +
+ToTensor + a 4-worker DataLoader), then the whole default weight-decay command of each side
+(Rust autograd, Rust fused, PyTorch). All on one device with the same intra-op thread count.
+Prints a markdown table of medians with Rust/PyTorch ratios and writes results/bench/<device>.csv.
 
 Usually run through scripts/bench.sh, which finds the binary and the venv.
 """
@@ -91,7 +91,7 @@ def main():
     rust_bench = [args.bin, *common, "bench", "--epochs", str(args.epochs), "--wd-runs", str(args.wd_runs), *data]
     torch_bench = [sys.executable, COUNTERPART, *common, "bench", "--epochs", str(args.epochs),
                    "--wd-runs", str(args.wd_runs), *data]
-    sides = {"rust": {}, "torch": {}, "torch-book-loader": {}}
+    sides = {"rust": {}, "rust-fused": {}, "torch": {}, "torch-book-loader": {}}
 
     def add(side, key, values):
         sides[side].setdefault(key, []).extend(values)
@@ -103,7 +103,8 @@ def main():
             res = run_json(rust_bench, env)
             libtorch = res.get("libtorch_version", libtorch)
             for k, _ in ROWS[:4]:
-                add("rust", k, res[k])
+                add("rust", k, res["autograd"][k])
+                add("rust-fused", k, res["fused"][k])
             res = run_json(torch_bench + ["--loader", "preloaded"], env)
             for k, _ in ROWS[:4]:
                 add("torch", k, res[k])
@@ -112,20 +113,25 @@ def main():
                 for k, _ in ROWS[:2]:
                     add("torch-book-loader", k, res[k])
             add("rust", "process_s", [timed([args.bin, *common, "--out", tmp, "weight-decay"], env)])
+            add("rust-fused", "process_s",
+                [timed([args.bin, *common, "--out", tmp, "weight-decay", "--engine", "fused"], env)])
             add("torch", "process_s", [timed([sys.executable, COUNTERPART, *common, "--out", tmp, "weight-decay"], env)])
 
     med = {s: {k: statistics.median(v) for k, v in d.items()} for s, d in sides.items()}
     fmt = lambda v: "—" if v is None else (f"{v:.4f}" if v < 1 else f"{v:.3f}")
     print(f"\n{model}, {args.threads} threads, device {device}; medians of {args.rounds} interleaved rounds"
           f" (torch {torch.__version__}, libtorch {libtorch} via tch 0.24.0)\n")
-    print("| measurement (seconds) | Rust (tch) | PyTorch, data preloaded | PyTorch, book's loader | Rust / PyTorch |")
-    print("|---|---:|---:|---:|---:|")
+    print("| measurement (seconds) | Rust, autograd engine | Rust, fused engine | PyTorch, data preloaded "
+          "| PyTorch, book's loader | autograd / PyTorch | fused / PyTorch |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     rows = []
+    ratio = lambda a, b: a / b if a and b else None
+    fmt_ratio = lambda v: "—" if v is None else f"{v:.2f}×"
     for key, name in ROWS:
-        r, t, b = (med[s].get(key) for s in ("rust", "torch", "torch-book-loader"))
-        ratio = r / t if r and t else None
-        print(f"| {name} | {fmt(r)} | {fmt(t)} | {fmt(b)} | {'—' if ratio is None else f'{ratio:.2f}×'} |")
-        rows.append([key, name, r, t, b, ratio, len(sides["rust"].get(key, [])), len(sides["torch"].get(key, []))])
+        r, f, t, b = (med[s].get(key) for s in ("rust", "rust-fused", "torch", "torch-book-loader"))
+        print(f"| {name} | {fmt(r)} | {fmt(f)} | {fmt(t)} | {fmt(b)} | {fmt_ratio(ratio(r, t))} | {fmt_ratio(ratio(f, t))} |")
+        rows.append([key, name, r, f, t, b, ratio(r, t), ratio(f, t),
+                     len(sides["rust"].get(key, [])), len(sides["torch"].get(key, []))])
 
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"{label}.csv")
@@ -134,8 +140,9 @@ def main():
     tmp_path = f"{path}.{os.getpid()}.tmp"
     with open(tmp_path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["metric", "description", "rust_s", "torch_s", "torch_book_loader_s", "rust_over_torch",
-                    "rust_samples", "torch_samples", "device", "device_model", "threads", "rounds",
+        w.writerow(["metric", "description", "rust_s", "rust_fused_s", "torch_s", "torch_book_loader_s",
+                    "rust_over_torch", "rust_fused_over_torch", "rust_samples", "torch_samples",
+                    "device", "device_model", "threads", "rounds",
                     "torch_version", "libtorch_version", "tch_version", "measured_utc"])
         for row in rows:
             w.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in row] + meta)

@@ -61,12 +61,20 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<()> {
             Engine::Autograd => &mut report.autograd,
             Engine::Fused => &mut report.fused,
         };
-        let wd = weight_decay::Config { engine, ..Default::default() };
+        let wd = weight_decay::Config {
+            engine,
+            ..Default::default()
+        };
         for _ in 0..cfg.wd_runs {
-            t.wd_scratch_s.push(weight_decay::run_one(&wd, Impl::Scratch, 3.0, ctx).1);
-            t.wd_concise_s.push(weight_decay::run_one(&wd, Impl::Concise, 3.0, ctx).1);
+            t.wd_scratch_s
+                .push(weight_decay::run_one(&wd, Impl::Scratch, 3.0, ctx).1);
+            t.wd_concise_s
+                .push(weight_decay::run_one(&wd, Impl::Concise, 3.0, ctx).1);
         }
-        let dcfg = dropout::Config { engine, ..Default::default() };
+        let dcfg = dropout::Config {
+            engine,
+            ..Default::default()
+        };
         let (_vs, mut learner) = dropout::learner(&dcfg, Impl::Concise, ctx);
         for epoch in 0..=cfg.epochs {
             let start = Instant::now();

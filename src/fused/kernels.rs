@@ -56,70 +56,88 @@ pub unsafe fn as_slice_mut<'a>(t: &Tensor) -> &'a mut [f32] {
     std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
 }
 
-/// PCG's output hash (O'Neill's `pcg_hash`): 32 well-mixed bits from a 32-bit counter, with
-/// nothing carried between elements, so the loop over a layer vectorises.
+/// SplitMix64's output function: element i of a call draws `mix(base + i·γ)`, a step of a
+/// SplitMix64 stream (which passes BigCrush) started at a random `base` per call. Nothing is
+/// carried from one element to the next, so the loop over a layer vectorises.
 #[inline(always)]
-fn hash32(x: u32) -> u32 {
-    let state = x.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
-    let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277_803_737);
-    (word >> 22) ^ word
+fn splitmix(x: u64) -> u64 {
+    let mut z = x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
+
+const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// In place, for a `[rows, bias.len()]` matrix: z ← max(z + b, 0) · keep · scale, each element
 /// kept with probability 1 − p (the bias add, ReLU and dropout of a layer in one pass).
 ///
-/// Element i's decision is `hash32(i ⊕ key) ≥ p·2³²` with a fresh 32-bit key from `rng`
-/// per call (per layer and batch).
+/// Element i is kept when the high 32 bits of `splitmix(base + i·γ)` reach p·2³², with a
+/// fresh 64-bit `base` from `rng` per call (per layer and batch).
 pub fn bias_relu_dropout(z: &mut [f32], bias: &[f32], p: f64, rng: &mut Rng) {
     if p >= 1.0 {
         z.fill(0.0);
         return;
     }
     // p = 0 keeps everything: a threshold of 0 is never undercut.
-    let threshold = drop_threshold(p) as u32;
+    let threshold = drop_threshold(p);
     let scale = (1.0 / (1.0 - p)) as f32;
-    let r = rng.next_u64();
-    let (key, mix) = (r as u32, (r >> 32) as u32 | 1);
+    let base = rng.next_u64();
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        unsafe { bias_relu_dropout_avx2(z, bias, threshold, scale, key, mix) };
-        return;
+    {
+        if std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("avx512f")
+        {
+            // SAFETY: the CPU supports these features, checked just above.
+            unsafe { bias_relu_dropout_avx512(z, bias, threshold, scale, base) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above.
+            unsafe { bias_relu_dropout_avx2(z, bias, threshold, scale, base) };
+            return;
+        }
     }
-    bias_relu_dropout_loop(z, bias, threshold, scale, key, mix);
+    bias_relu_dropout_loop(z, bias, threshold, scale, base);
 }
 
 #[inline(always)]
-fn bias_relu_dropout_loop(
-    z: &mut [f32],
-    bias: &[f32],
-    threshold: u32,
-    scale: f32,
-    key: u32,
-    mix: u32,
-) {
+fn bias_relu_dropout_loop(z: &mut [f32], bias: &[f32], threshold: u64, scale: f32, base: u64) {
     let cols = bias.len();
     for (r, row) in z.chunks_exact_mut(cols).enumerate() {
-        let base = (r * cols) as u32;
+        let row_base = base.wrapping_add(((r * cols) as u64).wrapping_mul(GOLDEN_GAMMA));
         for (j, (v, &b)) in row.iter_mut().zip(bias).enumerate() {
-            let keep = hash32((base + j as u32).wrapping_mul(mix) ^ key) >= threshold;
+            let keep = splitmix(row_base.wrapping_add((j as u64).wrapping_mul(GOLDEN_GAMMA))) >> 32
+                >= threshold;
             *v = if keep { (*v + b).max(0.0) * scale } else { 0.0 };
         }
     }
 }
 
-/// The same loop compiled for AVX2, where the hash's per-lane shifts vectorise.
+/// The same loop compiled for AVX-512 (64-bit lane multiplies).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn bias_relu_dropout_avx512(
+    z: &mut [f32],
+    bias: &[f32],
+    threshold: u64,
+    scale: f32,
+    base: u64,
+) {
+    bias_relu_dropout_loop(z, bias, threshold, scale, base)
+}
+
+/// The same loop compiled for AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn bias_relu_dropout_avx2(
     z: &mut [f32],
     bias: &[f32],
-    threshold: u32,
+    threshold: u64,
     scale: f32,
-    key: u32,
-    mix: u32,
+    base: u64,
 ) {
-    bias_relu_dropout_loop(z, bias, threshold, scale, key, mix)
+    bias_relu_dropout_loop(z, bias, threshold, scale, base)
 }
 
 /// Backward of ReLU + dropout for a `[rows, cols]` gradient: g ← g · scale where the layer's

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# GPU check on a machine with PyTorch 2.11.0+cu130 and no Rust toolchain:
+#
+#   D2L_BIN=path/to/d2l-regularization FASHION_MNIST_DIR=path/to/data scripts/gpu-check.sh
+#
+# 1. runs both experiments on CUDA with the Rust binary (autograd engine, then fused engine) and
+#    with the PyTorch counterpart;
+# 2. checks that CUDA was really used (the device in every run.json) and that dropout's
+#    concise model ends with test accuracy >= 0.84 on each side;
+# 3. runs the side-by-side benchmark on CUDA, which writes results/bench/cuda-<gpu>.csv.
+#
+# GPU_CHECK_DEVICE=cpu runs the same checks on the CPU (to try the script where there is no GPU).
+#
+# The binary was built elsewhere, so its rpath to libtorch points nowhere here: libtorch is
+# taken from this machine's torch package through LD_LIBRARY_PATH.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bin=${D2L_BIN:-$repo/target/release/d2l-regularization}
+python=${D2L_PYTHON:-python3}
+out=${GPU_CHECK_OUT:-$repo/results/gpu-check}
+dev=${GPU_CHECK_DEVICE:-cuda}
+torch_lib=$("$python" -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+data=()
+[ -n "${FASHION_MNIST_DIR:-}" ] && data=(--data-dir "$FASHION_MNIST_DIR")
+fail=0
+say() { printf '[gpu-check] %s\n' "$*"; }
+
+if [ "$dev" = cuda ]; then
+  "$python" -c 'import torch; assert torch.cuda.is_available(), "no CUDA"; print("[gpu-check]", torch.__version__, torch.cuda.get_device_name(0))'
+fi
+"$bin" --version
+
+run() { # name, then the command
+  local name=$1; shift
+  local start=$SECONDS
+  "$@" > "$out/$name.log" 2>&1 || { say "$name FAILED:"; tail -20 "$out/$name.log"; fail=1; return; }
+  say "$name done in $((SECONDS - start)) s"
+}
+mkdir -p "$out"
+run rust-autograd "$bin" --device "$dev" --out "$out/rust-autograd" weight-decay
+run rust-autograd-dropout "$bin" --device "$dev" --out "$out/rust-autograd" dropout --offline "${data[@]}"
+run rust-fused "$bin" --device "$dev" --out "$out/rust-fused" weight-decay --engine fused
+run rust-fused-dropout "$bin" --device "$dev" --out "$out/rust-fused" dropout --engine fused --offline "${data[@]}"
+run torch-wd "$python" "$repo/scripts/torch_counterpart.py" --device "$dev" --out "$out/torch" weight-decay
+run torch-dropout "$python" "$repo/scripts/torch_counterpart.py" --device "$dev" --out "$out/torch" dropout "${data[@]}"
+
+for side in rust-autograd rust-fused torch; do
+  for exp in weight-decay dropout; do
+    f="$out/$side/$exp/run.json"
+    [ -f "$f" ] || { say "missing $f"; fail=1; continue; }
+    device=$("$python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["device"])' "$f")
+    case "$device" in "$dev"*) say "$side $exp ran on $device";; *) say "$side $exp ran on $device, not $dev"; fail=1;; esac
+  done
+  acc=$("$python" -c 'import csv,sys; print([r for r in csv.DictReader(open(sys.argv[1])) if r["impl"]=="concise"][0]["final_test_acc"])' "$out/$side/dropout/summary.csv" 2>/dev/null || echo 0)
+  if "$python" -c "import sys; sys.exit(0 if float('$acc') >= 0.84 else 1)"; then
+    say "$side dropout concise final test accuracy $acc >= 0.84"
+  else
+    say "$side dropout concise final test accuracy $acc < 0.84"; fail=1
+  fi
+done
+for side in rust-autograd rust-fused torch; do
+  say "$side: $(tail -n +2 "$out/$side/dropout/summary.csv" | tr '\n' ' ')"
+done
+
+D2L_BIN=$bin "$python" "$repo/scripts/bench.py" --bin "$bin" --device "$dev" "${data[@]}" "$@" || fail=1
+[ "$fail" = 0 ] && say "all checks passed" || { say "some checks FAILED"; exit 1; }

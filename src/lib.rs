@@ -10,6 +10,7 @@ pub mod device;
 pub mod experiments;
 pub mod fused;
 pub mod nn;
+pub mod plot;
 pub mod record;
 pub mod train;
 

@@ -493,6 +493,12 @@ fn two_real_epochs_of_the_concise_model_learn() {
         ["epoch", "train_loss", "train_acc", "test_acc", "seconds"]
     );
     assert_eq!(rows.len(), 2);
+    let svg = std::fs::read_to_string(dir.join("concise.svg")).unwrap();
+    assert_eq!(
+        svg.matches("<polyline").count(),
+        3,
+        "train loss, train acc, test acc"
+    );
     let test_acc = column(&dir.join("concise.csv"), "test_acc");
     assert!(
         test_acc[1] > 0.70,

@@ -146,6 +146,11 @@ fn default_run_writes_the_curves_and_shows_the_effect_of_decay() {
             assert_eq!(header, ["epoch", "train_loss", "test_loss"]);
             assert_eq!(rows.len(), 100, "{}", path.display());
             assert_eq!(rows[99][0], "100");
+            let svg = std::fs::read_to_string(dir.join(format!("{name}-wd{wd}.svg"))).unwrap();
+            assert!(
+                svg.starts_with("<svg") && svg.matches("<polyline").count() == 2,
+                "{name}-wd{wd}.svg"
+            );
             assert!(
                 printed.contains(&format!("{name} λ={wd}: L2 norm of w: ")),
                 "{printed}"

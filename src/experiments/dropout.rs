@@ -4,14 +4,14 @@
 //! From scratch, `dropout_layer` builds the mask itself and the network applies it only in
 //! training mode. Concisely, a sequential model holds dropout layers that libtorch switches
 //! off in evaluation mode.
-use super::Context;
+use super::{fmt_num, Context};
 use crate::cli::{positive_f64, positive_usize, probability, Impl, ImplChoice};
 use crate::data::fashion_mnist::{self, FashionMnist, NUM_CLASSES, NUM_INPUTS};
 use crate::data::{batches, Split};
 use crate::fused::{mlp::FusedMlp, Engine};
 use crate::nn::{dropout_layer, Dropout, Linear};
-use crate::record;
 use crate::train::{self, Learner, Sums};
+use crate::{plot, record};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -312,6 +312,32 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
             last.train_loss, last.train_acc, last.test_acc
         );
         record::write_csv(&dir.join(format!("{name}.csv")), &curve)?;
+        let points = |f: fn(&Epoch) -> f64| curve.iter().map(|e| (e.epoch as f64, f(e))).collect();
+        let chart = plot::line_chart(
+            &format!(
+                "dropout ({}, {}), {name}",
+                fmt_num(cfg.dropout1),
+                fmt_num(cfg.dropout2)
+            ),
+            "epoch",
+            "",
+            &[
+                plot::Series {
+                    name: "train loss",
+                    points: points(|e| e.train_loss),
+                },
+                plot::Series {
+                    name: "train acc",
+                    points: points(|e| e.train_acc),
+                },
+                plot::Series {
+                    name: "test acc",
+                    points: points(|e| e.test_acc),
+                },
+            ],
+            false,
+        );
+        record::write_atomic(&dir.join(format!("{name}.svg")), chart.as_bytes())?;
         if cfg.save_weights {
             save_weights(&vs, &dir.join(format!("{name}.safetensors")))?;
         }

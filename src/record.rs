@@ -1,4 +1,5 @@
 //! What a run leaves behind: CSV curves, the summary, run.json; every file written atomically.
+use crate::plot;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 use std::fs;
@@ -61,6 +62,47 @@ pub fn csv_bytes<R: Serialize>(rows: &[R]) -> Result<Vec<u8>> {
 
 pub fn write_csv<R: Serialize>(path: &Path, rows: &[R]) -> Result<()> {
     write_atomic(path, &csv_bytes(rows)?)
+}
+
+/// A curve as `<stem>.csv` (every field of every row) and `<stem>.svg` (a chart of the named
+/// `series` against `x`), both written atomically.
+pub fn write_curve<R: Serialize>(
+    dir: &Path,
+    stem: &str,
+    rows: &[R],
+    chart: Chart<'_, R>,
+) -> Result<()> {
+    write_csv(&dir.join(format!("{stem}.csv")), rows)?;
+    let series: Vec<plot::Series<'_>> = chart
+        .series
+        .iter()
+        .map(|&(name, y)| plot::Series {
+            name,
+            points: rows.iter().map(|r| ((chart.x)(r), y(r))).collect(),
+        })
+        .collect();
+    let svg = plot::line_chart(
+        chart.title,
+        chart.x_label,
+        chart.y_label,
+        &series,
+        chart.log_y,
+    );
+    write_atomic(&dir.join(format!("{stem}.svg")), svg.as_bytes())
+}
+
+/// One number of a row.
+pub type Field<R> = fn(&R) -> f64;
+
+/// How [`write_curve`] draws its rows.
+pub struct Chart<'a, R> {
+    pub title: &'a str,
+    pub x_label: &'a str,
+    pub y_label: &'a str,
+    pub x: Field<R>,
+    /// Each curve's legend and value.
+    pub series: &'a [(&'a str, Field<R>)],
+    pub log_y: bool,
 }
 
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {

@@ -154,7 +154,7 @@ fn reads_gz_and_raw_idx_files() {
             &format!("lab{suffix}"),
             &encode(&labels_idx(&labels)),
         );
-        let (pixels, l) = idx::read_split(&img, &lab, Some(3)).unwrap();
+        let (pixels, l) = idx::read_split(&img, &lab).unwrap();
         assert_eq!(l, labels);
         assert_eq!(pixels.len(), 3 * 784);
         assert_eq!(pixels[300], (300 % 256) as u8);
@@ -174,7 +174,7 @@ fn read_err(images: &[u8], labels: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let img = write(dir.path(), "train-images-idx3-ubyte.gz", images);
     let lab = write(dir.path(), "train-labels-idx1-ubyte.gz", labels);
-    format!("{:#}", idx::read_split(&img, &lab, None).unwrap_err())
+    format!("{:#}", idx::read_split(&img, &lab).unwrap_err())
 }
 
 #[test]

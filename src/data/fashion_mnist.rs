@@ -167,7 +167,7 @@ pub fn load_dir(dir: &Path, device: Device) -> Result<FashionMnist> {
     let read = |images: &str, labels: &str| -> Result<(PathBuf, Vec<u8>, Vec<u8>)> {
         let images = file_in(dir, images).unwrap_or_else(|| dir.join(images));
         let labels = file_in(dir, labels).unwrap_or_else(|| dir.join(labels));
-        let (pixels, labels) = idx::read_split(&images, &labels, None)?;
+        let (pixels, labels) = idx::read_split(&images, &labels)?;
         Ok((images, pixels, labels))
     };
     let train = read(RESOURCES[0].name, RESOURCES[1].name)?;

@@ -93,13 +93,8 @@ pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
     Ok(labels)
 }
 
-/// Images and labels of one split; both files must hold the same number of examples, and
-/// `expected` of them when given.
-pub fn read_split(
-    images: &Path,
-    labels: &Path,
-    expected: Option<usize>,
-) -> Result<(Vec<u8>, Vec<u8>)> {
+/// Images and labels of one split; both files must hold the same number of examples.
+pub fn read_split(images: &Path, labels: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
     let (n, pixels) = read_images(images)?;
     let labels_v = read_labels(labels)?;
     if n != labels_v.len() {
@@ -109,14 +104,6 @@ pub fn read_split(
             labels.display(),
             labels_v.len()
         );
-    }
-    if let Some(e) = expected {
-        if n != e {
-            bail!(
-                "'{}' holds {n} images, expected {e}; is it the Fashion-MNIST file?",
-                images.display()
-            );
-        }
     }
     Ok((pixels, labels_v))
 }

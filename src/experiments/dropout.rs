@@ -10,8 +10,8 @@ use crate::data::fashion_mnist::{self, FashionMnist, NUM_CLASSES, NUM_INPUTS};
 use crate::data::{batches, Split};
 use crate::fused::{mlp::FusedMlp, Engine};
 use crate::nn::{dropout_layer, Dropout, Linear};
+use crate::record;
 use crate::train::{self, Learner, Sums};
-use crate::{plot, record};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -311,33 +311,28 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
             "dropout, {name}: loss {:.3}, train acc {:.3}, test acc {:.3}",
             last.train_loss, last.train_acc, last.test_acc
         );
-        record::write_csv(&dir.join(format!("{name}.csv")), &curve)?;
-        let points = |f: fn(&Epoch) -> f64| curve.iter().map(|e| (e.epoch as f64, f(e))).collect();
-        let chart = plot::line_chart(
-            &format!(
-                "dropout ({}, {}), {name}",
-                fmt_num(cfg.dropout1),
-                fmt_num(cfg.dropout2)
-            ),
-            "epoch",
-            "",
-            &[
-                plot::Series {
-                    name: "train loss",
-                    points: points(|e| e.train_loss),
-                },
-                plot::Series {
-                    name: "train acc",
-                    points: points(|e| e.train_acc),
-                },
-                plot::Series {
-                    name: "test acc",
-                    points: points(|e| e.test_acc),
-                },
-            ],
-            false,
+        let title = format!(
+            "dropout ({}, {}), {name}",
+            fmt_num(cfg.dropout1),
+            fmt_num(cfg.dropout2)
         );
-        record::write_atomic(&dir.join(format!("{name}.svg")), chart.as_bytes())?;
+        record::write_curve(
+            &dir,
+            name,
+            &curve,
+            record::Chart {
+                title: &title,
+                x_label: "epoch",
+                y_label: "",
+                x: |e| e.epoch as f64,
+                series: &[
+                    ("train loss", |e| e.train_loss),
+                    ("train acc", |e| e.train_acc),
+                    ("test acc", |e| e.test_acc),
+                ],
+                log_y: false,
+            },
+        )?;
         if cfg.save_weights {
             save_weights(&vs, &dir.join(format!("{name}.safetensors")))?;
         }

@@ -8,8 +8,8 @@ use crate::cli::{non_negative_f64, positive_f64, positive_usize, Impl, ImplChoic
 use crate::data::{batches, synthetic, Split};
 use crate::fused::{linreg, Engine};
 use crate::nn::{Linear, DECAY_GROUP};
+use crate::record;
 use crate::train::{self, MinibatchSgd, Updater};
-use crate::{plot, record};
 use anyhow::Result;
 use serde::Serialize;
 use std::time::Instant;
@@ -271,37 +271,25 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
                 fmt_num(wd),
                 trained.w_norm
             );
-            let stem = format!("{}-wd{}", implementation.name(), fmt_num(wd));
-            record::write_csv(&dir.join(format!("{stem}.csv")), &trained.curve)?;
-            let points = |f: fn(&Epoch) -> f64| {
-                trained
-                    .curve
-                    .iter()
-                    .map(|e| (e.epoch as f64, f(e)))
-                    .collect()
-            };
-            let chart = plot::line_chart(
-                &format!(
-                    "weight decay, {}, λ = {}: ‖w‖ = {:.3}",
-                    implementation.name(),
-                    fmt_num(wd),
-                    trained.w_norm
-                ),
-                "epoch",
-                "loss",
-                &[
-                    plot::Series {
-                        name: "train",
-                        points: points(|e| e.train_loss),
-                    },
-                    plot::Series {
-                        name: "test",
-                        points: points(|e| e.test_loss),
-                    },
-                ],
-                true,
+            let title = format!(
+                "weight decay, {}, λ = {}: ‖w‖ = {:.3}",
+                implementation.name(),
+                fmt_num(wd),
+                trained.w_norm
             );
-            record::write_atomic(&dir.join(format!("{stem}.svg")), chart.as_bytes())?;
+            record::write_curve(
+                &dir,
+                &format!("{}-wd{}", implementation.name(), fmt_num(wd)),
+                &trained.curve,
+                record::Chart {
+                    title: &title,
+                    x_label: "epoch",
+                    y_label: "loss",
+                    x: |e| e.epoch as f64,
+                    series: &[("train", |e| e.train_loss), ("test", |e| e.test_loss)],
+                    log_y: true,
+                },
+            )?;
             summaries.push(Summary {
                 implementation,
                 wd,

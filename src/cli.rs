@@ -94,6 +94,13 @@ impl ImplChoice {
     }
 }
 
+/// The values a `clap::Args` struct takes when no flag is given: its declared defaults, so
+/// each default is written once, beside its flag.
+pub fn defaults<A: clap::Args + clap::FromArgMatches>() -> A {
+    let command = A::augment_args(clap::Command::new("defaults"));
+    A::from_arg_matches(&command.get_matches_from(["defaults"])).expect("every flag has a default")
+}
+
 fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(
     v: &T,
     s: S,

@@ -7,6 +7,13 @@ use d2l_regularization::experiments::{dropout, weight_decay, Context};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Die quietly when stdout is closed early (`… | head`), as command-line tools do, instead
+    // of panicking in println!.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of a signal at start-up, before any thread.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -45,12 +45,7 @@ pub struct Config {
 impl Default for Config {
     /// The book's hyper-parameters (the flags' defaults).
     fn default() -> Self {
-        #[derive(clap::Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            config: Config,
-        }
-        <Defaults as clap::Parser>::parse_from(["weight-decay"]).config
+        crate::cli::defaults()
     }
 }
 

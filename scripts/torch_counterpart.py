@@ -144,18 +144,22 @@ def wd_concise(cfg, wd, data, device):
     return curve, net[0].weight.norm().item()
 
 
+def wd_run(cfg, impl, wd, seed, device):
+    """One freshly seeded run: data, model, training; returns (curve, w_norm, seconds)."""
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    train = wd_scratch if impl == "scratch" else wd_concise
+    curve, w_norm = train(cfg, wd, wd_data(cfg, device), device)
+    return curve, w_norm, time.perf_counter() - start
+
+
 def weight_decay(cfg, impl_choice, args, device):
     out = os.path.join(args.out, "weight-decay")
     os.makedirs(out, exist_ok=True)
     summary = []
     for impl in impls(impl_choice):
         for wd in cfg.wd:
-            torch.manual_seed(args.seed)
-            start = time.perf_counter()
-            data = wd_data(cfg, device)
-            train = wd_scratch if impl == "scratch" else wd_concise
-            curve, w_norm = train(cfg, wd, data, device)
-            seconds = time.perf_counter() - start
+            curve, w_norm, seconds = wd_run(cfg, impl, wd, args.seed, device)
             print(f"weight decay, {impl} λ={fmt_num(wd)}: L2 norm of w: {w_norm:.6f}")
             write_csv(f"{out}/{impl}-wd{fmt_num(wd)}.csv", ["epoch", "train_loss", "test_loss"], curve)
             summary.append((impl, wd, w_norm, curve[-1][1], curve[-1][2], seconds))
@@ -366,11 +370,8 @@ def bench(args, device):
     if args.loader == "preloaded":
         wd = argparse.Namespace(**BOOK_WD, wd=[3.0])
         for _ in range(args.wd_runs):
-            for impl, train in (("scratch", wd_scratch), ("concise", wd_concise)):
-                torch.manual_seed(args.seed)
-                start = time.perf_counter()
-                train(wd, 3.0, wd_data(wd, device), device)
-                out[f"wd_{impl}_s"].append(time.perf_counter() - start)
+            for impl in ("scratch", "concise"):
+                out[f"wd_{impl}_s"].append(wd_run(wd, impl, 3.0, args.seed, device)[2])
     cfg = argparse.Namespace(**BOOK_DROPOUT)
     data_dir = find_data_dir(args.data_dir)
     if args.loader == "preloaded":

@@ -29,17 +29,28 @@ pub fn experiment_dir(out: &Path, experiment: &str) -> Result<PathBuf> {
 /// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`, so
 /// a reader sees either the old file or the whole new one, never a truncated one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace_atomically(path, "tmp", |tmp| {
+        let mut f = fs::File::create(tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        Ok(())
+    })
+}
+
+/// Lets `write` create a temporary file beside `path` (named `.<name>.<pid>.<suffix>`, the
+/// suffix for writers that choose the format by extension), then renames it over `path`; on
+/// any error the temporary file is removed and the error names `path`.
+pub fn replace_atomically(
+    path: &Path,
+    suffix: &str,
+    write: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("output");
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
+    let tmp = path.with_file_name(format!(".{name}.{}.{suffix}", std::process::id()));
+    let result = write(&tmp).and_then(|()| Ok(fs::rename(&tmp, path)?));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }

@@ -12,7 +12,7 @@ use crate::fused::{mlp::FusedMlp, Engine};
 use crate::nn::{dropout_layer, Dropout, Linear};
 use crate::record;
 use crate::train::{self, Learner, Sums};
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -349,19 +349,9 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
 
 /// The trained variables as safetensors, written to a temporary file and renamed into place.
 pub fn save_weights(vs: &tnn::VarStore, path: &std::path::Path) -> Result<()> {
-    let tmp = path.with_file_name(format!(".{}.tmp.safetensors", std::process::id()));
     let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
-    let result = Tensor::write_safetensors(&named, &tmp)
-        .map_err(anyhow::Error::from)
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(anyhow::Error::from));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| {
-        format!(
-            "cannot write '{}' (choose a writable --out)",
-            path.display()
-        )
+    record::replace_atomically(path, "safetensors", |tmp| {
+        Ok(Tensor::write_safetensors(&named, tmp)?)
     })
 }

@@ -57,13 +57,7 @@ pub fn train_with(
     for _ in 0..cfg.epochs {
         for (x, y) in batches::shuffled(&data.train, cfg.batch_size) {
             let n = x.size()[0] as f64;
-            let (decay_per_lambda, step) = match implementation {
-                Impl::Scratch => (
-                    cfg.lr * n / cfg.batch_size as f64,
-                    cfg.lr / cfg.batch_size as f64,
-                ),
-                Impl::Concise => (cfg.lr, 2.0 * cfg.lr / n),
-            };
+            let (decay_per_lambda, step) = step_sizes(cfg, implementation, n);
             let mut r = b.addmm(&x, &w) - y;
             r *= -step;
             w *= 1.0 - &lambda * decay_per_lambda;
@@ -100,6 +94,18 @@ fn split_columns(epochs: usize, losses: &[f64], norms: &[f64]) -> Vec<Trained> {
             w_norm: norms[j],
         })
         .collect()
+}
+
+/// For a batch of `n` examples: the factor that multiplies λ in the weight's decay
+/// (w ← (1 − λ·factor)·w) and the step on Xᵀr and Σr.
+fn step_sizes(cfg: &Config, implementation: Impl, n: f64) -> (f64, f64) {
+    match implementation {
+        Impl::Scratch => (
+            cfg.lr * n / cfg.batch_size as f64,
+            cfg.lr / cfg.batch_size as f64,
+        ),
+        Impl::Concise => (cfg.lr, 2.0 * cfg.lr / n),
+    }
 }
 
 /// Mean per-example loss of every column: ½·r² (scratch) or r² (concise), without penalty.
@@ -145,13 +151,7 @@ fn train_on_host(
                 .expect("i64 order");
         for rows in order.chunks(cfg.batch_size) {
             let n = rows.len();
-            let (decay_per_lambda, step) = match implementation {
-                Impl::Scratch => (
-                    cfg.lr * n as f64 / cfg.batch_size as f64,
-                    cfg.lr / cfg.batch_size as f64,
-                ),
-                Impl::Concise => (cfg.lr, 2.0 * cfg.lr / n as f64),
-            };
+            let (decay_per_lambda, step) = step_sizes(cfg, implementation, n as f64);
             // r = (Xw + b − y) · (−step), one row per example, one column per λ
             for (i, &row) in rows.iter().enumerate() {
                 let x = &train_x[row as usize * d..(row as usize + 1) * d];

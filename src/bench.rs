@@ -75,7 +75,7 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<()> {
             engine,
             ..Default::default()
         };
-        let (_vs, mut learner) = dropout::learner(&dcfg, Impl::Concise, ctx);
+        let (_vs, mut learner) = dropout::learner(&dcfg, Impl::Concise, dcfg.rates(), ctx);
         for epoch in 0..=cfg.epochs {
             let start = Instant::now();
             let sums = learner.train_epoch(&data.train);

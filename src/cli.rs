@@ -45,6 +45,12 @@ pub struct Global {
     /// Intra-op CPU threads (default: libtorch's choice, usually one per core)
     #[arg(long, global = true, allow_negative_numbers = true, value_parser = positive_usize)]
     pub threads: Option<usize>,
+    /// No progress bars or per-epoch lines (results and errors are still printed)
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// Write the CSV files only, no SVG charts
+    #[arg(long, global = true)]
+    pub no_plot: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -53,6 +59,10 @@ pub enum Command {
     WeightDecay(weight_decay::Config),
     /// Book §4.6: dropout in a 784-256-256-10 MLP on Fashion-MNIST
     Dropout(dropout::Config),
+    /// Book exercises: train over a grid of λ or dropout rates, over several seeds, and
+    /// summarise the final figures and the generalization gap
+    #[command(subcommand)]
+    Sweep(crate::experiments::sweep::Sweep),
     /// Timings for scripts/bench.sh, as JSON on stdout (concise dropout epochs, weight-decay runs)
     Bench(crate::bench::Config),
 }
@@ -67,9 +77,10 @@ pub enum ImplChoice {
 }
 
 /// One version of an experiment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Impl {
+    #[default]
     Scratch,
     Concise,
 }
@@ -110,6 +121,13 @@ fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(
 
 pub fn parse_device(s: &str) -> Result<DeviceChoice, String> {
     s.parse()
+}
+
+/// A seed (any i64).
+pub fn seed(s: &str) -> Result<i64, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))
 }
 
 fn parse_f64(s: &str) -> Result<f64, String> {

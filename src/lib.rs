@@ -11,7 +11,9 @@ pub mod experiments;
 pub mod fused;
 pub mod nn;
 pub mod plot;
+pub mod progress;
 pub mod record;
+pub mod stop;
 pub mod train;
 
 /// Version of the tch crate this binary was built with.

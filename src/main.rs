@@ -1,10 +1,13 @@
-//! Parses the command line, picks the device and runs the experiments; nothing else.
+//! Parses the command line, picks the device and runs the experiments; turns every way a run
+//! can end (divergence, Ctrl-C, out of memory, bad input) into one message and an exit status.
 use anyhow::Result;
 use clap::Parser;
 use d2l_regularization::cli::{Cli, Command};
-use d2l_regularization::device;
-use d2l_regularization::experiments::{dropout, weight_decay, Context};
+use d2l_regularization::experiments::{dropout, sweep, weight_decay, Context};
+use d2l_regularization::stop::Stopped;
+use d2l_regularization::{device, progress, stop};
 use std::process::ExitCode;
+use std::sync::Mutex;
 
 fn main() -> ExitCode {
     // Die quietly when stdout is closed early (`… | head`), as command-line tools do, instead
@@ -15,10 +18,36 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    match run(cli) {
+    stop::install();
+    progress::set_mode(match cli.command {
+        Some(Command::Bench(_)) => progress::Mode::Quiet,
+        _ => progress::Mode::detect(cli.global.quiet),
+    });
+    let memory_flags = memory_flags(&cli.command);
+    match guarded(|| run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
+        Err(Failure::Error(e)) => match e.downcast_ref::<Stopped>() {
+            Some(stopped) => {
+                match stopped.status {
+                    stop::Status::Interrupted => eprintln!("{stopped}"),
+                    _ => eprintln!("error: {stopped}"),
+                }
+                ExitCode::from(stopped.exit_code())
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(Failure::Torch(message)) if out_of_memory(&message) => {
+            eprintln!(
+                "error: out of memory ({}); choose a smaller {memory_flags}, or --device cpu",
+                first_line(&message)
+            );
+            ExitCode::FAILURE
+        }
+        Err(Failure::Torch(message)) => {
+            eprintln!("error: libtorch failed: {}", first_line(&message));
             ExitCode::FAILURE
         }
     }
@@ -34,6 +63,7 @@ fn run(cli: Cli) -> Result<()> {
         device_requested: g.device,
         seed: g.seed,
         out: g.out.clone(),
+        plots: !g.no_plot,
     };
     match cli.command {
         Some(Command::WeightDecay(cfg)) => {
@@ -42,6 +72,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Dropout(cfg)) => {
             dropout::run(&cfg, &ctx)?;
         }
+        Some(Command::Sweep(s)) => sweep::run(&s, &ctx)?,
         Some(Command::Bench(cfg)) => d2l_regularization::bench::run(&cfg, &ctx)?,
         None => {
             weight_decay::run(&weight_decay::Config::default(), &ctx)?;
@@ -49,4 +80,80 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+enum Failure {
+    Error(anyhow::Error),
+    /// A libtorch error, which tch raises as a panic (its message).
+    Torch(String),
+}
+
+/// Runs `f`, turning a libtorch error raised as a panic into [`Failure::Torch`] without the
+/// panic's report; any other panic is a bug and is reported as such.
+fn guarded(f: impl FnOnce() -> Result<()>) -> Result<(), Failure> {
+    static TORCH: Mutex<Option<String>> = Mutex::new(None);
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        if message.contains("Torch(") || message.contains("TchError") {
+            *TORCH.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+        } else {
+            default_hook(info);
+        }
+    }));
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result.map_err(Failure::Error),
+        Err(payload) => match TORCH.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(message) => Err(Failure::Torch(message)),
+            None => std::panic::resume_unwind(payload),
+        },
+    }
+}
+
+fn out_of_memory(message: &str) -> bool {
+    let m = message.to_lowercase();
+    m.contains("out of memory")
+        || m.contains("can't allocate memory")
+        || m.contains("cannot allocate memory")
+}
+
+/// The useful line of a libtorch message (after tch's `Torch("` wrapper), at most 240 chars.
+fn first_line(message: &str) -> String {
+    let inner = message
+        .split_once("Torch(\"")
+        .map(|(_, rest)| rest)
+        .unwrap_or(message);
+    let line = inner
+        .split("\\n")
+        .flat_map(|l| l.lines())
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+        .trim_end_matches("\")");
+    line.chars().take(240).collect()
+}
+
+/// The flags that decide how much memory a command needs, with their values.
+fn memory_flags(command: &Option<Command>) -> String {
+    match command {
+        Some(Command::Dropout(c)) => format!("--batch-size (now {})", c.batch_size),
+        Some(Command::Sweep(sweep::Sweep::Dropout(s))) => {
+            format!("--batch-size (now {})", s.experiment.batch_size)
+        }
+        Some(Command::WeightDecay(c)) => wd_flags(c),
+        Some(Command::Sweep(sweep::Sweep::WeightDecay(s))) => wd_flags(&s.experiment),
+        _ => "--batch-size".into(),
+    }
+}
+
+fn wd_flags(c: &weight_decay::Config) -> String {
+    format!(
+        "--n-train / --n-test / --num-inputs / --batch-size (now {} / {} / {} / {})",
+        c.n_train, c.n_test, c.num_inputs, c.batch_size
+    )
 }

@@ -50,7 +50,9 @@ pub fn replace_atomically(
         .and_then(|n| n.to_str())
         .unwrap_or("output");
     let tmp = path.with_file_name(format!(".{name}.{}.{suffix}", std::process::id()));
+    let guard = crate::stop::writing(&tmp);
     let result = write(&tmp).and_then(|()| Ok(fs::rename(&tmp, path)?));
+    drop(guard);
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -62,50 +64,80 @@ pub fn replace_atomically(
     })
 }
 
-/// CSV with a header from the rows' field names.
-pub fn csv_bytes<R: Serialize>(rows: &[R]) -> Result<Vec<u8>> {
+/// CSV with a header from the rows' field names; with no rows, the header alone (taken from
+/// a default row), so that an empty curve is still a valid, self-describing file.
+pub fn csv_bytes<R: Serialize + Default>(rows: &[R]) -> Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
+    if rows.is_empty() {
+        w.serialize(R::default())?;
+        let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?;
+        let header_end = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(bytes.len(), |i| i + 1);
+        return Ok(bytes[..header_end].to_vec());
+    }
     for row in rows {
         w.serialize(row)?;
     }
     w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))
 }
 
-pub fn write_csv<R: Serialize>(path: &Path, rows: &[R]) -> Result<()> {
+pub fn write_csv<R: Serialize + Default>(path: &Path, rows: &[R]) -> Result<()> {
     write_atomic(path, &csv_bytes(rows)?)
 }
 
-/// A curve as `<stem>.csv` (every field of every row) and `<stem>.svg` (a chart of the named
-/// `series` against `x`), both written atomically.
-pub fn write_curve<R: Serialize>(
+/// A curve as `<stem>.csv` (every field of every row) and, with a chart, `<stem>.svg` (the
+/// named `series` against `x`), both written atomically. Without a chart (`--no-plot`) an
+/// older `<stem>.svg` is removed, so no stale figure sits beside the new CSV.
+pub fn write_curve<R: Serialize + Default>(
     dir: &Path,
     stem: &str,
     rows: &[R],
-    chart: Chart<'_, R>,
+    chart: Option<Chart<'_, R>>,
 ) -> Result<()> {
     write_csv(&dir.join(format!("{stem}.csv")), rows)?;
-    let series: Vec<plot::Series<'_>> = chart
+    let svg_path = dir.join(format!("{stem}.svg"));
+    let Some(chart) = chart else {
+        let _ = fs::remove_file(&svg_path);
+        return Ok(());
+    };
+    let series: Vec<plot::Series> = chart
         .series
         .iter()
-        .map(|&(name, y)| plot::Series {
-            name,
-            points: rows.iter().map(|r| ((chart.x)(r), y(r))).collect(),
+        .enumerate()
+        .map(|(i, &(name, y))| {
+            let s =
+                plot::Series::line(name, rows.iter().map(|r| ((chart.x)(r), y(r))).collect(), i);
+            if name.starts_with("test") {
+                s.with_markers()
+            } else {
+                s
+            }
         })
         .collect();
-    let svg = plot::line_chart(
-        chart.title,
-        chart.x_label,
-        chart.y_label,
-        &series,
-        chart.log_y,
-    );
-    write_atomic(&dir.join(format!("{stem}.svg")), svg.as_bytes())
+    let figure = plot::Figure {
+        title: chart.title.to_string(),
+        x_label: chart.x_label.to_string(),
+        y_label: chart.y_label.to_string(),
+        log_y: chart.log_y,
+        x_categories: None,
+    };
+    write_chart(&svg_path, &figure, &series)
+}
+
+/// An SVG chart, written atomically.
+pub fn write_chart(path: &Path, figure: &plot::Figure, series: &[plot::Series]) -> Result<()> {
+    let svg = plot::line_chart(figure, series)
+        .with_context(|| format!("cannot draw '{}'", path.display()))?;
+    write_atomic(path, svg.as_bytes())
 }
 
 /// One number of a row.
 pub type Field<R> = fn(&R) -> f64;
 
-/// How [`write_curve`] draws its rows.
+/// How [`write_curve`] draws its rows. Curves whose name starts with "test" get markers (the
+/// book draws them dashed).
 pub struct Chart<'a, R> {
     pub title: &'a str,
     pub x_label: &'a str,
@@ -135,6 +167,8 @@ pub struct RunInfo<'a, C: Serialize> {
     pub tch_version: &'a str,
     pub libtorch_version: &'a str,
     pub command: Vec<String>,
+    /// ok, diverged (some run's loss became NaN or infinite) or interrupted.
+    pub status: crate::stop::Status,
     /// Seconds since the Unix epoch when the run finished.
     pub finished_unix: u64,
 }
@@ -151,10 +185,16 @@ impl<'a, C: Serialize> RunInfo<'a, C> {
             tch_version: crate::TCH_VERSION,
             libtorch_version: crate::LIBTORCH_VERSION,
             command: std::env::args().collect(),
+            status: crate::stop::Status::Ok,
             finished_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
         }
+    }
+
+    pub fn with_status(mut self, status: crate::stop::Status) -> Self {
+        self.status = status;
+        self
     }
 }

@@ -112,7 +112,8 @@ pub fn correct(outputs: &Tensor, y: &Tensor) -> Tensor {
 
 /// One pass over the training batches (the book's `train_epoch_ch3`): forward in training
 /// mode, per-example losses, update. With `sums`, the losses and correct predictions of each
-/// batch are added to them on the device.
+/// batch are added to them on the device. When a stop is requested (Ctrl-C) the pass ends at
+/// the next batch boundary; the caller checks [`crate::stop::requested`] and drops the epoch.
 pub fn train_epoch(
     batches: Batches<'_>,
     net: &dyn Fn(&Tensor) -> Tensor,
@@ -121,6 +122,9 @@ pub fn train_epoch(
     mut sums: Option<&mut Sums>,
 ) {
     for (x, y) in batches {
+        if crate::stop::requested().is_some() {
+            return;
+        }
         let outputs = net(&x);
         let l = loss(&outputs, &y);
         updater.update(&l);

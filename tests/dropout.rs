@@ -493,12 +493,15 @@ fn two_real_epochs_of_the_concise_model_learn() {
         ["epoch", "train_loss", "train_acc", "test_acc", "seconds"]
     );
     assert_eq!(rows.len(), 2);
-    let svg = std::fs::read_to_string(dir.join("concise.svg")).unwrap();
+    let (series, texts) = svg_series(&dir.join("concise.svg"));
     assert_eq!(
-        svg.matches("<polyline").count(),
-        3,
-        "train loss, train acc, test acc"
+        series,
+        [2, 2, 2],
+        "train loss, train acc, test acc over 2 epochs"
     );
+    for legend in ["train loss", "train acc", "test acc"] {
+        assert!(texts.iter().any(|t| t == legend), "{legend} in {texts:?}");
+    }
     let test_acc = column(&dir.join("concise.csv"), "test_acc");
     assert!(
         test_acc[1] > 0.70,
@@ -509,6 +512,10 @@ fn two_real_epochs_of_the_concise_model_learn() {
         header,
         [
             "impl",
+            "dropout1",
+            "dropout2",
+            "status",
+            "epochs",
             "final_train_loss",
             "final_train_acc",
             "final_test_acc",
@@ -516,15 +523,22 @@ fn two_real_epochs_of_the_concise_model_learn() {
         ]
     );
     assert_eq!(rows.len(), 1);
+    assert_eq!(&rows[0][..5], ["concise", "0.2", "0.5", "ok", "2"]);
+    let err = stderr(&o);
     assert_eq!(
-        stderr(&o).matches("dropout, concise epoch").count(),
+        err.matches("dropout (0.2, 0.5), concise epoch").count(),
         2,
-        "a line per epoch on stderr"
+        "a plain line per epoch on stderr, which is not a terminal: {err}"
+    );
+    assert!(
+        !err.contains('\r') && !err.contains('\u{1b}'),
+        "no progress bar (carriage returns or escape codes) when stderr is not a terminal"
     );
     let run: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["device"], "cpu");
-    assert_eq!(run["config"]["dropout2"], 0.5);
+    assert_eq!(run["config"]["dropout2"], serde_json::json!([0.5]));
+    assert_eq!(run["status"], "ok");
     let weights = Tensor::read_safetensors(dir.join("concise.safetensors")).unwrap();
     let names: Vec<&str> = weights.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.len(), 6, "{names:?}");

@@ -17,6 +17,7 @@ fn ctx(seed: i64) -> Context {
         device_requested: DeviceChoice::Cpu,
         seed,
         out: std::env::temp_dir(),
+        plots: false,
     }
 }
 
@@ -37,7 +38,14 @@ fn fused_weight_decay_matches_autograd_to_rounding() {
         for host_loops in [true, false] {
             tch::manual_seed(11);
             let data = weight_decay::Data::new(&cfg, Device::Cpu);
-            let fused = linreg::train_with(&cfg, implementation, &lambdas, &data, host_loops);
+            let fused = linreg::train_with(
+                &cfg,
+                implementation,
+                &lambdas,
+                &data,
+                host_loops,
+                &d2l_regularization::progress::Epochs::new("fused", cfg.epochs),
+            );
             for ((r, f), wd) in reference.iter().zip(&fused).zip(lambdas) {
                 let what = format!("{implementation:?} λ={wd} host_loops={host_loops}");
                 assert!(
@@ -113,7 +121,8 @@ fn statistics(
     };
     let mut stats = [0.0; 3];
     for &seed in seeds {
-        let (curve, _) = dropout::train(&cfg, implementation, data, &ctx(seed), |_| {});
+        let (curve, _, _) =
+            dropout::train(&cfg, implementation, cfg.rates(), data, &ctx(seed), |_| {});
         let last = curve.last().unwrap();
         let late_test: f64 = curve.iter().rev().take(3).map(|e| e.test_acc).sum::<f64>() / 3.0;
         for (s, v) in stats

@@ -146,11 +146,8 @@ fn default_run_writes_the_curves_and_shows_the_effect_of_decay() {
             assert_eq!(header, ["epoch", "train_loss", "test_loss"]);
             assert_eq!(rows.len(), 100, "{}", path.display());
             assert_eq!(rows[99][0], "100");
-            let svg = std::fs::read_to_string(dir.join(format!("{name}-wd{wd}.svg"))).unwrap();
-            assert!(
-                svg.starts_with("<svg") && svg.matches("<polyline").count() == 2,
-                "{name}-wd{wd}.svg"
-            );
+            let (series, _) = svg_series(&dir.join(format!("{name}-wd{wd}.svg")));
+            assert_eq!(series, [100, 100], "{name}-wd{wd}.svg: train and test");
             assert!(
                 printed.contains(&format!("{name} λ={wd}: L2 norm of w: ")),
                 "{printed}"
@@ -164,6 +161,8 @@ fn default_run_writes_the_curves_and_shows_the_effect_of_decay() {
         [
             "impl",
             "wd",
+            "status",
+            "epochs",
             "w_norm",
             "final_train_loss",
             "final_test_loss",
@@ -176,8 +175,16 @@ fn default_run_writes_the_curves_and_shows_the_effect_of_decay() {
             .iter()
             .find(|r| r[0] == name && r[1].parse::<f64>().unwrap() == wd)
             .unwrap();
-        (r[2].parse::<f64>().unwrap(), r[4].parse::<f64>().unwrap())
+        assert_eq!(&r[2..4], ["ok", "100"]);
+        (r[4].parse::<f64>().unwrap(), r[6].parse::<f64>().unwrap())
     };
+    for name in ["scratch", "concise"] {
+        let (series, texts) = svg_series(&dir.join(format!("{name}-all.svg")));
+        assert_eq!(series, [100; 4], "{name}-all.svg: train and test of both λ");
+        for legend in ["train λ=0", "test λ=0", "train λ=3", "test λ=3"] {
+            assert!(texts.iter().any(|t| t == legend), "{legend} in {texts:?}");
+        }
+    }
     for name in ["scratch", "concise"] {
         let (norm0, test0) = get(name, 0.0);
         let (norm3, test3) = get(name, 3.0);
@@ -221,6 +228,7 @@ fn each_run_is_reproducible_on_its_own() {
         device_requested: d2l_regularization::device::DeviceChoice::Cpu,
         seed: 7,
         out: std::env::temp_dir(),
+        plots: false,
     };
     let (a, _) = weight_decay::run_one(&cfg, d2l_regularization::cli::Impl::Concise, 3.0, &ctx);
     let _ = Tensor::randn([10], (Kind::Float, Device::Cpu)); // disturb the generator

@@ -58,17 +58,7 @@ fn fetch_one(url: &str, dest: &Path) -> Result<String> {
     let total: Option<u64> = response
         .header("Content-Length")
         .and_then(|v| v.parse().ok());
-    let bar = match total {
-        Some(n) => indicatif::ProgressBar::new(n),
-        None => indicatif::ProgressBar::new_spinner(),
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_message(url.rsplit('/').next().unwrap_or(url).to_string());
+    let bar = crate::progress::bytes_bar(total, url.rsplit('/').next().unwrap_or(url));
     let mut reader = response.into_reader();
     let mut file =
         fs::File::create(dest).with_context(|| format!("cannot write '{}'", dest.display()))?;
@@ -81,6 +71,9 @@ fn fetch_one(url: &str, dest: &Path) -> Result<String> {
             .with_context(|| format!("download of {url} was interrupted"))?;
         if n == 0 {
             break;
+        }
+        if crate::stop::requested().is_some() {
+            return Err(crate::stop::Stopped::interrupted("the download was abandoned").into());
         }
         hasher.update(&buf[..n]);
         file.write_all(&buf[..n])

@@ -152,6 +152,7 @@ pub fn locate(source: &Source) -> Result<PathBuf> {
         );
         match download::fetch_all(&source.mirror, &RESOURCES, &source.cache) {
             Ok(()) => return Ok(source.cache.clone()),
+            Err(e) if e.is::<crate::stop::Stopped>() => return Err(e),
             Err(e) => format!("the download from {} failed: {e:#}", source.mirror),
         }
     };

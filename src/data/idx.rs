@@ -1,6 +1,9 @@
 //! The IDX format of (Fashion-)MNIST, gzip-compressed or raw, read with every check a
 //! corrupt or mismatched file could fail.
-use anyhow::{bail, Context, Result};
+//!
+//! The parsers work on bytes and depend on nothing but `std` and `flate2`, so the fuzz
+//! target (`fuzz/fuzz_targets/idx.rs`) compiles this file on its own; the `read_*` functions
+//! add the file's name to every message.
 use flate2::read::GzDecoder;
 use std::io::Read;
 use std::path::Path;
@@ -12,93 +15,132 @@ pub const LABELS_MAGIC: u32 = 0x0000_0801;
 pub const ROWS: usize = 28;
 pub const COLS: usize = 28;
 pub const CLASSES: u8 = 10;
+/// Largest decompressed file accepted (Fashion-MNIST's largest is 47 MB), so that a
+/// corrupt or hostile gzip stream cannot exhaust memory.
+pub const MAX_BYTES: usize = 128 << 20;
 
-/// Reads a whole file, decompressing it when it starts with the gzip signature.
-pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).with_context(|| format!("cannot read '{}'", path.display()))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .with_context(|| {
-                format!(
-                "'{}' is a truncated or corrupt gzip file; delete it and fetch the data set again",
-                path.display()
-            )
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
+/// Why bytes are not a usable IDX file: a phrase that follows the file's name.
+pub type Problem = String;
+
+/// The bytes themselves, decompressed when they start with the gzip signature.
+pub fn decode(raw: &[u8]) -> Result<Vec<u8>, Problem> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        if raw.len() > MAX_BYTES {
+            return Err(too_large());
+        }
+        return Ok(raw.to_vec());
+    }
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(MAX_BYTES));
+    match GzDecoder::new(raw)
+        .take(MAX_BYTES as u64 + 1)
+        .read_to_end(&mut out)
+    {
+        Ok(_) if out.len() > MAX_BYTES => Err(too_large()),
+        Ok(_) => Ok(out),
+        Err(e) => Err(format!(
+            "is a truncated or corrupt gzip file ({e}); delete it and fetch the data set again"
+        )),
     }
 }
 
-fn header(bytes: &[u8], path: &Path, magic: u32, dims: usize) -> Result<Vec<usize>> {
+fn too_large() -> Problem {
+    format!(
+        "holds more than {} MiB of data, far more than any Fashion-MNIST file; is it the right file?",
+        MAX_BYTES >> 20
+    )
+}
+
+/// Checks the magic number and that the size matches the header; returns the dimensions.
+fn header(bytes: &[u8], magic: u32, dims: usize) -> Result<Vec<usize>, Problem> {
     let len = 4 + 4 * dims;
     if bytes.len() < len {
-        bail!(
-            "'{}' is too short for an IDX header ({} bytes); the file is truncated",
-            path.display(),
+        return Err(format!(
+            "is too short for an IDX header ({} bytes); the file is truncated",
             bytes.len()
-        );
+        ));
     }
-    let word = |i: usize| u32::from_be_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap());
+    let word = |i: usize| {
+        let b = &bytes[4 * i..4 * i + 4];
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+    };
     let found = word(0);
     if found != magic {
-        bail!(
-            "'{}' has magic number 0x{found:08x}, expected 0x{magic:08x} ({}); is it the right file?",
-            path.display(),
-            if magic == IMAGES_MAGIC { "IDX images" } else { "IDX labels" }
-        );
+        return Err(format!(
+            "has magic number 0x{found:08x}, expected 0x{magic:08x} ({}); is it the right file?",
+            if magic == IMAGES_MAGIC {
+                "IDX images"
+            } else {
+                "IDX labels"
+            }
+        ));
     }
     let dims: Vec<usize> = (1..=dims).map(|i| word(i) as usize).collect();
-    let expected = len + dims.iter().product::<usize>();
-    if bytes.len() != expected {
-        bail!(
-            "'{}' holds {} bytes but its header {:?} announces {expected}; the file is truncated or corrupt",
-            path.display(),
-            bytes.len(),
-            dims
-        );
+    // In u128: three u32 dimensions cannot overflow it (they can overflow usize).
+    let expected = len as u128 + dims.iter().map(|&d| d as u128).product::<u128>();
+    if bytes.len() as u128 != expected {
+        return Err(format!(
+            "holds {} bytes but its header {dims:?} announces {expected}; the file is truncated or corrupt",
+            bytes.len()
+        ));
     }
     Ok(dims)
 }
 
-/// 28×28 images as `count × 784` bytes, row after row.
-pub fn read_images(path: &Path) -> Result<(usize, Vec<u8>)> {
-    let bytes = read_maybe_gz(path)?;
-    let dims = header(&bytes, path, IMAGES_MAGIC, 3)?;
+/// 28×28 images of a decoded file: the count and `count × 784` bytes, row after row.
+pub fn parse_images(bytes: &[u8]) -> Result<(usize, &[u8]), Problem> {
+    let dims = header(bytes, IMAGES_MAGIC, 3)?;
     if dims[1] != ROWS || dims[2] != COLS {
-        bail!(
-            "'{}' holds {}×{} images, expected {ROWS}×{COLS}",
-            path.display(),
-            dims[1],
-            dims[2]
-        );
+        return Err(format!(
+            "holds {}×{} images, expected {ROWS}×{COLS}",
+            dims[1], dims[2]
+        ));
     }
-    Ok((dims[0], bytes[16..].to_vec()))
+    Ok((dims[0], &bytes[16..]))
 }
 
-/// Labels 0–9.
-pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
-    let bytes = read_maybe_gz(path)?;
-    header(&bytes, path, LABELS_MAGIC, 1)?;
-    let labels = bytes[8..].to_vec();
+/// Labels 0–9 of a decoded file.
+pub fn parse_labels(bytes: &[u8]) -> Result<&[u8], Problem> {
+    header(bytes, LABELS_MAGIC, 1)?;
+    let labels = &bytes[8..];
     if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l >= CLASSES) {
-        bail!(
-            "'{}': label {l} at index {i} is not a class 0–{}",
-            path.display(),
+        return Err(format!(
+            "has label {l} at index {i}, which is not a class 0–{}",
             CLASSES - 1
-        );
+        ));
     }
     Ok(labels)
 }
 
+fn named(path: &Path) -> impl Fn(Problem) -> anyhow::Error + '_ {
+    move |problem| anyhow::anyhow!("'{}' {problem}", path.display())
+}
+
+/// Reads and decodes a whole file.
+pub fn read_maybe_gz(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let raw = std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("cannot read '{}': {e}", path.display()))?;
+    decode(&raw).map_err(named(path))
+}
+
+/// 28×28 images as `count × 784` bytes, row after row.
+pub fn read_images(path: &Path) -> anyhow::Result<(usize, Vec<u8>)> {
+    let bytes = read_maybe_gz(path)?;
+    let (n, pixels) = parse_images(&bytes).map_err(named(path))?;
+    Ok((n, pixels.to_vec()))
+}
+
+/// Labels 0–9.
+pub fn read_labels(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = read_maybe_gz(path)?;
+    Ok(parse_labels(&bytes).map_err(named(path))?.to_vec())
+}
+
 /// Images and labels of one split; both files must hold the same number of examples.
-pub fn read_split(images: &Path, labels: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
+pub fn read_split(images: &Path, labels: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     let (n, pixels) = read_images(images)?;
     let labels_v = read_labels(labels)?;
     if n != labels_v.len() {
-        bail!(
+        anyhow::bail!(
             "'{}' holds {n} images but '{}' holds {} labels; the two files must belong together",
             images.display(),
             labels.display(),

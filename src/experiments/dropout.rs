@@ -10,7 +10,10 @@ use crate::data::fashion_mnist::{self, FashionMnist, NUM_CLASSES, NUM_INPUTS};
 use crate::data::{batches, Split};
 use crate::fused::{mlp::FusedMlp, Engine};
 use crate::nn::{dropout_layer, Dropout, Linear};
+use crate::plot::{Figure, Series};
+use crate::progress;
 use crate::record;
+use crate::stop::{self, Status, Stopped};
 use crate::train::{self, Learner, Sums};
 use anyhow::Result;
 use serde::Serialize;
@@ -34,12 +37,12 @@ pub struct Config {
     pub lr: f64,
     #[arg(long, allow_negative_numbers = true, default_value_t = 256, value_parser = positive_usize)]
     pub batch_size: usize,
-    /// Dropout probability after the first hidden layer, in [0, 1]
-    #[arg(long, allow_negative_numbers = true, default_value_t = 0.2, value_parser = probability)]
-    pub dropout1: f64,
-    /// Dropout probability after the second hidden layer, in [0, 1]
-    #[arg(long, allow_negative_numbers = true, default_value_t = 0.5, value_parser = probability)]
-    pub dropout2: f64,
+    /// Dropout probability after the first hidden layer, in [0, 1]; several (comma-separated) train every combination with --dropout2
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, default_value = "0.2", value_parser = probability)]
+    pub dropout1: Vec<f64>,
+    /// Dropout probability after the second hidden layer, in [0, 1]; several allowed, as for --dropout1
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, default_value = "0.5", value_parser = probability)]
+    pub dropout2: Vec<f64>,
     /// autograd: the book's code op by op, identical to PyTorch; fused: hand-written backward, faster
     #[arg(long, value_enum, default_value_t = Engine::Autograd)]
     pub engine: Engine,
@@ -58,6 +61,24 @@ impl Default for Config {
     /// The book's hyper-parameters (the flags' defaults).
     fn default() -> Self {
         crate::cli::defaults()
+    }
+}
+
+/// The two dropout probabilities of one model (after the first and the second hidden layer).
+pub type Rates = [f64; 2];
+
+impl Config {
+    /// Every combination of `--dropout1` × `--dropout2`.
+    pub fn grid(&self) -> Vec<Rates> {
+        self.dropout1
+            .iter()
+            .flat_map(|&p1| self.dropout2.iter().map(move |&p2| [p1, p2]))
+            .collect()
+    }
+
+    /// The book's single setting, or the first of the grid.
+    pub fn rates(&self) -> Rates {
+        self.grid()[0]
     }
 }
 
@@ -147,7 +168,7 @@ pub fn concise_net(vs: &tnn::Path, dropout1: f64, dropout2: f64) -> tnn::Sequent
 // ---------------------------------------------------------------- training (train_ch3)
 
 /// One row of `<impl>.csv`.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Epoch {
     pub epoch: usize,
     /// Running mean of the training loss over the epoch, dropout on.
@@ -177,11 +198,11 @@ pub fn loss(y_hat: &Tensor, y: &Tensor) -> Tensor {
 pub fn learner(
     cfg: &Config,
     implementation: Impl,
+    [p1, p2]: Rates,
     ctx: &Context,
 ) -> (tnn::VarStore, Box<dyn Learner>) {
     tch::manual_seed(ctx.seed);
     let vs = tnn::VarStore::new(ctx.device);
-    let (p1, p2) = (cfg.dropout1, cfg.dropout2);
     let learner: Box<dyn Learner> = match cfg.engine {
         Engine::Autograd => {
             let net: Box<dyn ModuleT> = match implementation {
@@ -237,24 +258,47 @@ impl Learner for AutogradLearner {
     }
 }
 
+impl Epoch {
+    /// The figures a progress bar shows.
+    pub fn figures(&self) -> String {
+        let loss = if self.train_loss.abs() < 1e4 {
+            format!("{:.4}", self.train_loss)
+        } else {
+            format!("{:.3e}", self.train_loss)
+        };
+        format!(
+            "train loss {loss}, train acc {:.4}, test acc {:.4}",
+            self.train_acc, self.test_acc
+        )
+    }
+}
+
 /// Trains a freshly seeded model like the book's `train_ch3`: per epoch the running train
 /// loss and accuracy (dropout on), then the test accuracy (dropout off), read in one transfer.
-/// Returns the curve and the model's variables.
+/// Ends early when the loss becomes NaN or infinite (that epoch is not kept) or a stop is
+/// requested (Ctrl-C). Returns the finished epochs, the model's variables and how it ended.
 pub fn train(
     cfg: &Config,
     implementation: Impl,
+    rates: Rates,
     data: &FashionMnist,
     ctx: &Context,
     mut log: impl FnMut(&Epoch),
-) -> (Vec<Epoch>, tnn::VarStore) {
-    let (vs, mut learner) = learner(cfg, implementation, ctx);
+) -> (Vec<Epoch>, tnn::VarStore, Status) {
+    let (vs, mut learner) = learner(cfg, implementation, rates, ctx);
     let mut curve = Vec::with_capacity(cfg.epochs);
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
         let sums = learner.train_epoch(&data.train);
+        if stop::requested().is_some() {
+            return (curve, vs, Status::Interrupted);
+        }
         let test_correct = learner.count_correct(&data.test);
         let [loss_sum, correct, test_correct] =
             train::read(&[sums.loss(), sums.correct(), &test_correct]);
+        if !stop::finite(&[loss_sum]) {
+            return (curve, vs, Status::Diverged);
+        }
         let row = Epoch {
             epoch,
             train_loss: loss_sum / sums.count() as f64,
@@ -265,86 +309,216 @@ pub fn train(
         log(&row);
         curve.push(row);
     }
-    (curve, vs)
+    (curve, vs, Status::Ok)
 }
 
 // ---------------------------------------------------------------- running and recording
 
 /// One line of `summary.csv`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     #[serde(rename = "impl")]
     pub implementation: Impl,
+    pub dropout1: f64,
+    pub dropout2: f64,
+    /// ok, diverged or interrupted.
+    pub status: Status,
+    /// Epochs finished (the curve's rows).
+    pub epochs: usize,
     pub final_train_loss: f64,
     pub final_train_acc: f64,
     pub final_test_acc: f64,
     pub seconds: f64,
 }
 
-/// Loads the data set once, trains every requested version and writes
-/// `<out>/dropout/{<impl>.csv, summary.csv, run.json}` (and the weights with `--save-weights`).
+impl Summary {
+    pub fn new(implementation: Impl, [p1, p2]: Rates, curve: &[Epoch], status: Status) -> Summary {
+        let last = curve.last();
+        Summary {
+            implementation,
+            dropout1: p1,
+            dropout2: p2,
+            status,
+            epochs: curve.len(),
+            final_train_loss: last.map_or(f64::NAN, |e| e.train_loss),
+            final_train_acc: last.map_or(f64::NAN, |e| e.train_acc),
+            final_test_acc: last.map_or(f64::NAN, |e| e.test_acc),
+            seconds: curve.iter().fold(0.0, |t, e| t + e.seconds),
+        }
+    }
+}
+
+/// What a run is called in messages and progress lines.
+pub fn label(implementation: Impl, [p1, p2]: Rates) -> String {
+    format!(
+        "dropout ({}, {}), {}",
+        fmt_num(p1),
+        fmt_num(p2),
+        implementation.name()
+    )
+}
+
+/// Trains one version at one pair of rates with progress reporting.
+pub fn run_one(
+    cfg: &Config,
+    implementation: Impl,
+    rates: Rates,
+    data: &FashionMnist,
+    ctx: &Context,
+) -> (Vec<Epoch>, tnn::VarStore, Status) {
+    let progress = progress::Epochs::new(label(implementation, rates), cfg.epochs);
+    train(cfg, implementation, rates, data, ctx, |e| {
+        progress.epoch(e.epoch, &e.figures())
+    })
+}
+
+/// Loads the data set once, trains every requested version at every pair of rates and writes
+/// `<out>/dropout/{<run>.csv, summary.csv, run.json}` and the charts (and the weights with
+/// `--save-weights`). A run is named `<impl>`, or `<impl>-p<p1>-<p2>` when several pairs of
+/// rates are given. A diverged run is recorded and the others go on; the command then fails.
+/// An interruption records what finished and stops at once.
 pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
     let dir = record::experiment_dir(&ctx.out, "dropout")?;
     let source = fashion_mnist::Source::new(cfg.data_dir.clone(), cfg.offline);
     let data = fashion_mnist::load(&source, ctx.device)?;
-    eprintln!(
-        "dropout: Fashion-MNIST from {} on {}",
-        data.dir.display(),
-        crate::device::name(ctx.device)
-    );
+    if progress::mode() != progress::Mode::Quiet {
+        eprintln!(
+            "dropout: Fashion-MNIST from {} on {}",
+            data.dir.display(),
+            crate::device::name(ctx.device)
+        );
+    }
+    let grid = cfg.grid();
     let mut summaries = Vec::new();
-    for implementation in cfg.implementation.impls() {
-        let name = implementation.name();
-        let (curve, vs) = train(cfg, implementation, &data, ctx, |e| {
-            eprintln!(
-                "dropout, {name} epoch {}/{}: train loss {:.4}, train acc {:.4}, test acc {:.4} ({:.2} s)",
-                e.epoch, cfg.epochs, e.train_loss, e.train_acc, e.test_acc, e.seconds
-            )
-        });
-        let last = curve.last().expect("at least one epoch");
-        println!(
-            "dropout, {name}: loss {:.3}, train acc {:.3}, test acc {:.3}",
-            last.train_loss, last.train_acc, last.test_acc
-        );
-        let title = format!(
-            "dropout ({}, {}), {name}",
-            fmt_num(cfg.dropout1),
-            fmt_num(cfg.dropout2)
-        );
-        record::write_curve(
-            &dir,
-            name,
-            &curve,
-            record::Chart {
-                title: &title,
-                x_label: "epoch",
-                y_label: "",
-                x: |e| e.epoch as f64,
-                series: &[
-                    ("train loss", |e| e.train_loss),
-                    ("train acc", |e| e.train_acc),
-                    ("test acc", |e| e.test_acc),
-                ],
-                log_y: false,
-            },
-        )?;
-        if cfg.save_weights {
-            save_weights(&vs, &dir.join(format!("{name}.safetensors")))?;
+    let mut curves = Vec::new();
+    let mut diverged = Vec::new();
+    let mut interrupted = false;
+    'runs: for rates in grid.iter().copied() {
+        for implementation in cfg.implementation.impls() {
+            let name = label(implementation, rates);
+            let stem = if grid.len() == 1 {
+                implementation.name().to_string()
+            } else {
+                format!(
+                    "{}-p{}-{}",
+                    implementation.name(),
+                    fmt_num(rates[0]),
+                    fmt_num(rates[1])
+                )
+            };
+            let (curve, vs, status) = run_one(cfg, implementation, rates, &data, ctx);
+            match (status, curve.last()) {
+                (Status::Ok, Some(last)) => println!(
+                    "{name}: loss {:.3}, train acc {:.3}, test acc {:.3}",
+                    last.train_loss, last.train_acc, last.test_acc
+                ),
+                (Status::Diverged, _) => {
+                    let message = stop::diverged(&name, curve.len() + 1, cfg.lr);
+                    eprintln!("{message}");
+                    diverged.push(message);
+                }
+                _ => interrupted = true,
+            }
+            write_run(&dir, &stem, &name, &curve, ctx.plots)?;
+            if cfg.save_weights && status == Status::Ok {
+                save_weights(&vs, &dir.join(format!("{stem}.safetensors")))?;
+            }
+            summaries.push(Summary::new(implementation, rates, &curve, status));
+            curves.push((name, curve));
+            if interrupted {
+                break 'runs;
+            }
         }
-        summaries.push(Summary {
-            implementation,
-            final_train_loss: last.train_loss,
-            final_train_acc: last.train_acc,
-            final_test_acc: last.test_acc,
-            seconds: curve.iter().map(|e| e.seconds).sum(),
-        });
+    }
+    if ctx.plots && curves.len() > 1 {
+        write_compare_chart(&dir, &curves)?;
     }
     record::write_csv(&dir.join("summary.csv"), &summaries)?;
+    let status = if interrupted {
+        Status::Interrupted
+    } else if diverged.is_empty() {
+        Status::Ok
+    } else {
+        Status::Diverged
+    };
     record::write_json(
         &dir.join("run.json"),
-        &record::RunInfo::new("dropout", cfg, ctx),
+        &record::RunInfo::new("dropout", cfg, ctx).with_status(status),
     )?;
+    if interrupted {
+        return Err(
+            Stopped::interrupted(&format!("the finished epochs are in {}", dir.display())).into(),
+        );
+    }
+    if !diverged.is_empty() {
+        return Err(Stopped {
+            status,
+            message: format!(
+                "{} of {} runs diverged (their finished epochs are in {})",
+                diverged.len(),
+                summaries.len(),
+                dir.display()
+            ),
+        }
+        .into());
+    }
     Ok(summaries)
+}
+
+/// `<stem>.csv` and its chart: train loss, train accuracy and test accuracy against epoch
+/// (the book's figure).
+fn write_run(
+    dir: &std::path::Path,
+    stem: &str,
+    title: &str,
+    curve: &[Epoch],
+    plots: bool,
+) -> Result<()> {
+    record::write_curve(
+        dir,
+        stem,
+        curve,
+        plots.then_some(record::Chart {
+            title,
+            x_label: "epoch",
+            y_label: "",
+            x: |e| e.epoch as f64,
+            series: &[
+                ("train loss", |e| e.train_loss),
+                ("train acc", |e| e.train_acc),
+                ("test acc", |e| e.test_acc),
+            ],
+            log_y: false,
+        }),
+    )
+}
+
+/// `compare.svg`: train and test accuracy of every run of the command in one figure.
+fn write_compare_chart(dir: &std::path::Path, runs: &[(String, Vec<Epoch>)]) -> Result<()> {
+    let mut series = Vec::new();
+    for (i, (name, curve)) in runs.iter().enumerate() {
+        let points = |f: fn(&Epoch) -> f64| curve.iter().map(|e| (e.epoch as f64, f(e))).collect();
+        let name = name.trim_start_matches("dropout ");
+        series.push(Series::line(
+            format!("train acc {name}"),
+            points(|e| e.train_acc),
+            i,
+        ));
+        series.push(
+            Series::line(format!("test acc {name}"), points(|e| e.test_acc), i).with_markers(),
+        );
+    }
+    record::write_chart(
+        &dir.join("compare.svg"),
+        &Figure {
+            title: "dropout: train and test accuracy of every run".into(),
+            x_label: "epoch".into(),
+            y_label: "accuracy".into(),
+            log_y: false,
+            x_categories: None,
+        },
+        &series,
+    )
 }
 
 /// The trained variables as safetensors, written to a temporary file and renamed into place.

@@ -1,5 +1,6 @@
 //! The two book sections, each readable top to bottom like its section.
 pub mod dropout;
+pub mod sweep;
 pub mod weight_decay;
 
 use crate::device::DeviceChoice;
@@ -13,6 +14,18 @@ pub struct Context {
     pub device_requested: DeviceChoice,
     pub seed: i64,
     pub out: PathBuf,
+    /// Draw an SVG beside every CSV (`--no-plot` turns it off).
+    pub plots: bool,
+}
+
+impl Context {
+    /// The same context with another seed (sweeps).
+    pub fn with_seed(&self, seed: i64) -> Context {
+        Context {
+            seed,
+            ..self.clone()
+        }
+    }
 }
 
 /// `3` for 3.0, `0.5` for 0.5: λ as it appears in file names and messages.

@@ -8,7 +8,10 @@ use crate::cli::{non_negative_f64, positive_f64, positive_usize, Impl, ImplChoic
 use crate::data::{batches, synthetic, Split};
 use crate::fused::{linreg, Engine};
 use crate::nn::{Linear, DECAY_GROUP};
+use crate::plot::{Figure, Series};
+use crate::progress;
 use crate::record;
+use crate::stop::{self, Status, Stopped};
 use crate::train::{self, MinibatchSgd, Updater};
 use anyhow::Result;
 use serde::Serialize;
@@ -65,18 +68,29 @@ impl Data {
 }
 
 /// One row of `<impl>-wd<λ>.csv`: the mean per-example loss, without the penalty, after an epoch.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Epoch {
     pub epoch: usize,
     pub train_loss: f64,
     pub test_loss: f64,
 }
 
-/// A trained model's curve and the norm of its weight.
+impl Epoch {
+    /// The figures a progress bar shows.
+    pub fn figures(&self) -> String {
+        format!(
+            "train loss {:.3e}, test loss {:.3e}",
+            self.train_loss, self.test_loss
+        )
+    }
+}
+
+/// A trained model's curve (its finished epochs), the norm of its weight and how it ended.
 #[derive(Debug, Clone)]
 pub struct Trained {
     pub curve: Vec<Epoch>,
     pub w_norm: f64,
+    pub status: Status,
 }
 
 // ---------------------------------------------------------------- §4.5.2 from scratch
@@ -106,7 +120,12 @@ pub fn squared_loss(y_hat: &Tensor, y: &Tensor) -> Tensor {
 }
 
 /// Trains with the penalty λ‖w‖²/2 added to every example's loss and the book's minibatch SGD.
-pub fn train_scratch(cfg: &Config, lambd: f64, data: &Data) -> Trained {
+pub fn train_scratch(
+    cfg: &Config,
+    lambd: f64,
+    data: &Data,
+    progress: &progress::Epochs,
+) -> Trained {
     let (w, b) = init_params(cfg.num_inputs, data.train.x.device());
     let net = |x: &Tensor| linreg(x, &w, &b);
     let penalized = |y_hat: &Tensor, y: &Tensor| squared_loss(y_hat, y) + l2_penalty(&w) * lambd;
@@ -115,10 +134,19 @@ pub fn train_scratch(cfg: &Config, lambd: f64, data: &Data) -> Trained {
         lr: cfg.lr,
         batch_size: cfg.batch_size,
     };
-    let curve = train(cfg, data, &net, &penalized, &squared_loss, &mut sgd);
+    let (curve, status) = train(
+        cfg,
+        data,
+        &net,
+        &penalized,
+        &squared_loss,
+        &mut sgd,
+        progress,
+    );
     Trained {
         curve,
         w_norm: w.norm().double_value(&[]),
+        status,
     }
 }
 
@@ -138,16 +166,17 @@ pub fn concise_net(vs: &tnn::Path, num_inputs: usize) -> Linear {
 
 /// Trains [`concise_net`] with an SGD
 /// optimizer whose weight group has weight decay `wd` and whose bias group has none.
-pub fn train_concise(cfg: &Config, wd: f64, data: &Data) -> Trained {
+pub fn train_concise(cfg: &Config, wd: f64, data: &Data, progress: &progress::Epochs) -> Trained {
     let vs = tnn::VarStore::new(data.train.x.device());
     let net = concise_net(&vs.root(), cfg.num_inputs);
     let mse = |y_hat: &Tensor, y: &Tensor| y_hat.mse_loss(y, Reduction::None);
     let mut trainer = sgd_decaying_weights(&vs, cfg.lr, wd);
     let forward = |x: &Tensor| net.forward(x);
-    let curve = train(cfg, data, &forward, &mse, &mse, &mut trainer);
+    let (curve, status) = train(cfg, data, &forward, &mse, &mse, &mut trainer, progress);
     Trained {
         curve,
         w_norm: net.weight.norm().double_value(&[]),
+        status,
     }
 }
 
@@ -162,7 +191,8 @@ pub fn sgd_decaying_weights(vs: &tnn::VarStore, lr: f64, wd: f64) -> tnn::Optimi
 }
 
 /// The loop both versions share: every epoch, shuffled mini-batches, then the train and test
-/// losses evaluated without gradients. The losses stay on the device until the end.
+/// losses evaluated without gradients and read in one transfer. It ends early when a loss is
+/// NaN or infinite (that epoch is not kept) or when a stop was requested (Ctrl-C).
 fn train(
     cfg: &Config,
     data: &Data,
@@ -170,9 +200,10 @@ fn train(
     train_loss: &dyn Fn(&Tensor, &Tensor) -> Tensor,
     eval_loss: &dyn Fn(&Tensor, &Tensor) -> Tensor,
     updater: &mut dyn Updater,
-) -> Vec<Epoch> {
-    let mut losses = Vec::with_capacity(2 * cfg.epochs);
-    for _ in 0..cfg.epochs {
+    progress: &progress::Epochs,
+) -> (Vec<Epoch>, Status) {
+    let mut curve = Vec::with_capacity(cfg.epochs);
+    for epoch in 1..=cfg.epochs {
         train::train_epoch(
             batches::shuffled(&data.train, cfg.batch_size),
             net,
@@ -180,34 +211,69 @@ fn train(
             updater,
             None,
         );
-        losses.push(train::evaluate_loss(&data.train, net, eval_loss));
-        losses.push(train::evaluate_loss(&data.test, net, eval_loss));
+        if stop::requested().is_some() {
+            return (curve, Status::Interrupted);
+        }
+        let [train_loss, test_loss] = train::read(&[
+            &train::evaluate_loss(&data.train, net, eval_loss),
+            &train::evaluate_loss(&data.test, net, eval_loss),
+        ]);
+        if !stop::finite(&[train_loss, test_loss]) {
+            return (curve, Status::Diverged);
+        }
+        let row = Epoch {
+            epoch,
+            train_loss,
+            test_loss,
+        };
+        progress.epoch(epoch, &row.figures());
+        curve.push(row);
     }
-    let losses =
-        Vec::<f64>::try_from(Tensor::stack(&losses, 0).to_kind(Kind::Double)).expect("f64 losses");
-    losses
-        .chunks(2)
-        .enumerate()
-        .map(|(i, l)| Epoch {
-            epoch: i + 1,
-            train_loss: l[0],
-            test_loss: l[1],
-        })
-        .collect()
+    (curve, Status::Ok)
 }
 
 // ---------------------------------------------------------------- running and recording
 
 /// One line of `summary.csv`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     #[serde(rename = "impl")]
     pub implementation: Impl,
     pub wd: f64,
+    /// ok, diverged or interrupted.
+    pub status: Status,
+    /// Epochs finished (the curve's rows).
+    pub epochs: usize,
     pub w_norm: f64,
     pub final_train_loss: f64,
     pub final_test_loss: f64,
     pub seconds: f64,
+}
+
+impl Summary {
+    pub fn new(implementation: Impl, wd: f64, trained: &Trained, seconds: f64) -> Summary {
+        let last = trained.curve.last();
+        Summary {
+            implementation,
+            wd,
+            status: trained.status,
+            epochs: trained.curve.len(),
+            w_norm: trained.w_norm,
+            final_train_loss: last.map_or(f64::NAN, |e| e.train_loss),
+            final_test_loss: last.map_or(f64::NAN, |e| e.test_loss),
+            seconds,
+        }
+    }
+}
+
+/// What a run is called in messages and progress lines.
+pub fn label(implementation: Impl, lambdas: &[f64]) -> String {
+    let lambdas: Vec<String> = lambdas.iter().map(|&l| fmt_num(l)).collect();
+    format!(
+        "weight decay, {} λ={}",
+        implementation.name(),
+        lambdas.join(",")
+    )
 }
 
 /// Trains one version at one λ from a freshly seeded generator, so every run is reproducible
@@ -216,17 +282,19 @@ pub fn run_one(cfg: &Config, implementation: Impl, wd: f64, ctx: &Context) -> (T
     tch::manual_seed(ctx.seed);
     let start = Instant::now();
     let data = Data::new(cfg, ctx.device);
+    let progress = progress::Epochs::new(label(implementation, &[wd]), cfg.epochs);
     let trained = match (cfg.engine, implementation) {
-        (Engine::Autograd, Impl::Scratch) => train_scratch(cfg, wd, &data),
-        (Engine::Autograd, Impl::Concise) => train_concise(cfg, wd, &data),
-        (Engine::Fused, _) => linreg::train(cfg, implementation, &[wd], &data).remove(0),
+        (Engine::Autograd, Impl::Scratch) => train_scratch(cfg, wd, &data, &progress),
+        (Engine::Autograd, Impl::Concise) => train_concise(cfg, wd, &data, &progress),
+        (Engine::Fused, _) => linreg::train(cfg, implementation, &[wd], &data, &progress).remove(0),
     };
     (trained, start.elapsed().as_secs_f64())
 }
 
 /// Every λ of `lambdas` for one version, each with its wall time. The autograd engine trains
-/// them one after the other; the fused engine trains them together as one batched model (same
-/// seed, so same data, initialisation and batches) and reports that shared time for each.
+/// them one after the other (none after an interrupted one); the fused engine trains them
+/// together as one batched model (same seed, so same data, initialisation and batches) and
+/// reports that shared time for each.
 pub fn run_lambdas(
     cfg: &Config,
     implementation: Impl,
@@ -234,71 +302,166 @@ pub fn run_lambdas(
     ctx: &Context,
 ) -> Vec<(Trained, f64)> {
     match cfg.engine {
-        Engine::Autograd => lambdas
-            .iter()
-            .map(|&wd| run_one(cfg, implementation, wd, ctx))
-            .collect(),
+        Engine::Autograd => {
+            let mut runs = Vec::new();
+            for &wd in lambdas {
+                let run = run_one(cfg, implementation, wd, ctx);
+                let interrupted = run.0.status == Status::Interrupted;
+                runs.push(run);
+                if interrupted {
+                    break;
+                }
+            }
+            runs
+        }
         Engine::Fused => {
             tch::manual_seed(ctx.seed);
             let start = Instant::now();
             let data = Data::new(cfg, ctx.device);
-            let trained = linreg::train(cfg, implementation, lambdas, &data);
+            let progress = progress::Epochs::new(
+                format!("{} (fused)", label(implementation, lambdas)),
+                cfg.epochs,
+            );
+            let trained = linreg::train(cfg, implementation, lambdas, &data, &progress);
             let seconds = start.elapsed().as_secs_f64();
             trained.into_iter().map(|t| (t, seconds)).collect()
         }
     }
 }
 
-/// Every requested version × λ; writes `<out>/weight-decay/{<impl>-wd<λ>.csv, summary.csv, run.json}`.
+/// Every requested version × λ; writes `<out>/weight-decay/{<impl>-wd<λ>.csv, summary.csv,
+/// run.json}` and the charts. A diverged run is recorded and the others go on; the command
+/// then fails. An interruption records what finished and stops at once.
 pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
     let dir = record::experiment_dir(&ctx.out, "weight-decay")?;
     let mut summaries = Vec::new();
+    let mut diverged = Vec::new();
+    let mut interrupted = false;
     for implementation in cfg.implementation.impls() {
+        let mut all = Vec::new();
         for (&wd, (trained, seconds)) in
             cfg.wd
                 .iter()
                 .zip(run_lambdas(cfg, implementation, &cfg.wd, ctx))
         {
-            let last = trained.curve.last().expect("at least one epoch");
-            println!(
-                "weight decay, {} λ={}: L2 norm of w: {:.6}",
-                implementation.name(),
-                fmt_num(wd),
-                trained.w_norm
-            );
-            let title = format!(
-                "weight decay, {}, λ = {}: ‖w‖ = {:.3}",
-                implementation.name(),
-                fmt_num(wd),
-                trained.w_norm
-            );
-            record::write_curve(
-                &dir,
-                &format!("{}-wd{}", implementation.name(), fmt_num(wd)),
-                &trained.curve,
-                record::Chart {
-                    title: &title,
-                    x_label: "epoch",
-                    y_label: "loss",
-                    x: |e| e.epoch as f64,
-                    series: &[("train", |e| e.train_loss), ("test", |e| e.test_loss)],
-                    log_y: true,
-                },
-            )?;
-            summaries.push(Summary {
-                implementation,
-                wd,
-                w_norm: trained.w_norm,
-                final_train_loss: last.train_loss,
-                final_test_loss: last.test_loss,
-                seconds,
-            });
+            let name = label(implementation, &[wd]);
+            match trained.status {
+                Status::Ok => println!("{name}: L2 norm of w: {:.6}", trained.w_norm),
+                Status::Diverged => {
+                    let message = stop::diverged(&name, trained.curve.len() + 1, cfg.lr);
+                    eprintln!("{message}");
+                    diverged.push(message);
+                }
+                Status::Interrupted => interrupted = true,
+            }
+            write_run(&dir, implementation, wd, &trained, ctx.plots)?;
+            summaries.push(Summary::new(implementation, wd, &trained, seconds));
+            all.push((wd, trained));
+            if interrupted {
+                break;
+            }
+        }
+        if ctx.plots {
+            write_lambdas_chart(&dir, implementation, &all)?;
+        }
+        if interrupted {
+            break;
         }
     }
     record::write_csv(&dir.join("summary.csv"), &summaries)?;
+    let status = if interrupted {
+        Status::Interrupted
+    } else if diverged.is_empty() {
+        Status::Ok
+    } else {
+        Status::Diverged
+    };
     record::write_json(
         &dir.join("run.json"),
-        &record::RunInfo::new("weight-decay", cfg, ctx),
+        &record::RunInfo::new("weight-decay", cfg, ctx).with_status(status),
     )?;
+    if interrupted {
+        return Err(
+            Stopped::interrupted(&format!("the finished epochs are in {}", dir.display())).into(),
+        );
+    }
+    if !diverged.is_empty() {
+        return Err(Stopped {
+            status,
+            message: format!(
+                "{} of {} runs diverged (their finished epochs are in {})",
+                diverged.len(),
+                summaries.len(),
+                dir.display()
+            ),
+        }
+        .into());
+    }
     Ok(summaries)
+}
+
+/// `<impl>-wd<λ>.csv` and its chart: train and test loss against epoch, log scale (the
+/// book's figure).
+fn write_run(
+    dir: &std::path::Path,
+    implementation: Impl,
+    wd: f64,
+    trained: &Trained,
+    plots: bool,
+) -> Result<()> {
+    let title = format!(
+        "weight decay, {}, λ = {}: ‖w‖ = {:.3}",
+        implementation.name(),
+        fmt_num(wd),
+        trained.w_norm
+    );
+    record::write_curve(
+        dir,
+        &format!("{}-wd{}", implementation.name(), fmt_num(wd)),
+        &trained.curve,
+        plots.then_some(record::Chart {
+            title: &title,
+            x_label: "epoch",
+            y_label: "loss",
+            x: |e| e.epoch as f64,
+            series: &[("train", |e| e.train_loss), ("test", |e| e.test_loss)],
+            log_y: true,
+        }),
+    )
+}
+
+/// `<impl>-all.svg`: the train and test curves of every λ in one figure.
+fn write_lambdas_chart(
+    dir: &std::path::Path,
+    implementation: Impl,
+    runs: &[(f64, Trained)],
+) -> Result<()> {
+    let mut series = Vec::new();
+    for (i, (wd, trained)) in runs.iter().enumerate() {
+        let points = |f: fn(&Epoch) -> f64| {
+            trained
+                .curve
+                .iter()
+                .map(|e| (e.epoch as f64, f(e)))
+                .collect()
+        };
+        let l = fmt_num(*wd);
+        series.push(Series::line(
+            format!("train λ={l}"),
+            points(|e| e.train_loss),
+            i,
+        ));
+        series.push(Series::line(format!("test λ={l}"), points(|e| e.test_loss), i).with_markers());
+    }
+    record::write_chart(
+        &dir.join(format!("{}-all.svg", implementation.name())),
+        &Figure {
+            title: format!("weight decay, {}: every λ", implementation.name()),
+            x_label: "epoch".into(),
+            y_label: "loss".into(),
+            log_y: true,
+            x_categories: None,
+        },
+        &series,
+    )
 }

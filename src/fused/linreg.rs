@@ -7,7 +7,10 @@
 //! autograd engine (the same random draws in the same order); only the rounding differs.
 use crate::cli::Impl;
 use crate::data::{batches, Split};
+use crate::experiments::fmt_num;
 use crate::experiments::weight_decay::{concise_net, init_params, Config, Data, Epoch, Trained};
+use crate::progress;
+use crate::stop::{self, Status};
 use tch::{nn, Kind, Tensor};
 
 /// Trains one model per λ, column k of the weight matrix being the model with `lambdas[k]`.
@@ -15,13 +18,20 @@ use tch::{nn, Kind, Tensor};
 /// Scratch: loss ½r² + λ‖w‖²/2 per example, `w -= lr·grad/batch_size`, so
 /// w ← (1 − lr·λ·B/batch_size)·w − (lr/batch_size)·Xᵀr. Concise: MSE, decay λ on the weight
 /// only, so w ← (1 − lr·λ)·w − (2·lr/B)·Xᵀr. The bias follows the same steps without decay.
-pub fn train(cfg: &Config, implementation: Impl, lambdas: &[f64], data: &Data) -> Vec<Trained> {
+pub fn train(
+    cfg: &Config,
+    implementation: Impl,
+    lambdas: &[f64],
+    data: &Data,
+    progress: &progress::Epochs,
+) -> Vec<Trained> {
     train_with(
         cfg,
         implementation,
         lambdas,
         data,
         data.train.x.device() == tch::Device::Cpu,
+        progress,
     )
 }
 
@@ -33,6 +43,7 @@ pub fn train_with(
     lambdas: &[f64],
     data: &Data,
     host_loops: bool,
+    progress: &progress::Epochs,
 ) -> Vec<Trained> {
     let _guard = tch::no_grad_guard();
     let device = data.train.x.device();
@@ -48,14 +59,17 @@ pub fn train_with(
     let mut w = w0.detach().repeat([1, k]);
     let mut b = b0.detach().reshape([1, 1]).repeat([1, k]);
     if host_loops {
-        return train_on_host(cfg, implementation, lambdas, data, &w, &b);
+        return train_on_host(cfg, implementation, lambdas, data, &w, &b, progress);
     }
     let lambda = Tensor::from_slice(&lambdas.iter().map(|&l| l as f32).collect::<Vec<_>>())
         .to_device(device);
     let half = matches!(implementation, Impl::Scratch);
-    let mut losses = Vec::with_capacity(2 * cfg.epochs);
-    for _ in 0..cfg.epochs {
+    let mut columns = Columns::new(lambdas);
+    for epoch in 1..=cfg.epochs {
         for (x, y) in batches::shuffled(&data.train, cfg.batch_size) {
+            if stop::requested().is_some() {
+                break;
+            }
             let n = x.size()[0] as f64;
             let (decay_per_lambda, step) = step_sizes(cfg, implementation, n);
             let mut r = b.addmm(&x, &w) - y;
@@ -64,36 +78,93 @@ pub fn train_with(
             let _ = w.addmm_(&x.tr(), &r);
             b += r.sum_dim_intlist(0, true, Kind::Float);
         }
-        for split in [&data.train, &data.test] {
-            losses.push(mean_loss(split, &w, &b, half));
+        let losses = Tensor::stack(
+            &[
+                mean_loss(&data.train, &w, &b, half),
+                mean_loss(&data.test, &w, &b, half),
+            ],
+            0,
+        );
+        let losses =
+            Vec::<f64>::try_from(losses.to_kind(Kind::Double).flatten(0, -1)).expect("f64 losses");
+        if !columns.epoch(epoch, &losses, progress) {
+            break;
         }
     }
-    let losses = Vec::<f64>::try_from(
-        Tensor::stack(&losses, 0)
-            .to_kind(Kind::Double)
-            .flatten(0, -1),
-    )
-    .expect("f64 losses");
     let norms = Vec::<f64>::try_from(w.norm_scalaropt_dim(2, [0], false).to_kind(Kind::Double))
         .expect("f64 norms");
-    split_columns(cfg.epochs, &losses, &norms)
+    columns.finish(&norms)
 }
 
-/// `losses[(2·epoch + split)·k + j]` and `norms[j]` → one [`Trained`] per column j.
-fn split_columns(epochs: usize, losses: &[f64], norms: &[f64]) -> Vec<Trained> {
-    let k = norms.len();
-    (0..k)
-        .map(|j| Trained {
-            curve: (0..epochs)
-                .map(|e| Epoch {
-                    epoch: e + 1,
-                    train_loss: losses[(2 * e) * k + j],
-                    test_loss: losses[(2 * e + 1) * k + j],
-                })
-                .collect(),
-            w_norm: norms[j],
-        })
-        .collect()
+/// The curves of the k models trained together, each ending on its own when its loss becomes
+/// NaN or infinite (the columns are independent), all of them on a stop request.
+struct Columns<'a> {
+    lambdas: &'a [f64],
+    curves: Vec<Vec<Epoch>>,
+    status: Vec<Status>,
+    running: Vec<bool>,
+}
+
+impl<'a> Columns<'a> {
+    fn new(lambdas: &'a [f64]) -> Columns<'a> {
+        let k = lambdas.len();
+        Columns {
+            lambdas,
+            curves: vec![Vec::new(); k],
+            status: vec![Status::Ok; k],
+            running: vec![true; k],
+        }
+    }
+
+    /// Records a finished epoch from `losses` = k train losses then k test losses; false
+    /// when training should end (a stop was requested or every column diverged).
+    fn epoch(&mut self, epoch: usize, losses: &[f64], progress: &progress::Epochs) -> bool {
+        let k = self.lambdas.len();
+        if stop::requested().is_some() {
+            for (s, r) in self.status.iter_mut().zip(&self.running) {
+                if *r {
+                    *s = Status::Interrupted;
+                }
+            }
+            return false;
+        }
+        let mut figures = Vec::new();
+        for j in 0..k {
+            if !self.running[j] {
+                continue;
+            }
+            let (train_loss, test_loss) = (losses[j], losses[k + j]);
+            if stop::finite(&[train_loss, test_loss]) {
+                self.curves[j].push(Epoch {
+                    epoch,
+                    train_loss,
+                    test_loss,
+                });
+                figures.push(format!(
+                    "λ={} test {test_loss:.2e}",
+                    fmt_num(self.lambdas[j])
+                ));
+            } else {
+                self.status[j] = Status::Diverged;
+                self.running[j] = false;
+            }
+        }
+        progress.epoch(epoch, &figures.join(", "));
+        self.running.iter().any(|&r| r)
+    }
+
+    fn finish(self, norms: &[f64]) -> Vec<Trained> {
+        self.curves
+            .into_iter()
+            .zip(self.status)
+            .zip(norms)
+            .map(|((curve, status), &w_norm)| Trained {
+                curve,
+                w_norm,
+                status,
+            })
+            .collect()
+    }
 }
 
 /// For a batch of `n` examples: the factor that multiplies λ in the weight's decay
@@ -132,6 +203,7 @@ fn train_on_host(
     data: &Data,
     w: &Tensor,
     b: &Tensor,
+    progress: &progress::Epochs,
 ) -> Vec<Trained> {
     let (d, k) = (cfg.num_inputs, lambdas.len());
     let (train_x, train_y, test_x, test_y) = (
@@ -143,13 +215,16 @@ fn train_on_host(
     let (mut w, mut b) = (host(w), host(b)); // w: [d, k] row-major, b: [k]
     let half = matches!(implementation, Impl::Scratch);
     let mut r = vec![0f32; cfg.batch_size * k];
-    let mut losses = Vec::with_capacity(2 * cfg.epochs * k);
+    let mut columns = Columns::new(lambdas);
     let n_train = data.train.len();
-    for _ in 0..cfg.epochs {
+    for epoch in 1..=cfg.epochs {
         let order =
             Vec::<i64>::try_from(Tensor::randperm(n_train, (Kind::Int64, tch::Device::Cpu)))
                 .expect("i64 order");
         for rows in order.chunks(cfg.batch_size) {
+            if stop::requested().is_some() {
+                break;
+            }
             let n = rows.len();
             let (decay_per_lambda, step) = step_sizes(cfg, implementation, n as f64);
             // r = (Xw + b − y) · (−step), one row per example, one column per λ
@@ -178,6 +253,7 @@ fn train_on_host(
                 *bv += (0..n).map(|i| r[i * k + c]).sum::<f32>();
             }
         }
+        let mut losses = Vec::with_capacity(2 * k);
         for (x, y) in [(&train_x, &train_y), (&test_x, &test_y)] {
             let mut sums = vec![0f64; k];
             for (xi, &yi) in x.chunks_exact(d).zip(y.iter()) {
@@ -194,6 +270,9 @@ fn train_on_host(
             let scale = if half { 0.5 } else { 1.0 } / y.len() as f64;
             losses.extend(sums.iter().map(|s| s * scale));
         }
+        if !columns.epoch(epoch, &losses, progress) {
+            break;
+        }
     }
     let norms: Vec<f64> = (0..k)
         .map(|c| {
@@ -205,5 +284,5 @@ fn train_on_host(
                 .sqrt()
         })
         .collect();
-    split_columns(cfg.epochs, &losses, &norms)
+    columns.finish(&norms)
 }

@@ -193,6 +193,9 @@ impl Learner for FusedMlp {
                 unsafe { std::slice::from_raw_parts(train.y.data_ptr() as *const i64, n as usize) };
             let (mut loss, mut correct) = (0.0, 0);
             for start in (0..n).step_by(bs as usize) {
+                if crate::stop::requested().is_some() {
+                    break;
+                }
                 let index = order.narrow(0, start, bs.min(n - start));
                 let (l, c) = self.cpu_step(train, &index, labels);
                 loss += l;
@@ -202,6 +205,9 @@ impl Learner for FusedMlp {
         } else {
             let mut sums = Sums::new(device);
             for start in (0..n).step_by(bs as usize) {
+                if crate::stop::requested().is_some() {
+                    break;
+                }
                 let index = order.narrow(0, start, bs.min(n - start));
                 self.tensor_step(train, &index, &mut sums);
             }

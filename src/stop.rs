@@ -1,0 +1,151 @@
+//! Why a run ends before its last epoch, and what the process then exits with.
+//!
+//! - Divergence: an epoch whose loss is NaN or infinite ends the run (status `diverged`).
+//! - Ctrl-C (SIGINT) or SIGTERM: the first asks the training loops to stop at the next batch
+//!   boundary; the finished epochs are written and the process exits with 128 + the signal
+//!   (130 / 143), status `interrupted`. A second signal ends the process at once; as every
+//!   output is written to a temporary file and renamed, no truncated file is left (the
+//!   temporary file being written, if any, is removed).
+use serde::Serialize;
+use std::ffi::CString;
+use std::path::Path;
+use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Ok,
+    Diverged,
+    Interrupted,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Diverged => "diverged",
+            Status::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// The error a command returns when a run did not finish: its message is printed and the
+/// process exits with [`Stopped::exit_code`].
+#[derive(Debug)]
+pub struct Stopped {
+    pub status: Status,
+    pub message: String,
+}
+
+impl Stopped {
+    /// 128 + the signal for an interruption, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match (self.status, requested()) {
+            (Status::Interrupted, Some(sig)) => (128 + sig) as u8,
+            (Status::Interrupted, None) => 130,
+            _ => 1,
+        }
+    }
+
+    /// The error of an interrupted command.
+    pub fn interrupted(what: &str) -> Stopped {
+        let signal = match requested() {
+            Some(libc::SIGTERM) => "SIGTERM",
+            _ => "Ctrl-C",
+        };
+        Stopped {
+            status: Status::Interrupted,
+            message: format!("interrupted by {signal}; {what}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// The message of a diverged run.
+pub fn diverged(run: &str, epoch: usize, lr: f64) -> String {
+    format!(
+        "{run}: the loss became NaN or infinite in epoch {epoch}, so training stopped there; \
+         try a smaller --lr (this run used {lr})"
+    )
+}
+
+/// Whether every value is a finite number.
+pub fn finite(values: &[f64]) -> bool {
+    values.iter().all(|v| v.is_finite())
+}
+
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// The temporary file being written (a leaked C string), removed by a second signal.
+static WRITING: AtomicPtr<libc::c_char> = AtomicPtr::new(std::ptr::null_mut());
+
+const FIRST: &[u8] =
+    b"\nstopping after the current batch and saving the finished epochs (press Ctrl-C again to quit now)\n";
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    if SIGNAL.swap(sig, Ordering::SeqCst) == 0 {
+        // SAFETY: write(2) is async-signal-safe; the buffer is static.
+        unsafe { libc::write(2, FIRST.as_ptr().cast(), FIRST.len()) };
+        return;
+    }
+    let tmp = WRITING.load(Ordering::SeqCst);
+    // SAFETY: unlink(2) and _exit(2) are async-signal-safe; `tmp` is null or a C string that
+    // is never freed.
+    unsafe {
+        if !tmp.is_null() {
+            libc::unlink(tmp);
+        }
+        libc::_exit(128 + sig);
+    }
+}
+
+/// Installs the SIGINT and SIGTERM handlers (once, at start-up).
+pub fn install() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed sigaction with a plain handler and an empty mask is valid.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+/// The signal that asked to stop, if any.
+pub fn requested() -> Option<i32> {
+    match SIGNAL.load(Ordering::Relaxed) {
+        0 => None,
+        sig => Some(sig),
+    }
+}
+
+/// Registers `tmp` as the temporary file being written until the guard is dropped, so that a
+/// second signal removes it instead of leaving it behind.
+pub fn writing(tmp: &Path) -> WritingGuard {
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(tmp.as_os_str().as_bytes()).unwrap_or_default();
+    let old = WRITING.swap(c.into_raw(), Ordering::SeqCst);
+    WritingGuard { previous: old }
+}
+
+/// See [`writing`].
+pub struct WritingGuard {
+    previous: *mut libc::c_char,
+}
+
+impl Drop for WritingGuard {
+    fn drop(&mut self) {
+        // The string of the finished write is leaked on purpose: the handler may be reading it.
+        WRITING.store(self.previous, Ordering::SeqCst);
+    }
+}

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         _ => progress::Mode::detect(cli.global.quiet),
     });
     let memory_flags = memory_flags(&cli.command);
+    let on_cpu = cli.global.device == d2l_regularization::device::DeviceChoice::Cpu;
     match guarded(|| run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Error(e)) => match e.downcast_ref::<Stopped>() {
@@ -41,8 +42,9 @@ fn main() -> ExitCode {
         },
         Err(Failure::Torch(message)) if out_of_memory(&message) => {
             eprintln!(
-                "error: out of memory ({}); choose a smaller {memory_flags}, or --device cpu",
-                first_line(&message)
+                "error: out of memory ({}); choose a smaller {memory_flags}{}",
+                first_line(&message),
+                if on_cpu { "" } else { ", or --device cpu" }
             );
             ExitCode::FAILURE
         }
@@ -64,6 +66,7 @@ fn run(cli: Cli) -> Result<()> {
         seed: g.seed,
         out: g.out.clone(),
         plots: !g.no_plot,
+        tag: None,
     };
     match cli.command {
         Some(Command::WeightDecay(cfg)) => {

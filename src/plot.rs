@@ -97,23 +97,28 @@ pub fn line_chart(figure: &Figure, series: &[Series]) -> Result<String> {
     } else {
         (x0, x1)
     };
+    // Room above the data for the legend (upper right): its share of the plot's height.
+    let legend = ((18 * series.len() + 20) as f64 / 340.0).min(0.6);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
         if figure.log_y {
             let (y0, y1) = bounds(&ys, 0.1, 1.0);
+            let (l0, l1) = ((y0 / 1.5).log10(), (y1 * 1.5).log10());
+            let top = 10f64.powf(l0 + (l1 - l0) / (1.0 - legend));
+            draw(&root, figure, series, x0..x1, (y0 / 1.5..top).log_scale())?;
+        } else {
+            let (y0, y1) = bounds(&ys, 0.0, 1.0);
+            let pad = (y1 - y0) * 0.05;
+            let (y0, y1) = (y0 - pad, y1 + pad);
             draw(
                 &root,
                 figure,
                 series,
                 x0..x1,
-                (y0 / 1.5..y1 * 1.5).log_scale(),
+                y0..y0 + (y1 - y0) / (1.0 - legend),
             )?;
-        } else {
-            let (y0, y1) = bounds(&ys, 0.0, 1.0);
-            let pad = (y1 - y0) * 0.05;
-            draw(&root, figure, series, x0..x1, y0 - pad..y1 + pad)?;
         }
         root.present().map_err(plot_error)?;
     }

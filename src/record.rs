@@ -8,6 +8,12 @@ use std::path::{Path, PathBuf};
 
 /// Creates `<out>/<experiment>` and checks that it is writable before any training starts.
 pub fn experiment_dir(out: &Path, experiment: &str) -> Result<PathBuf> {
+    if out.exists() && !out.is_dir() {
+        anyhow::bail!(
+            "--out '{}' is a file, not a directory; choose a directory (it is created if missing)",
+            out.display()
+        );
+    }
     let dir = out.join(experiment);
     fs::create_dir_all(&dir).with_context(|| {
         format!(
@@ -58,7 +64,7 @@ pub fn replace_atomically(
     }
     result.with_context(|| {
         format!(
-            "cannot write '{}' (choose a writable --out)",
+            "cannot write '{}' (check the free space and permissions there, or choose another --out)",
             path.display()
         )
     })
@@ -99,7 +105,7 @@ pub fn write_curve<R: Serialize + Default>(
     write_csv(&dir.join(format!("{stem}.csv")), rows)?;
     let svg_path = dir.join(format!("{stem}.svg"));
     let Some(chart) = chart else {
-        let _ = fs::remove_file(&svg_path);
+        remove_stale(&svg_path);
         return Ok(());
     };
     let series: Vec<plot::Series> = chart
@@ -124,6 +130,12 @@ pub fn write_curve<R: Serialize + Default>(
         x_categories: None,
     };
     write_chart(&svg_path, &figure, &series)
+}
+
+/// Removes a figure an earlier run left that this run does not draw (`--no-plot`), so no stale
+/// chart sits beside new CSV files.
+pub fn remove_stale(path: &Path) {
+    let _ = fs::remove_file(path);
 }
 
 /// An SVG chart, written atomically.

@@ -18,6 +18,7 @@ fn ctx(seed: i64) -> Context {
         seed,
         out: std::env::temp_dir(),
         plots: false,
+        tag: None,
     }
 }
 

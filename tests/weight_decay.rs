@@ -229,6 +229,7 @@ fn each_run_is_reproducible_on_its_own() {
         seed: 7,
         out: std::env::temp_dir(),
         plots: false,
+        tag: None,
     };
     let (a, _) = weight_decay::run_one(&cfg, d2l_regularization::cli::Impl::Concise, 3.0, &ctx);
     let _ = Tensor::randn([10], (Kind::Float, Device::Cpu)); // disturb the generator

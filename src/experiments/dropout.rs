@@ -366,7 +366,7 @@ pub fn run_one(
     data: &FashionMnist,
     ctx: &Context,
 ) -> (Vec<Epoch>, tnn::VarStore, Status) {
-    let progress = progress::Epochs::new(label(implementation, rates), cfg.epochs);
+    let progress = progress::Epochs::new(ctx.tagged(label(implementation, rates)), cfg.epochs);
     train(cfg, implementation, rates, data, ctx, |e| {
         progress.epoch(e.epoch, &e.figures())
     })
@@ -432,6 +432,8 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
     }
     if ctx.plots && curves.len() > 1 {
         write_compare_chart(&dir, &curves)?;
+    } else {
+        record::remove_stale(&dir.join("compare.svg"));
     }
     record::write_csv(&dir.join("summary.csv"), &summaries)?;
     let status = if interrupted {

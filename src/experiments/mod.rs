@@ -16,14 +16,25 @@ pub struct Context {
     pub out: PathBuf,
     /// Draw an SVG beside every CSV (`--no-plot` turns it off).
     pub plots: bool,
+    /// Added to progress lines (a sweep's seed).
+    pub tag: Option<String>,
 }
 
 impl Context {
-    /// The same context with another seed (sweeps).
+    /// The same context with another seed, named in progress lines (sweeps).
     pub fn with_seed(&self, seed: i64) -> Context {
         Context {
             seed,
+            tag: Some(format!("seed {seed}")),
             ..self.clone()
+        }
+    }
+
+    /// A progress label with the context's tag.
+    pub fn tagged(&self, label: String) -> String {
+        match &self.tag {
+            Some(tag) => format!("{label}, {tag}"),
+            None => label,
         }
     }
 }

@@ -146,7 +146,7 @@ pub struct WeightDecaySetting {
 fn weight_decay_sweep(sweep: &WeightDecaySweep, ctx: &Context) -> Result<()> {
     let cfg = &sweep.experiment;
     let seeds = seeds_or(&sweep.seeds, ctx);
-    let dir = record::experiment_dir(&ctx.out.join("sweep"), "weight-decay")?;
+    let dir = record::experiment_dir(&record::experiment_dir(&ctx.out, "sweep")?, "weight-decay")?;
     let runs_dir = record::experiment_dir(&dir, "runs")?;
     let mut runs: Vec<WeightDecayRun> = Vec::new();
     let mut interrupted = false;
@@ -222,51 +222,11 @@ fn weight_decay_sweep(sweep: &WeightDecaySweep, ctx: &Context) -> Result<()> {
         }
     }
     record::write_csv(&dir.join("summary.csv"), &settings)?;
+    let svg = dir.join("summary.svg");
     if ctx.plots {
-        let mut series = Vec::new();
-        for (i, implementation) in cfg.implementation.impls().into_iter().enumerate() {
-            let rows: Vec<&WeightDecaySetting> = settings
-                .iter()
-                .filter(|s| s.implementation == implementation)
-                .collect();
-            let at = |f: fn(&WeightDecaySetting) -> (f64, f64)| {
-                let points = rows
-                    .iter()
-                    .enumerate()
-                    .map(|(x, s)| (x as f64, f(s).0))
-                    .collect();
-                let errors = rows.iter().map(|s| f(s).1).collect();
-                (points, errors)
-            };
-            let (points, errors) = at(|s| (s.train_loss_mean, s.train_loss_std));
-            let mut train = Series::line(format!("train {}", implementation.name()), points, i);
-            train.errors = Some(errors);
-            let (points, errors) = at(|s| (s.test_loss_mean, s.test_loss_std));
-            let mut test =
-                Series::line(format!("test {}", implementation.name()), points, i).with_markers();
-            test.errors = Some(errors);
-            series.extend([train, test]);
-        }
-        record::write_chart(
-            &dir.join("summary.svg"),
-            &Figure {
-                title: format!(
-                    "weight decay: final loss after {} epochs ({} seed{})",
-                    cfg.epochs,
-                    seeds.len(),
-                    if seeds.len() == 1 {
-                        ""
-                    } else {
-                        "s, mean ± sd"
-                    }
-                ),
-                x_label: "λ".into(),
-                y_label: "loss".into(),
-                log_y: true,
-                x_categories: Some(cfg.wd.iter().map(|&l| fmt_num(l)).collect()),
-            },
-            &series,
-        )?;
+        write_weight_decay_chart(&svg, cfg, &settings, seeds.len())?;
+    } else {
+        record::remove_stale(&svg);
     }
     print_table(
         &["impl", "λ", "status", "train loss", "test loss", "gap"],
@@ -283,6 +243,56 @@ fn weight_decay_sweep(sweep: &WeightDecaySweep, ctx: &Context) -> Result<()> {
     );
     let diverged = runs.iter().filter(|r| r.status == Status::Diverged).count();
     finish(&dir, runs.len(), diverged, interrupted)
+}
+
+/// Final train and test loss (mean ± sd over the seeds) against λ, for each version.
+fn write_weight_decay_chart(
+    path: &Path,
+    cfg: &weight_decay::Config,
+    settings: &[WeightDecaySetting],
+    seeds: usize,
+) -> Result<()> {
+    let mut series = Vec::new();
+    for (i, implementation) in cfg.implementation.impls().into_iter().enumerate() {
+        let rows: Vec<&WeightDecaySetting> = settings
+            .iter()
+            .filter(|s| s.implementation == implementation)
+            .collect();
+        let at = |f: fn(&WeightDecaySetting) -> (f64, f64)| {
+            let points = rows
+                .iter()
+                .enumerate()
+                .map(|(x, s)| (x as f64, f(s).0))
+                .collect();
+            let errors = rows.iter().map(|s| f(s).1).collect();
+            (points, errors)
+        };
+        let (points, errors) = at(|s| (s.train_loss_mean, s.train_loss_std));
+        let mut train = Series::line(format!("train {}", implementation.name()), points, i);
+        train.errors = Some(errors);
+        let (points, errors) = at(|s| (s.test_loss_mean, s.test_loss_std));
+        let mut test =
+            Series::line(format!("test {}", implementation.name()), points, i).with_markers();
+        test.errors = Some(errors);
+        series.extend([train, test]);
+    }
+    record::write_chart(
+        path,
+        &Figure {
+            title: format!(
+                "weight decay: final loss after {} epoch{} ({} seed{})",
+                cfg.epochs,
+                if cfg.epochs == 1 { "" } else { "s" },
+                seeds,
+                if seeds == 1 { "" } else { "s, mean ± sd" }
+            ),
+            x_label: "λ".into(),
+            y_label: "loss".into(),
+            log_y: true,
+            x_categories: Some(cfg.wd.iter().map(|&l| fmt_num(l)).collect()),
+        },
+        &series,
+    )
 }
 
 // ---------------------------------------------------------------- dropout
@@ -329,7 +339,7 @@ pub struct DropoutSetting {
 fn dropout_sweep(sweep: &DropoutSweep, ctx: &Context) -> Result<()> {
     let cfg = &sweep.experiment;
     let seeds = seeds_or(&sweep.seeds, ctx);
-    let dir = record::experiment_dir(&ctx.out.join("sweep"), "dropout")?;
+    let dir = record::experiment_dir(&record::experiment_dir(&ctx.out, "sweep")?, "dropout")?;
     let runs_dir = record::experiment_dir(&dir, "runs")?;
     let source = fashion_mnist::Source::new(cfg.data_dir.clone(), cfg.offline);
     let data = fashion_mnist::load(&source, ctx.device)?;
@@ -410,8 +420,11 @@ fn dropout_sweep(sweep: &DropoutSweep, ctx: &Context) -> Result<()> {
         }
     }
     record::write_csv(&dir.join("summary.csv"), &settings)?;
+    let svg = dir.join("summary.svg");
     if ctx.plots {
-        write_dropout_chart(&dir.join("summary.svg"), cfg, &settings, seeds.len())?;
+        write_dropout_chart(&svg, cfg, &settings, seeds.len())?;
+    } else {
+        record::remove_stale(&svg);
     }
     print_table(
         &["impl", "p1", "p2", "status", "train acc", "test acc", "gap"],
@@ -485,8 +498,9 @@ fn write_dropout_chart(
         path,
         &Figure {
             title: format!(
-                "dropout: final accuracy after {} epochs ({} seed{})",
+                "dropout: final accuracy after {} epoch{} ({} seed{})",
                 cfg.epochs,
+                if cfg.epochs == 1 { "" } else { "s" },
                 seeds,
                 if seeds == 1 { "" } else { "s, mean ± sd" }
             ),

@@ -282,7 +282,7 @@ pub fn run_one(cfg: &Config, implementation: Impl, wd: f64, ctx: &Context) -> (T
     tch::manual_seed(ctx.seed);
     let start = Instant::now();
     let data = Data::new(cfg, ctx.device);
-    let progress = progress::Epochs::new(label(implementation, &[wd]), cfg.epochs);
+    let progress = progress::Epochs::new(ctx.tagged(label(implementation, &[wd])), cfg.epochs);
     let trained = match (cfg.engine, implementation) {
         (Engine::Autograd, Impl::Scratch) => train_scratch(cfg, wd, &data, &progress),
         (Engine::Autograd, Impl::Concise) => train_concise(cfg, wd, &data, &progress),
@@ -319,7 +319,7 @@ pub fn run_lambdas(
             let start = Instant::now();
             let data = Data::new(cfg, ctx.device);
             let progress = progress::Epochs::new(
-                format!("{} (fused)", label(implementation, lambdas)),
+                ctx.tagged(format!("{} (fused)", label(implementation, lambdas))),
                 cfg.epochs,
             );
             let trained = linreg::train(cfg, implementation, lambdas, &data, &progress);
@@ -363,6 +363,8 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
         }
         if ctx.plots {
             write_lambdas_chart(&dir, implementation, &all)?;
+        } else {
+            record::remove_stale(&dir.join(format!("{}-all.svg", implementation.name())));
         }
         if interrupted {
             break;

@@ -1,0 +1,506 @@
+//! Whatever goes wrong — a diverging loss, Ctrl-C, SIGTERM, a full disk, an `--out` that is a
+//! file, not enough memory, a corrupt data file — the tool says what happened, exits non-zero
+//! and keeps every result it had finished, with no truncated file.
+mod common;
+
+use common::*;
+use d2l_regularization::data::idx;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every file under `dir` is complete: no temporary file is left and every CSV parses with
+/// the same number of fields on every row.
+fn assert_no_partial_files(dir: &Path) {
+    for f in files_under(dir) {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        assert!(
+            !name.starts_with('.'),
+            "a temporary file was left behind: {}",
+            f.display()
+        );
+        if name.ends_with(".csv") {
+            let mut r = csv::Reader::from_path(dir.join(&f)).unwrap();
+            let n = r.headers().unwrap().len();
+            for rec in r.records() {
+                let rec = rec.unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+                assert_eq!(rec.len(), n, "{}", f.display());
+            }
+        }
+    }
+}
+
+fn summary_rows(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let (header, rows) = read_csv(path);
+    rows.into_iter()
+        .map(|r| header.iter().cloned().zip(r).collect())
+        .collect()
+}
+
+// ---------------------------------------------------------------- divergence
+
+#[test]
+fn a_diverging_weight_decay_run_stops_names_the_epoch_and_keeps_its_rows() {
+    let out = tempfile::tempdir().unwrap();
+    let o = run(&[
+        "--device",
+        "cpu",
+        "--out",
+        out.path().to_str().unwrap(),
+        "weight-decay",
+        "--lr",
+        "10",
+    ]);
+    assert_fails_with(
+        &o,
+        &["NaN or infinite in epoch", "smaller --lr", "diverged"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let dir = out.path().join("weight-decay");
+    let rows = summary_rows(&dir.join("summary.csv"));
+    assert_eq!(rows.len(), 4, "every version and λ is recorded");
+    for r in &rows {
+        assert_eq!(r["status"], "diverged");
+        let epochs: usize = r["epochs"].parse().unwrap();
+        assert!(epochs < 100);
+        let curve = dir.join(format!(
+            "{}-wd{}.csv",
+            r["impl"],
+            r["wd"].trim_end_matches(".0")
+        ));
+        let losses = column(&curve, "train_loss");
+        assert_eq!(
+            losses.len(),
+            epochs,
+            "{}: the finished epochs",
+            curve.display()
+        );
+        assert!(losses.iter().all(|l| l.is_finite()));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("in epoch {}", epochs + 1)),
+            "the message names the epoch after the last finished one: {err}"
+        );
+    }
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["status"], "diverged");
+    assert_no_partial_files(out.path());
+}
+
+#[test]
+fn a_diverging_dropout_run_stops_with_its_status_recorded() {
+    let Some(data) = real_data_dir() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let o = run(&[
+        "--device",
+        "cpu",
+        "--out",
+        out.path().to_str().unwrap(),
+        "dropout",
+        "--impl",
+        "concise",
+        "--lr",
+        "50",
+        "--epochs",
+        "2",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert_fails_with(
+        &o,
+        &[
+            "NaN or infinite in epoch 1",
+            "smaller --lr (this run used 50)",
+        ],
+    );
+    let dir = out.path().join("dropout");
+    let rows = summary_rows(&dir.join("summary.csv"));
+    assert_eq!(rows[0]["status"], "diverged");
+    assert_eq!(rows[0]["epochs"], "0");
+    let (header, curve) = read_csv(&dir.join("concise.csv"));
+    assert_eq!(header[0], "epoch", "an empty curve still has its header");
+    assert!(curve.is_empty());
+    assert_no_partial_files(out.path());
+}
+
+#[test]
+fn a_sweep_records_a_diverged_setting_and_goes_on() {
+    let out = tempfile::tempdir().unwrap();
+    // λ = 1000 makes the decay factor 1 − lr·λ = −2: the weight's magnitude doubles every step.
+    let o = run(&[
+        "--device",
+        "cpu",
+        "--out",
+        out.path().to_str().unwrap(),
+        "sweep",
+        "weight-decay",
+        "--wd",
+        "0,1000,3",
+        "--seeds",
+        "0,1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("4 of 12 runs diverged"),
+        "{}",
+        stderr(&o)
+    );
+    let dir = out.path().join("sweep/weight-decay");
+    for r in summary_rows(&dir.join("summary.csv")) {
+        let expected = if r["wd"] == "1000.0" {
+            "diverged"
+        } else {
+            "ok"
+        };
+        assert_eq!(r["status"], expected, "{r:?}");
+        if expected == "ok" {
+            assert_eq!(r["seeds_ok"], "2");
+            assert!(r["test_loss_mean"].parse::<f64>().unwrap().is_finite());
+        }
+    }
+    let runs = summary_rows(&dir.join("runs.csv"));
+    assert_eq!(runs.len(), 12, "2 seeds × 2 versions × 3 λ");
+    assert_eq!(runs.iter().filter(|r| r["status"] == "diverged").count(), 4);
+    assert_no_partial_files(out.path());
+}
+
+// ---------------------------------------------------------------- interruption
+
+/// Starts the binary with stderr piped and waits until it has reported its first epoch.
+fn start_and_wait_for_first_epoch(args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 || Instant::now() > deadline {
+            panic!("the run ended or stalled before its first epoch:\n{seen}");
+        }
+        seen.push_str(&line);
+        if line.contains(" epoch 1/") {
+            break;
+        }
+    }
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
+    });
+    (child, seen)
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+fn wait_with_timeout(mut child: Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the run did not stop within {limit:?} of the signal");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn long_weight_decay(out: &Path) -> Vec<String> {
+    [
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+        "weight-decay",
+        "--impl",
+        "scratch",
+        "--wd",
+        "3",
+        "--epochs",
+        "100000000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn sigterm_ends_the_run_at_a_batch_boundary_and_keeps_the_finished_epochs() {
+    let out = tempfile::tempdir().unwrap();
+    let args = long_weight_decay(out.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (child, _) = start_and_wait_for_first_epoch(&args);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, libc::SIGTERM);
+    let status = wait_with_timeout(child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(143), "128 + SIGTERM");
+    let dir = out.path().join("weight-decay");
+    let rows = summary_rows(&dir.join("summary.csv"));
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["status"], "interrupted");
+    let epochs: usize = rows[0]["epochs"].parse().unwrap();
+    let curve = column(&dir.join("scratch-wd3.csv"), "epoch");
+    assert!(
+        epochs >= 1 && curve.len() == epochs,
+        "{epochs} epochs, {} rows",
+        curve.len()
+    );
+    assert_eq!(
+        curve.last().copied(),
+        Some(epochs as f64),
+        "epochs 1..=n in order"
+    );
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["status"], "interrupted");
+    assert_no_partial_files(out.path());
+}
+
+#[test]
+fn ctrl_c_during_dropout_keeps_the_finished_epochs_and_exits_130() {
+    let Some(data) = real_data_dir() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let (child, _) = start_and_wait_for_first_epoch(&[
+        "--device",
+        "cpu",
+        "--out",
+        out.path().to_str().unwrap(),
+        "dropout",
+        "--impl",
+        "concise",
+        "--epochs",
+        "50",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    signal(&child, libc::SIGINT);
+    let status = wait_with_timeout(child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(130), "128 + SIGINT");
+    let dir = out.path().join("dropout");
+    let rows = summary_rows(&dir.join("summary.csv"));
+    assert_eq!(rows[0]["status"], "interrupted");
+    let epochs: usize = rows[0]["epochs"].parse().unwrap();
+    assert!((1..50).contains(&epochs), "{epochs}");
+    assert_eq!(column(&dir.join("concise.csv"), "test_acc").len(), epochs);
+    assert_no_partial_files(out.path());
+}
+
+#[test]
+fn a_second_ctrl_c_quits_at_once_without_leaving_a_truncated_file() {
+    for pause_ms in [0, 5, 50] {
+        let out = tempfile::tempdir().unwrap();
+        let args = long_weight_decay(out.path());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (child, _) = start_and_wait_for_first_epoch(&args);
+        std::thread::sleep(Duration::from_millis(500));
+        signal(&child, libc::SIGINT);
+        std::thread::sleep(Duration::from_millis(pause_ms));
+        signal(&child, libc::SIGINT);
+        let status = wait_with_timeout(child, Duration::from_secs(10));
+        assert_eq!(status.code(), Some(130), "pause {pause_ms} ms");
+        assert_no_partial_files(out.path());
+    }
+}
+
+#[test]
+fn an_interrupted_sweep_keeps_every_finished_run() {
+    let out = tempfile::tempdir().unwrap();
+    let (child, _) = start_and_wait_for_first_epoch(&[
+        "--device",
+        "cpu",
+        "--out",
+        out.path().to_str().unwrap(),
+        "sweep",
+        "weight-decay",
+        "--impl",
+        "concise",
+        "--wd",
+        "0,3",
+        "--seeds",
+        "0,1,2",
+        "--epochs",
+        "100000000",
+    ]);
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&child, libc::SIGINT);
+    let status = wait_with_timeout(child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(130));
+    let dir = out.path().join("sweep/weight-decay");
+    let runs = summary_rows(&dir.join("runs.csv"));
+    assert_eq!(runs.len(), 1, "the interrupted run, and no run after it");
+    assert_eq!(runs[0]["status"], "interrupted");
+    let summary = summary_rows(&dir.join("summary.csv"));
+    assert_eq!(summary.len(), 2);
+    assert!(summary.iter().all(|r| r["status"] == "interrupted"));
+    assert_no_partial_files(out.path());
+}
+
+// ---------------------------------------------------------------- output faults
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_leaves_no_partial_file() {
+    let out = tempfile::tempdir().unwrap();
+    // A file-size limit makes every write past 6 KB fail as a full disk would (EFBIG instead
+    // of ENOSPC); SIGXFSZ is ignored so the write returns the error.
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "--device",
+        "cpu",
+        "--out",
+        out.path().to_str().unwrap(),
+        "weight-decay",
+    ]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 6000,
+                rlim_max: 6000,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    assert_fails_with(&o, &["cannot write '", "weight-decay/", "File too large"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o).matches("error:").count(), 1, "one error line");
+    assert_no_partial_files(out.path());
+    // What was written is whole: each CSV present has its 100 epochs.
+    for f in files_under(&out.path().join("weight-decay")) {
+        if f.extension().is_some_and(|e| e == "csv") {
+            assert_eq!(
+                read_csv(&out.path().join("weight-decay").join(&f)).1.len(),
+                100
+            );
+        }
+    }
+}
+
+#[test]
+fn an_out_path_that_is_a_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("results");
+    std::fs::write(&file, b"keep me").unwrap();
+    for sub in [&["weight-decay"][..], &["sweep", "weight-decay"][..]] {
+        let mut args = vec!["--device", "cpu", "--out", file.to_str().unwrap()];
+        args.extend_from_slice(sub);
+        let o = run(&args);
+        assert_fails_with(&o, &["--out", "is a file, not a directory"]);
+        assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+    }
+}
+
+// ---------------------------------------------------------------- memory
+
+#[test]
+fn running_out_of_memory_is_one_line_naming_the_flags() {
+    let out = tempfile::tempdir().unwrap();
+    // 10⁸ examples × 10⁵ inputs × 4 bytes = 40 TB: the allocation fails at once.
+    let o = run(&[
+        "--device",
+        "cpu",
+        "--out",
+        out.path().to_str().unwrap(),
+        "weight-decay",
+        "--n-train",
+        "100000000",
+        "--num-inputs",
+        "100000",
+    ]);
+    assert_fails_with(
+        &o,
+        &[
+            "error: out of memory",
+            "--n-train",
+            "--num-inputs",
+            "100000000",
+        ],
+    );
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1));
+}
+
+// ---------------------------------------------------------------- fuzzing regressions
+
+/// Every input the fuzzer found that crashed the reader (tests/fuzz-crashes/idx), replayed as
+/// the fuzz target reads it: each is an error or a value, never a panic.
+#[test]
+fn fuzz_crashes_are_errors_now() {
+    let dir = repo_root().join("tests/fuzz-crashes/idx");
+    let mut n = 0;
+    for f in files_under(&dir) {
+        let data = std::fs::read(dir.join(&f)).unwrap();
+        let Some((_, rest)) = data.split_first() else {
+            continue;
+        };
+        for input in [data.clone(), rest.to_vec()] {
+            if let Ok(bytes) = idx::decode(&input) {
+                let _ = idx::parse_images(&bytes);
+                let _ = idx::parse_labels(&bytes);
+            }
+        }
+        n += 1;
+    }
+    assert!(n >= 1, "the regression inputs are in {}", dir.display());
+}
+
+#[test]
+fn a_header_whose_sizes_overflow_is_refused() {
+    // What every crash the fuzzer found comes down to: the product of the header's three
+    // dimensions overflowed usize.
+    let bytes = idx::encode(idx::IMAGES_MAGIC, &[u32::MAX, u32::MAX, u32::MAX], &[0; 16]);
+    let e = idx::parse_images(&bytes).unwrap_err();
+    // The exact size, (2³² − 1)³ + 16: a wrapped product (the release build of the old code)
+    // or a panic (its debug build, which the fuzzer ran) fails here.
+    assert!(
+        e.contains("announces 79228162458924105385300197391;"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_gzip_bomb_is_refused_before_it_exhausts_memory() {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..(idx::MAX_BYTES >> 20) + 1 {
+        gz.write_all(&zeros).unwrap();
+    }
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 1 << 20, "{} bytes compressed", bomb.len());
+    let e = idx::decode(&bomb).unwrap_err();
+    assert!(e.contains("more than 128 MiB"), "{e}");
+    // And through the command line, naming the file.
+    let data = tempfile::tempdir().unwrap();
+    for name in [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ] {
+        std::fs::write(data.path().join(name), &bomb).unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let o = run(&[
+        "--out",
+        out.path().to_str().unwrap(),
+        "dropout",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+    ]);
+    assert_fails_with(&o, &["train-images-idx3-ubyte.gz", "more than 128 MiB"]);
+}

@@ -26,7 +26,12 @@ fn main() -> ExitCode {
     let memory_flags = memory_flags(&cli.command);
     let on_cpu = cli.global.device == d2l_regularization::device::DeviceChoice::Cpu;
     match guarded(|| run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        // A command that finished although a stop was asked for (the signal came after its
+        // last batch) still reports the signal, as shells expect.
+        Ok(()) => match stop::requested() {
+            Some(sig) => ExitCode::from(128 + sig as u8),
+            None => ExitCode::SUCCESS,
+        },
         Err(Failure::Error(e)) => match e.downcast_ref::<Stopped>() {
             Some(stopped) => {
                 match stopped.status {

@@ -78,6 +78,68 @@ pub fn diverged(run: &str, epoch: usize, lr: f64) -> String {
     )
 }
 
+/// How the runs of one command ended: each diverged run is reported as it ends and the others
+/// go on; an interrupted run ends the command.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    runs: usize,
+    diverged: usize,
+    interrupted: bool,
+}
+
+impl Outcome {
+    /// Records a run's end, printing the divergence message (naming the first unfinished
+    /// epoch and `lr`); true when the command must stop (it was interrupted).
+    pub fn record(&mut self, run: &str, status: Status, finished_epochs: usize, lr: f64) -> bool {
+        self.runs += 1;
+        match status {
+            Status::Ok => {}
+            Status::Diverged => {
+                self.diverged += 1;
+                eprintln!("{}", diverged(run, finished_epochs + 1, lr));
+            }
+            Status::Interrupted => self.interrupted = true,
+        }
+        self.interrupted
+    }
+
+    pub fn interrupted(&self) -> bool {
+        self.interrupted
+    }
+
+    /// The command's status for `run.json`.
+    pub fn status(&self) -> Status {
+        if self.interrupted {
+            Status::Interrupted
+        } else if self.diverged > 0 {
+            Status::Diverged
+        } else {
+            Status::Ok
+        }
+    }
+
+    /// Ok when every run finished; otherwise the error that ends the command (exit 128 + the
+    /// signal, or 1), saying where the finished epochs are.
+    pub fn result(&self, dir: &Path) -> Result<(), Stopped> {
+        match self.status() {
+            Status::Ok => Ok(()),
+            Status::Interrupted => Err(Stopped::interrupted(&format!(
+                "the finished epochs are in {}",
+                dir.display()
+            ))),
+            Status::Diverged => Err(Stopped {
+                status: Status::Diverged,
+                message: format!(
+                    "{} of {} runs diverged (their finished epochs are in {})",
+                    self.diverged,
+                    self.runs,
+                    dir.display()
+                ),
+            }),
+        }
+    }
+}
+
 /// Whether every value is a finite number.
 pub fn finite(values: &[f64]) -> bool {
     values.iter().all(|v| v.is_finite())

@@ -3,14 +3,6 @@
 mod common;
 
 use common::*;
-use std::path::Path;
-
-fn rows_as_maps(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
-    let (header, rows) = read_csv(path);
-    rows.into_iter()
-        .map(|r| header.iter().cloned().zip(r).collect())
-        .collect()
-}
 
 fn num(v: &str) -> f64 {
     v.parse().unwrap_or_else(|_| panic!("not a number: {v}"))
@@ -35,9 +27,9 @@ fn a_weight_decay_sweep_summarises_every_setting_over_its_seeds() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let dir = out.path().join("sweep/weight-decay");
-    let runs = rows_as_maps(&dir.join("runs.csv"));
+    let runs = csv_rows(&dir.join("runs.csv"));
     assert_eq!(runs.len(), 2 * 3 * 3, "versions × λ × seeds");
-    let summary = rows_as_maps(&dir.join("summary.csv"));
+    let summary = csv_rows(&dir.join("summary.csv"));
     assert_eq!(summary.len(), 2 * 3, "one row per version and λ");
     for s in &summary {
         let of: Vec<_> = runs
@@ -136,7 +128,7 @@ fn a_dropout_sweep_runs_the_grid() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let dir = out.path().join("sweep/dropout");
-    let summary = rows_as_maps(&dir.join("summary.csv"));
+    let summary = csv_rows(&dir.join("summary.csv"));
     let grid: Vec<(&str, &str)> = summary
         .iter()
         .map(|s| (s["dropout1"].as_str(), s["dropout2"].as_str()))

@@ -32,13 +32,6 @@ fn assert_no_partial_files(dir: &Path) {
     }
 }
 
-fn summary_rows(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
-    let (header, rows) = read_csv(path);
-    rows.into_iter()
-        .map(|r| header.iter().cloned().zip(r).collect())
-        .collect()
-}
-
 // ---------------------------------------------------------------- divergence
 
 #[test]
@@ -59,7 +52,7 @@ fn a_diverging_weight_decay_run_stops_names_the_epoch_and_keeps_its_rows() {
     );
     assert_eq!(o.status.code(), Some(1));
     let dir = out.path().join("weight-decay");
-    let rows = summary_rows(&dir.join("summary.csv"));
+    let rows = csv_rows(&dir.join("summary.csv"));
     assert_eq!(rows.len(), 4, "every version and λ is recorded");
     for r in &rows {
         assert_eq!(r["status"], "diverged");
@@ -117,7 +110,7 @@ fn a_diverging_dropout_run_stops_with_its_status_recorded() {
         ],
     );
     let dir = out.path().join("dropout");
-    let rows = summary_rows(&dir.join("summary.csv"));
+    let rows = csv_rows(&dir.join("summary.csv"));
     assert_eq!(rows[0]["status"], "diverged");
     assert_eq!(rows[0]["epochs"], "0");
     let (header, curve) = read_csv(&dir.join("concise.csv"));
@@ -149,7 +142,7 @@ fn a_sweep_records_a_diverged_setting_and_goes_on() {
         stderr(&o)
     );
     let dir = out.path().join("sweep/weight-decay");
-    for r in summary_rows(&dir.join("summary.csv")) {
+    for r in csv_rows(&dir.join("summary.csv")) {
         let expected = if r["wd"] == "1000.0" {
             "diverged"
         } else {
@@ -161,7 +154,7 @@ fn a_sweep_records_a_diverged_setting_and_goes_on() {
             assert!(r["test_loss_mean"].parse::<f64>().unwrap().is_finite());
         }
     }
-    let runs = summary_rows(&dir.join("runs.csv"));
+    let runs = csv_rows(&dir.join("runs.csv"));
     assert_eq!(runs.len(), 12, "2 seeds × 2 versions × 3 λ");
     assert_eq!(runs.iter().filter(|r| r["status"] == "diverged").count(), 4);
     assert_no_partial_files(out.path());
@@ -247,7 +240,7 @@ fn sigterm_ends_the_run_at_a_batch_boundary_and_keeps_the_finished_epochs() {
     let status = wait_with_timeout(child, Duration::from_secs(30));
     assert_eq!(status.code(), Some(143), "128 + SIGTERM");
     let dir = out.path().join("weight-decay");
-    let rows = summary_rows(&dir.join("summary.csv"));
+    let rows = csv_rows(&dir.join("summary.csv"));
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["status"], "interrupted");
     let epochs: usize = rows[0]["epochs"].parse().unwrap();
@@ -289,7 +282,7 @@ fn ctrl_c_during_dropout_keeps_the_finished_epochs_and_exits_130() {
     let status = wait_with_timeout(child, Duration::from_secs(30));
     assert_eq!(status.code(), Some(130), "128 + SIGINT");
     let dir = out.path().join("dropout");
-    let rows = summary_rows(&dir.join("summary.csv"));
+    let rows = csv_rows(&dir.join("summary.csv"));
     assert_eq!(rows[0]["status"], "interrupted");
     let epochs: usize = rows[0]["epochs"].parse().unwrap();
     assert!((1..50).contains(&epochs), "{epochs}");
@@ -338,10 +331,10 @@ fn an_interrupted_sweep_keeps_every_finished_run() {
     let status = wait_with_timeout(child, Duration::from_secs(30));
     assert_eq!(status.code(), Some(130));
     let dir = out.path().join("sweep/weight-decay");
-    let runs = summary_rows(&dir.join("runs.csv"));
+    let runs = csv_rows(&dir.join("runs.csv"));
     assert_eq!(runs.len(), 1, "the interrupted run, and no run after it");
     assert_eq!(runs[0]["status"], "interrupted");
-    let summary = summary_rows(&dir.join("summary.csv"));
+    let summary = csv_rows(&dir.join("summary.csv"));
     assert_eq!(summary.len(), 2);
     assert!(summary.iter().all(|r| r["status"] == "interrupted"));
     assert_no_partial_files(out.path());

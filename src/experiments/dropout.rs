@@ -13,7 +13,7 @@ use crate::nn::{dropout_layer, Dropout, Linear};
 use crate::plot::{Figure, Series};
 use crate::progress;
 use crate::record;
-use crate::stop::{self, Status, Stopped};
+use crate::stop::{self, Status};
 use crate::train::{self, Learner, Sums};
 use anyhow::Result;
 use serde::Serialize;
@@ -391,8 +391,7 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
     let grid = cfg.grid();
     let mut summaries = Vec::new();
     let mut curves = Vec::new();
-    let mut diverged = Vec::new();
-    let mut interrupted = false;
+    let mut outcome = stop::Outcome::default();
     'runs: for rates in grid.iter().copied() {
         for implementation in cfg.implementation.impls() {
             let name = label(implementation, rates);
@@ -407,25 +406,20 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
                 )
             };
             let (curve, vs, status) = run_one(cfg, implementation, rates, &data, ctx);
-            match (status, curve.last()) {
-                (Status::Ok, Some(last)) => println!(
+            if let (Status::Ok, Some(last)) = (status, curve.last()) {
+                println!(
                     "{name}: loss {:.3}, train acc {:.3}, test acc {:.3}",
                     last.train_loss, last.train_acc, last.test_acc
-                ),
-                (Status::Diverged, _) => {
-                    let message = stop::diverged(&name, curve.len() + 1, cfg.lr);
-                    eprintln!("{message}");
-                    diverged.push(message);
-                }
-                _ => interrupted = true,
+                );
             }
+            let stop = outcome.record(&name, status, curve.len(), cfg.lr);
             write_run(&dir, &stem, &name, &curve, ctx.plots)?;
             if cfg.save_weights && status == Status::Ok {
                 save_weights(&vs, &dir.join(format!("{stem}.safetensors")))?;
             }
             summaries.push(Summary::new(implementation, rates, &curve, status));
             curves.push((name, curve));
-            if interrupted {
+            if stop {
                 break 'runs;
             }
         }
@@ -436,34 +430,11 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
         record::remove_stale(&dir.join("compare.svg"));
     }
     record::write_csv(&dir.join("summary.csv"), &summaries)?;
-    let status = if interrupted {
-        Status::Interrupted
-    } else if diverged.is_empty() {
-        Status::Ok
-    } else {
-        Status::Diverged
-    };
     record::write_json(
         &dir.join("run.json"),
-        &record::RunInfo::new("dropout", cfg, ctx).with_status(status),
+        &record::RunInfo::new("dropout", cfg, ctx).with_status(outcome.status()),
     )?;
-    if interrupted {
-        return Err(
-            Stopped::interrupted(&format!("the finished epochs are in {}", dir.display())).into(),
-        );
-    }
-    if !diverged.is_empty() {
-        return Err(Stopped {
-            status,
-            message: format!(
-                "{} of {} runs diverged (their finished epochs are in {})",
-                diverged.len(),
-                summaries.len(),
-                dir.display()
-            ),
-        }
-        .into());
-    }
+    outcome.result(&dir)?;
     Ok(summaries)
 }
 

@@ -11,7 +11,7 @@ use crate::nn::{Linear, DECAY_GROUP};
 use crate::plot::{Figure, Series};
 use crate::progress;
 use crate::record;
-use crate::stop::{self, Status, Stopped};
+use crate::stop::{self, Status};
 use crate::train::{self, MinibatchSgd, Updater};
 use anyhow::Result;
 use serde::Serialize;
@@ -335,8 +335,7 @@ pub fn run_lambdas(
 pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
     let dir = record::experiment_dir(&ctx.out, "weight-decay")?;
     let mut summaries = Vec::new();
-    let mut diverged = Vec::new();
-    let mut interrupted = false;
+    let mut outcome = stop::Outcome::default();
     for implementation in cfg.implementation.impls() {
         let mut all = Vec::new();
         for (&wd, (trained, seconds)) in
@@ -345,19 +344,14 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
                 .zip(run_lambdas(cfg, implementation, &cfg.wd, ctx))
         {
             let name = label(implementation, &[wd]);
-            match trained.status {
-                Status::Ok => println!("{name}: L2 norm of w: {:.6}", trained.w_norm),
-                Status::Diverged => {
-                    let message = stop::diverged(&name, trained.curve.len() + 1, cfg.lr);
-                    eprintln!("{message}");
-                    diverged.push(message);
-                }
-                Status::Interrupted => interrupted = true,
+            if trained.status == Status::Ok {
+                println!("{name}: L2 norm of w: {:.6}", trained.w_norm);
             }
+            outcome.record(&name, trained.status, trained.curve.len(), cfg.lr);
             write_run(&dir, implementation, wd, &trained, ctx.plots)?;
             summaries.push(Summary::new(implementation, wd, &trained, seconds));
             all.push((wd, trained));
-            if interrupted {
+            if outcome.interrupted() {
                 break;
             }
         }
@@ -366,39 +360,16 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
         } else {
             record::remove_stale(&dir.join(format!("{}-all.svg", implementation.name())));
         }
-        if interrupted {
+        if outcome.interrupted() {
             break;
         }
     }
     record::write_csv(&dir.join("summary.csv"), &summaries)?;
-    let status = if interrupted {
-        Status::Interrupted
-    } else if diverged.is_empty() {
-        Status::Ok
-    } else {
-        Status::Diverged
-    };
     record::write_json(
         &dir.join("run.json"),
-        &record::RunInfo::new("weight-decay", cfg, ctx).with_status(status),
+        &record::RunInfo::new("weight-decay", cfg, ctx).with_status(outcome.status()),
     )?;
-    if interrupted {
-        return Err(
-            Stopped::interrupted(&format!("the finished epochs are in {}", dir.display())).into(),
-        );
-    }
-    if !diverged.is_empty() {
-        return Err(Stopped {
-            status,
-            message: format!(
-                "{} of {} runs diverged (their finished epochs are in {})",
-                diverged.len(),
-                summaries.len(),
-                dir.display()
-            ),
-        }
-        .into());
-    }
+    outcome.result(&dir)?;
     Ok(summaries)
 }
 

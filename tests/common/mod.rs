@@ -45,6 +45,14 @@ pub fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
+/// The rows of a CSV file, each as a map from column name to value.
+pub fn csv_rows(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let (header, rows) = read_csv(path);
+    rows.into_iter()
+        .map(|r| header.iter().cloned().zip(r).collect())
+        .collect()
+}
+
 /// The column `name` of a CSV file as numbers.
 pub fn column(path: &Path, name: &str) -> Vec<f64> {
     let (header, rows) = read_csv(path);

@@ -130,15 +130,20 @@ pub fn seed(s: &str) -> Result<i64, String> {
         .map_err(|_| format!("'{s}' is not a whole number"))
 }
 
+/// A finite number that a 32-bit float (the models' precision) can hold.
 fn parse_f64(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .trim()
         .parse()
         .map_err(|_| format!("'{s}' is not a number"))?;
-    if v.is_finite() {
-        Ok(v)
-    } else {
+    if !v.is_finite() {
         Err(format!("'{s}' is not a finite number"))
+    } else if v.abs() > f32::MAX as f64 {
+        Err(format!(
+            "'{s}' is too large for the 32-bit floats the models use (at most 3.4e38)"
+        ))
+    } else {
+        Ok(v)
     }
 }
 

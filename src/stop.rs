@@ -70,11 +70,11 @@ impl std::fmt::Display for Stopped {
 
 impl std::error::Error for Stopped {}
 
-/// The message of a diverged run.
-pub fn diverged(run: &str, epoch: usize, lr: f64) -> String {
+/// The message of a diverged run; `advice` says which flags to change.
+pub fn diverged(run: &str, epoch: usize, advice: &str) -> String {
     format!(
         "{run}: the loss became NaN or infinite in epoch {epoch}, so training stopped there; \
-         try a smaller --lr (this run used {lr})"
+         {advice}"
     )
 }
 
@@ -89,14 +89,20 @@ pub struct Outcome {
 
 impl Outcome {
     /// Records a run's end, printing the divergence message (naming the first unfinished
-    /// epoch and `lr`); true when the command must stop (it was interrupted).
-    pub fn record(&mut self, run: &str, status: Status, finished_epochs: usize, lr: f64) -> bool {
+    /// epoch, with `advice`); true when the command must stop (it was interrupted).
+    pub fn record(
+        &mut self,
+        run: &str,
+        status: Status,
+        finished_epochs: usize,
+        advice: &str,
+    ) -> bool {
         self.runs += 1;
         match status {
             Status::Ok => {}
             Status::Diverged => {
                 self.diverged += 1;
-                eprintln!("{}", diverged(run, finished_epochs + 1, lr));
+                eprintln!("{}", diverged(run, finished_epochs + 1, advice));
             }
             Status::Interrupted => self.interrupted = true,
         }

@@ -252,6 +252,17 @@ fn bad_flags_are_refused_with_the_flag_named() {
         (&["weight-decay", "--epochs", "-3"], "--epochs"),
         (&["--device", "tpu", "weight-decay"], "--device"),
         (&["weight-decay", "--lr", "fast"], "--lr"),
+        (
+            &["weight-decay", "--wd", "1e308"],
+            "too large for the 32-bit floats",
+        ),
+        (
+            &["weight-decay", "--lr", "1e39"],
+            "too large for the 32-bit floats",
+        ),
+        (&["sweep", "weight-decay", "--seeds", "0,x"], "--seeds"),
+        (&["sweep", "dropout", "--dropout2", "0.5,2"], "--dropout2"),
+        (&["dropout", "--dropout1", ""], "--dropout1"),
     ];
     for (args, flag) in cases {
         let o = run(args);

@@ -412,7 +412,8 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
                     last.train_loss, last.train_acc, last.test_acc
                 );
             }
-            let stop = outcome.record(&name, status, curve.len(), cfg.lr);
+            let advice = format!("try a smaller --lr (this run used {})", cfg.lr);
+            let stop = outcome.record(&name, status, curve.len(), &advice);
             write_run(&dir, &stem, &name, &curve, ctx.plots)?;
             if cfg.save_weights && status == Status::Ok {
                 save_weights(&vs, &dir.join(format!("{stem}.safetensors")))?;

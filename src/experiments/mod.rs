@@ -39,7 +39,26 @@ impl Context {
     }
 }
 
-/// `3` for 3.0, `0.5` for 0.5: λ as it appears in file names and messages.
+/// `3` for 3.0, `0.5` for 0.5, `1e300` for 1e300: λ or p as it appears in file names and
+/// messages (short enough for any file system).
 pub fn fmt_num(v: f64) -> String {
-    format!("{v}")
+    let plain = format!("{v}");
+    if plain.len() <= 10 {
+        plain
+    } else {
+        format!("{v:e}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn numbers_in_file_names_stay_short() {
+        use super::fmt_num;
+        assert_eq!(fmt_num(3.0), "3");
+        assert_eq!(fmt_num(0.5), "0.5");
+        assert_eq!(fmt_num(0.0001), "0.0001");
+        assert_eq!(fmt_num(1e308), "1e308");
+        assert_eq!(fmt_num(1.5e-12), "1.5e-12");
+    }
 }

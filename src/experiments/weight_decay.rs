@@ -347,7 +347,11 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
             if trained.status == Status::Ok {
                 println!("{name}: L2 norm of w: {:.6}", trained.w_norm);
             }
-            outcome.record(&name, trained.status, trained.curve.len(), cfg.lr);
+            let advice = format!(
+                "try a smaller --lr (this run used {}) or a smaller λ (--wd)",
+                cfg.lr
+            );
+            outcome.record(&name, trained.status, trained.curve.len(), &advice);
             write_run(&dir, implementation, wd, &trained, ctx.plots)?;
             summaries.push(Summary::new(implementation, wd, &trained, seconds));
             all.push((wd, trained));

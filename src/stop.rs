@@ -157,6 +157,7 @@ static WRITING: AtomicPtr<libc::c_char> = AtomicPtr::new(std::ptr::null_mut());
 
 const FIRST: &[u8] =
     b"\nstopping after the current batch and saving the finished epochs (press Ctrl-C again to quit now)\n";
+const SECOND: &[u8] = b"\nquitting now\n";
 
 extern "C" fn on_signal(sig: libc::c_int) {
     if SIGNAL.swap(sig, Ordering::SeqCst) == 0 {
@@ -165,9 +166,10 @@ extern "C" fn on_signal(sig: libc::c_int) {
         return;
     }
     let tmp = WRITING.load(Ordering::SeqCst);
-    // SAFETY: unlink(2) and _exit(2) are async-signal-safe; `tmp` is null or a C string that
-    // is never freed.
+    // SAFETY: write(2), unlink(2) and _exit(2) are async-signal-safe; `tmp` is null or a C
+    // string that is never freed.
     unsafe {
+        libc::write(2, SECOND.as_ptr().cast(), SECOND.len());
         if !tmp.is_null() {
             libc::unlink(tmp);
         }

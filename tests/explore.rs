@@ -123,6 +123,7 @@ fn a_dropout_sweep_runs_the_grid() {
         "1",
         "--seeds",
         "3",
+        "--save-weights",
         "--data-dir",
         data.to_str().unwrap(),
     ]);
@@ -155,6 +156,15 @@ fn a_dropout_sweep_runs_the_grid() {
     assert_eq!(
         series, [2; 4],
         "train and test for each p2, at 2 values of p1"
+    );
+    let saved: Vec<_> = files_under(&dir.join("runs"))
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    assert_eq!(
+        saved.len(),
+        4,
+        "--save-weights keeps every run's model: {saved:?}"
     );
     assert!(
         stderr(&o).contains("dropout (0.5, 0.9), concise, seed 3 epoch 1/1"),

@@ -349,18 +349,19 @@ fn dropout_sweep(sweep: &DropoutSweep, ctx: &Context) -> Result<()> {
     'seeds: for &seed in &seeds {
         for &rates in &grid {
             for implementation in cfg.implementation.impls() {
-                let (curve, _, status) =
+                let (curve, vs, status) =
                     dropout::run_one(cfg, implementation, rates, &data, &ctx.with_seed(seed));
                 let s = dropout::Summary::new(implementation, rates, &curve, status);
-                record::write_csv(
-                    &runs_dir.join(format!(
-                        "{}-p{}-{}-seed{seed}.csv",
-                        implementation.name(),
-                        fmt_num(rates[0]),
-                        fmt_num(rates[1])
-                    )),
-                    &curve,
-                )?;
+                let stem = format!(
+                    "{}-p{}-{}-seed{seed}",
+                    implementation.name(),
+                    fmt_num(rates[0]),
+                    fmt_num(rates[1])
+                );
+                record::write_csv(&runs_dir.join(format!("{stem}.csv")), &curve)?;
+                if cfg.save_weights && status == Status::Ok {
+                    dropout::save_weights(&vs, &runs_dir.join(format!("{stem}.safetensors")))?;
+                }
                 runs.push(DropoutRun {
                     seed,
                     implementation,

@@ -37,6 +37,12 @@ impl Series {
         self.markers = true;
         self
     }
+
+    /// ± `errors[i]` at point i.
+    pub fn with_errors(mut self, errors: Vec<f64>) -> Series {
+        self.errors = Some(errors);
+        self
+    }
 }
 
 /// Titles and axes of a chart.
@@ -284,8 +290,8 @@ mod tests {
 
     #[test]
     fn categories_name_the_x_positions_and_error_bars_are_drawn() {
-        let mut s = Series::line("test", vec![(0.0, 1.0), (1.0, 2.0), (2.0, 1.5)], 0);
-        s.errors = Some(vec![0.1, 0.2, 0.0]);
+        let s = Series::line("test", vec![(0.0, 1.0), (1.0, 2.0), (2.0, 1.5)], 0)
+            .with_errors(vec![0.1, 0.2, 0.0]);
         let svg = line_chart(
             &Figure {
                 title: "sweep".into(),

@@ -109,17 +109,13 @@ impl Epochs {
             _ => {}
         }
     }
+}
 
-    /// Removes the bar (the caller prints the run's result).
-    pub fn finish(&self) {
+/// The bar disappears with its run (the caller then prints the run's result).
+impl Drop for Epochs {
+    fn drop(&mut self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
-    }
-}
-
-impl Drop for Epochs {
-    fn drop(&mut self) {
-        self.finish();
     }
 }

@@ -249,18 +249,17 @@ fn data_dir_with(bad_name: &str, bad: &[u8]) -> tempfile::TempDir {
 
 fn run_dropout_on(dir: &Path) -> std::process::Output {
     let out = tempfile::tempdir().unwrap();
-    run(&[
-        "--device",
-        "cpu",
-        "--out",
-        out.path().to_str().unwrap(),
-        "dropout",
-        "--offline",
-        "--epochs",
-        "1",
-        "--data-dir",
-        dir.to_str().unwrap(),
-    ])
+    run_on_cpu(
+        out.path(),
+        &[
+            "dropout",
+            "--offline",
+            "--epochs",
+            "1",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+    )
 }
 
 #[test]
@@ -471,20 +470,19 @@ fn locate_downloads_the_canonical_files_and_refuses_wrong_ones() {
 fn two_real_epochs_of_the_concise_model_learn() {
     let Some(data) = real_data_dir() else { return };
     let out = tempfile::tempdir().unwrap();
-    let o = run(&[
-        "--device",
-        "cpu",
-        "--out",
-        out.path().to_str().unwrap(),
-        "dropout",
-        "--impl",
-        "concise",
-        "--epochs",
-        "2",
-        "--save-weights",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
+    let o = run_on_cpu(
+        out.path(),
+        &[
+            "dropout",
+            "--impl",
+            "concise",
+            "--epochs",
+            "2",
+            "--save-weights",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let dir = out.path().join("dropout");
     let (header, rows) = read_csv(&dir.join("concise.csv"));
@@ -534,8 +532,7 @@ fn two_real_epochs_of_the_concise_model_learn() {
         !err.contains('\r') && !err.contains('\u{1b}'),
         "no progress bar (carriage returns or escape codes) when stderr is not a terminal"
     );
-    let run: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+    let run = read_json(&dir.join("run.json"));
     assert_eq!(run["device"], "cpu");
     assert_eq!(run["config"]["dropout2"], serde_json::json!([0.5]));
     assert_eq!(run["status"], "ok");

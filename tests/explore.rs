@@ -11,20 +11,19 @@ fn num(v: &str) -> f64 {
 #[test]
 fn a_weight_decay_sweep_summarises_every_setting_over_its_seeds() {
     let out = tempfile::tempdir().unwrap();
-    let o = run(&[
-        "--device",
-        "cpu",
-        "--out",
-        out.path().to_str().unwrap(),
-        "sweep",
-        "weight-decay",
-        "--wd",
-        "0,1,3",
-        "--seeds",
-        "0,1,2",
-        "--epochs",
-        "20",
-    ]);
+    let o = run_on_cpu(
+        out.path(),
+        &[
+            "sweep",
+            "weight-decay",
+            "--wd",
+            "0,1,3",
+            "--seeds",
+            "0,1,2",
+            "--epochs",
+            "20",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let dir = out.path().join("sweep/weight-decay");
     let runs = csv_rows(&dir.join("runs.csv"));
@@ -104,29 +103,28 @@ fn a_weight_decay_sweep_summarises_every_setting_over_its_seeds() {
 fn a_dropout_sweep_runs_the_grid() {
     let Some(data) = real_data_dir() else { return };
     let out = tempfile::tempdir().unwrap();
-    let o = run(&[
-        "--device",
-        "cpu",
-        "--out",
-        out.path().to_str().unwrap(),
-        "sweep",
-        "dropout",
-        "--impl",
-        "concise",
-        "--engine",
-        "fused",
-        "--dropout1",
-        "0,0.5",
-        "--dropout2",
-        "0,0.9",
-        "--epochs",
-        "1",
-        "--seeds",
-        "3",
-        "--save-weights",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
+    let o = run_on_cpu(
+        out.path(),
+        &[
+            "sweep",
+            "dropout",
+            "--impl",
+            "concise",
+            "--engine",
+            "fused",
+            "--dropout1",
+            "0,0.5",
+            "--dropout2",
+            "0,0.9",
+            "--epochs",
+            "1",
+            "--seeds",
+            "3",
+            "--save-weights",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let dir = out.path().join("sweep/dropout");
     let summary = csv_rows(&dir.join("summary.csv"));
@@ -264,19 +262,18 @@ fn progress_is_lines_without_a_terminal_bars_with_one_and_nothing_when_quiet() {
 fn the_default_dropout_run_draws_both_versions_in_one_figure() {
     let Some(data) = real_data_dir() else { return };
     let out = tempfile::tempdir().unwrap();
-    let o = run(&[
-        "--device",
-        "cpu",
-        "--out",
-        out.path().to_str().unwrap(),
-        "dropout",
-        "--engine",
-        "fused",
-        "--epochs",
-        "2",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
+    let o = run_on_cpu(
+        out.path(),
+        &[
+            "dropout",
+            "--engine",
+            "fused",
+            "--epochs",
+            "2",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let dir = out.path().join("dropout");
     for name in ["scratch", "concise"] {

@@ -80,17 +80,10 @@ fn fused_weight_decay_matches_autograd_to_rounding() {
 #[test]
 fn fused_cli_writes_the_same_files() {
     let out = tempfile::tempdir().unwrap();
-    let o = run(&[
-        "--device",
-        "cpu",
-        "--out",
-        out.path().to_str().unwrap(),
-        "weight-decay",
-        "--engine",
-        "fused",
-        "--wd",
-        "0,3,1",
-    ]);
+    let o = run_on_cpu(
+        out.path(),
+        &["weight-decay", "--engine", "fused", "--wd", "0,3,1"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let dir = out.path().join("weight-decay");
     for name in [
@@ -103,8 +96,7 @@ fn fused_cli_writes_the_same_files() {
     ] {
         assert_eq!(read_csv(&dir.join(name)).1.len(), 100, "{name}");
     }
-    let run: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+    let run = read_json(&dir.join("run.json"));
     assert_eq!(run["config"]["engine"], "fused");
 }
 

@@ -37,15 +37,7 @@ fn assert_no_partial_files(dir: &Path) {
 #[test]
 fn a_diverging_weight_decay_run_stops_names_the_epoch_and_keeps_its_rows() {
     let out = tempfile::tempdir().unwrap();
-    let o = run(&[
-        "--device",
-        "cpu",
-        "--out",
-        out.path().to_str().unwrap(),
-        "weight-decay",
-        "--lr",
-        "10",
-    ]);
+    let o = run_on_cpu(out.path(), &["weight-decay", "--lr", "10"]);
     assert_fails_with(
         &o,
         &["NaN or infinite in epoch", "smaller --lr", "diverged"],
@@ -77,8 +69,7 @@ fn a_diverging_weight_decay_run_stops_names_the_epoch_and_keeps_its_rows() {
             "the message names the epoch after the last finished one: {err}"
         );
     }
-    let run: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+    let run = read_json(&dir.join("run.json"));
     assert_eq!(run["status"], "diverged");
     assert_no_partial_files(out.path());
 }
@@ -87,21 +78,20 @@ fn a_diverging_weight_decay_run_stops_names_the_epoch_and_keeps_its_rows() {
 fn a_diverging_dropout_run_stops_with_its_status_recorded() {
     let Some(data) = real_data_dir() else { return };
     let out = tempfile::tempdir().unwrap();
-    let o = run(&[
-        "--device",
-        "cpu",
-        "--out",
-        out.path().to_str().unwrap(),
-        "dropout",
-        "--impl",
-        "concise",
-        "--lr",
-        "50",
-        "--epochs",
-        "2",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
+    let o = run_on_cpu(
+        out.path(),
+        &[
+            "dropout",
+            "--impl",
+            "concise",
+            "--lr",
+            "50",
+            "--epochs",
+            "2",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
     assert_fails_with(
         &o,
         &[
@@ -123,18 +113,17 @@ fn a_diverging_dropout_run_stops_with_its_status_recorded() {
 fn a_sweep_records_a_diverged_setting_and_goes_on() {
     let out = tempfile::tempdir().unwrap();
     // λ = 1000 makes the decay factor 1 − lr·λ = −2: the weight's magnitude doubles every step.
-    let o = run(&[
-        "--device",
-        "cpu",
-        "--out",
-        out.path().to_str().unwrap(),
-        "sweep",
-        "weight-decay",
-        "--wd",
-        "0,1000,3",
-        "--seeds",
-        "0,1",
-    ]);
+    let o = run_on_cpu(
+        out.path(),
+        &[
+            "sweep",
+            "weight-decay",
+            "--wd",
+            "0,1000,3",
+            "--seeds",
+            "0,1",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("4 of 12 runs diverged"),
@@ -162,9 +151,11 @@ fn a_sweep_records_a_diverged_setting_and_goes_on() {
 
 // ---------------------------------------------------------------- interruption
 
-/// Starts the binary with stderr piped and waits until it has reported its first epoch.
-fn start_and_wait_for_first_epoch(args: &[&str]) -> (Child, String) {
+/// Starts the binary on the CPU with results under `out`, then `args`, with stderr piped, and
+/// waits until it has reported its first epoch.
+fn start_and_wait_for_first_epoch(out: &Path, args: &[&str]) -> Child {
     let mut child = Command::new(BIN)
+        .args(["--device", "cpu", "--out", out.to_str().unwrap()])
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -188,7 +179,7 @@ fn start_and_wait_for_first_epoch(args: &[&str]) -> (Child, String) {
         let mut rest = String::new();
         let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
     });
-    (child, seen)
+    child
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -210,31 +201,21 @@ fn wait_with_timeout(mut child: Child, limit: Duration) -> std::process::ExitSta
     }
 }
 
-fn long_weight_decay(out: &Path) -> Vec<String> {
-    [
-        "--device",
-        "cpu",
-        "--out",
-        out.to_str().unwrap(),
-        "weight-decay",
-        "--impl",
-        "scratch",
-        "--wd",
-        "3",
-        "--epochs",
-        "100000000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
+/// A weight-decay run that would take days: it ends only by a signal.
+const LONG_WEIGHT_DECAY: &[&str] = &[
+    "weight-decay",
+    "--impl",
+    "scratch",
+    "--wd",
+    "3",
+    "--epochs",
+    "100000000",
+];
 
 #[test]
 fn sigterm_ends_the_run_at_a_batch_boundary_and_keeps_the_finished_epochs() {
     let out = tempfile::tempdir().unwrap();
-    let args = long_weight_decay(out.path());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (child, _) = start_and_wait_for_first_epoch(&args);
+    let child = start_and_wait_for_first_epoch(out.path(), LONG_WEIGHT_DECAY);
     std::thread::sleep(Duration::from_millis(300));
     signal(&child, libc::SIGTERM);
     let status = wait_with_timeout(child, Duration::from_secs(30));
@@ -255,8 +236,7 @@ fn sigterm_ends_the_run_at_a_batch_boundary_and_keeps_the_finished_epochs() {
         Some(epochs as f64),
         "epochs 1..=n in order"
     );
-    let run: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+    let run = read_json(&dir.join("run.json"));
     assert_eq!(run["status"], "interrupted");
     assert_no_partial_files(out.path());
 }
@@ -265,19 +245,18 @@ fn sigterm_ends_the_run_at_a_batch_boundary_and_keeps_the_finished_epochs() {
 fn ctrl_c_during_dropout_keeps_the_finished_epochs_and_exits_130() {
     let Some(data) = real_data_dir() else { return };
     let out = tempfile::tempdir().unwrap();
-    let (child, _) = start_and_wait_for_first_epoch(&[
-        "--device",
-        "cpu",
-        "--out",
-        out.path().to_str().unwrap(),
-        "dropout",
-        "--impl",
-        "concise",
-        "--epochs",
-        "50",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
+    let child = start_and_wait_for_first_epoch(
+        out.path(),
+        &[
+            "dropout",
+            "--impl",
+            "concise",
+            "--epochs",
+            "50",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
     signal(&child, libc::SIGINT);
     let status = wait_with_timeout(child, Duration::from_secs(30));
     assert_eq!(status.code(), Some(130), "128 + SIGINT");
@@ -294,9 +273,7 @@ fn ctrl_c_during_dropout_keeps_the_finished_epochs_and_exits_130() {
 fn a_second_ctrl_c_quits_at_once_without_leaving_a_truncated_file() {
     for pause_ms in [0, 5, 50] {
         let out = tempfile::tempdir().unwrap();
-        let args = long_weight_decay(out.path());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (child, _) = start_and_wait_for_first_epoch(&args);
+        let child = start_and_wait_for_first_epoch(out.path(), LONG_WEIGHT_DECAY);
         std::thread::sleep(Duration::from_millis(500));
         signal(&child, libc::SIGINT);
         std::thread::sleep(Duration::from_millis(pause_ms));
@@ -310,22 +287,21 @@ fn a_second_ctrl_c_quits_at_once_without_leaving_a_truncated_file() {
 #[test]
 fn an_interrupted_sweep_keeps_every_finished_run() {
     let out = tempfile::tempdir().unwrap();
-    let (child, _) = start_and_wait_for_first_epoch(&[
-        "--device",
-        "cpu",
-        "--out",
-        out.path().to_str().unwrap(),
-        "sweep",
-        "weight-decay",
-        "--impl",
-        "concise",
-        "--wd",
-        "0,3",
-        "--seeds",
-        "0,1,2",
-        "--epochs",
-        "100000000",
-    ]);
+    let child = start_and_wait_for_first_epoch(
+        out.path(),
+        &[
+            "sweep",
+            "weight-decay",
+            "--impl",
+            "concise",
+            "--wd",
+            "0,3",
+            "--seeds",
+            "0,1,2",
+            "--epochs",
+            "100000000",
+        ],
+    );
     std::thread::sleep(Duration::from_millis(200));
     signal(&child, libc::SIGINT);
     let status = wait_with_timeout(child, Duration::from_secs(30));
@@ -403,17 +379,16 @@ fn an_out_path_that_is_a_file_is_refused() {
 fn running_out_of_memory_is_one_line_naming_the_flags() {
     let out = tempfile::tempdir().unwrap();
     // 10⁸ examples × 10⁵ inputs × 4 bytes = 40 TB: the allocation fails at once.
-    let o = run(&[
-        "--device",
-        "cpu",
-        "--out",
-        out.path().to_str().unwrap(),
-        "weight-decay",
-        "--n-train",
-        "100000000",
-        "--num-inputs",
-        "100000",
-    ]);
+    let o = run_on_cpu(
+        out.path(),
+        &[
+            "weight-decay",
+            "--n-train",
+            "100000000",
+            "--num-inputs",
+            "100000",
+        ],
+    );
     assert_fails_with(
         &o,
         &[
@@ -441,7 +416,7 @@ fn fuzz_crashes_are_errors_now() {
             continue;
         };
         for input in [data.clone(), rest.to_vec()] {
-            if let Ok(bytes) = idx::decode(&input) {
+            if let Ok(bytes) = idx::decode(input) {
                 let _ = idx::parse_images(&bytes);
                 let _ = idx::parse_labels(&bytes);
             }
@@ -475,7 +450,7 @@ fn a_gzip_bomb_is_refused_before_it_exhausts_memory() {
     }
     let bomb = gz.finish().unwrap();
     assert!(bomb.len() < 1 << 20, "{} bytes compressed", bomb.len());
-    let e = idx::decode(&bomb).unwrap_err();
+    let e = idx::decode(bomb.clone()).unwrap_err();
     assert!(e.contains("more than 128 MiB"), "{e}");
     // And through the command line, naming the file.
     let data = tempfile::tempdir().unwrap();

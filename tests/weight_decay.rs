@@ -129,13 +129,7 @@ fn concise_gradients_and_step_match_hand_computed_values() {
 #[test]
 fn default_run_writes_the_curves_and_shows_the_effect_of_decay() {
     let out = tempfile::tempdir().unwrap();
-    let o = run(&[
-        "--device",
-        "cpu",
-        "--out",
-        out.path().to_str().unwrap(),
-        "weight-decay",
-    ]);
+    let o = run_on_cpu(out.path(), &["weight-decay"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let printed = stdout(&o);
     let dir = out.path().join("weight-decay");
@@ -195,8 +189,7 @@ fn default_run_writes_the_curves_and_shows_the_effect_of_decay() {
             "{name}: test loss {test3} at λ=3 is not below {test0} at λ=0"
         );
     }
-    let run: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+    let run = read_json(&dir.join("run.json"));
     assert_eq!(run["device"], "cpu");
     assert_eq!(run["seed"], 0);
     assert_eq!(run["config"]["epochs"], 100);

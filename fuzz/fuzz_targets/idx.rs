@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
             gz.finish().unwrap()
         }
     };
-    let Ok(decoded) = idx::decode(&bytes) else {
+    let Ok(decoded) = idx::decode(bytes) else {
         return;
     };
     if let Ok((n, pixels)) = idx::parse_images(&decoded) {

@@ -22,16 +22,17 @@ pub const MAX_BYTES: usize = 128 << 20;
 /// Why bytes are not a usable IDX file: a phrase that follows the file's name.
 pub type Problem = String;
 
-/// The bytes themselves, decompressed when they start with the gzip signature.
-pub fn decode(raw: &[u8]) -> Result<Vec<u8>, Problem> {
+/// The file's bytes, decompressed when they start with the gzip signature (uncompressed
+/// bytes are returned as they are, without a copy).
+pub fn decode(raw: Vec<u8>) -> Result<Vec<u8>, Problem> {
     if !raw.starts_with(&[0x1f, 0x8b]) {
         if raw.len() > MAX_BYTES {
             return Err(too_large());
         }
-        return Ok(raw.to_vec());
+        return Ok(raw);
     }
     let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(MAX_BYTES));
-    match GzDecoder::new(raw)
+    match GzDecoder::new(&raw[..])
         .take(MAX_BYTES as u64 + 1)
         .read_to_end(&mut out)
     {
@@ -119,7 +120,7 @@ fn named(path: &Path) -> impl Fn(Problem) -> anyhow::Error + '_ {
 pub fn read_maybe_gz(path: &Path) -> anyhow::Result<Vec<u8>> {
     let raw = std::fs::read(path)
         .map_err(|e| anyhow::anyhow!("cannot read '{}': {e}", path.display()))?;
-    decode(&raw).map_err(named(path))
+    decode(raw).map_err(named(path))
 }
 
 /// 28×28 images as `count × 784` bytes, row after row.

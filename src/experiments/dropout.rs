@@ -348,6 +348,12 @@ impl Summary {
     }
 }
 
+/// The file name (without extension) of one run's curve among several rates:
+/// `<impl>-p<p1>-<p2>`.
+pub fn stem(implementation: Impl, [p1, p2]: Rates) -> String {
+    format!("{}-p{}-{}", implementation.name(), fmt_num(p1), fmt_num(p2))
+}
+
 /// What a run is called in messages and progress lines.
 pub fn label(implementation: Impl, [p1, p2]: Rates) -> String {
     format!(
@@ -398,12 +404,7 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
             let stem = if grid.len() == 1 {
                 implementation.name().to_string()
             } else {
-                format!(
-                    "{}-p{}-{}",
-                    implementation.name(),
-                    fmt_num(rates[0]),
-                    fmt_num(rates[1])
-                )
+                stem(implementation, rates)
             };
             let (curve, vs, status) = run_one(cfg, implementation, rates, &data, ctx);
             if let (Status::Ok, Some(last)) = (status, curve.last()) {

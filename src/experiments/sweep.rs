@@ -155,27 +155,22 @@ fn weight_decay_sweep(sweep: &WeightDecaySweep, ctx: &Context) -> Result<()> {
             let results =
                 weight_decay::run_lambdas(cfg, implementation, &cfg.wd, &ctx.with_seed(seed));
             for (&wd, (trained, seconds)) in cfg.wd.iter().zip(results) {
-                let last = trained.curve.last();
-                let (train, test) =
-                    last.map_or((f64::NAN, f64::NAN), |e| (e.train_loss, e.test_loss));
+                let stem = weight_decay::stem(implementation, wd);
                 record::write_csv(
-                    &runs_dir.join(format!(
-                        "{}-wd{}-seed{seed}.csv",
-                        implementation.name(),
-                        fmt_num(wd)
-                    )),
+                    &runs_dir.join(format!("{stem}-seed{seed}.csv")),
                     &trained.curve,
                 )?;
+                let s = weight_decay::Summary::new(implementation, wd, &trained, seconds);
                 runs.push(WeightDecayRun {
                     seed,
                     implementation,
                     wd,
-                    status: trained.status,
-                    epochs: trained.curve.len(),
-                    w_norm: trained.w_norm,
-                    final_train_loss: train,
-                    final_test_loss: test,
-                    gap: test - train,
+                    status: s.status,
+                    epochs: s.epochs,
+                    w_norm: s.w_norm,
+                    final_train_loss: s.final_train_loss,
+                    final_test_loss: s.final_test_loss,
+                    gap: s.final_test_loss - s.final_train_loss,
                     seconds,
                 });
                 interrupted |= trained.status == Status::Interrupted;
@@ -258,34 +253,19 @@ fn write_weight_decay_chart(
             .iter()
             .filter(|s| s.implementation == implementation)
             .collect();
-        let at = |f: fn(&WeightDecaySetting) -> (f64, f64)| {
-            let points = rows
-                .iter()
-                .enumerate()
-                .map(|(x, s)| (x as f64, f(s).0))
-                .collect();
-            let errors = rows.iter().map(|s| f(s).1).collect();
-            (points, errors)
-        };
-        let (points, errors) = at(|s| (s.train_loss_mean, s.train_loss_std));
-        let mut train = Series::line(format!("train {}", implementation.name()), points, i);
-        train.errors = Some(errors);
-        let (points, errors) = at(|s| (s.test_loss_mean, s.test_loss_std));
-        let mut test =
-            Series::line(format!("test {}", implementation.name()), points, i).with_markers();
-        test.errors = Some(errors);
+        let (points, errors) = at_settings(&rows, |s| (s.train_loss_mean, s.train_loss_std));
+        let train =
+            Series::line(format!("train {}", implementation.name()), points, i).with_errors(errors);
+        let (points, errors) = at_settings(&rows, |s| (s.test_loss_mean, s.test_loss_std));
+        let test = Series::line(format!("test {}", implementation.name()), points, i)
+            .with_markers()
+            .with_errors(errors);
         series.extend([train, test]);
     }
     record::write_chart(
         path,
         &Figure {
-            title: format!(
-                "weight decay: final loss after {} epoch{} ({} seed{})",
-                cfg.epochs,
-                if cfg.epochs == 1 { "" } else { "s" },
-                seeds,
-                if seeds == 1 { "" } else { "s, mean ± sd" }
-            ),
+            title: title("weight decay: final loss", cfg.epochs, seeds),
             x_label: "λ".into(),
             y_label: "loss".into(),
             log_y: true,
@@ -352,12 +332,7 @@ fn dropout_sweep(sweep: &DropoutSweep, ctx: &Context) -> Result<()> {
                 let (curve, vs, status) =
                     dropout::run_one(cfg, implementation, rates, &data, &ctx.with_seed(seed));
                 let s = dropout::Summary::new(implementation, rates, &curve, status);
-                let stem = format!(
-                    "{}-p{}-{}-seed{seed}",
-                    implementation.name(),
-                    fmt_num(rates[0]),
-                    fmt_num(rates[1])
-                );
+                let stem = format!("{}-seed{seed}", dropout::stem(implementation, rates));
                 record::write_csv(&runs_dir.join(format!("{stem}.csv")), &curve)?;
                 if cfg.save_weights && status == Status::Ok {
                     dropout::save_weights(&vs, &runs_dir.join(format!("{stem}.safetensors")))?;
@@ -473,44 +448,46 @@ fn write_dropout_chart(
                 .collect();
             let color = series.len() / 2;
             let suffix = format!("{} {other_name}={}", implementation.name(), fmt_num(other));
-            let mut train = Series::line(
-                format!("train {suffix}"),
-                rows.iter()
-                    .enumerate()
-                    .map(|(i, s)| (i as f64, s.train_acc_mean))
-                    .collect(),
-                color,
-            );
-            train.errors = Some(rows.iter().map(|s| s.train_acc_std).collect());
-            let mut test = Series::line(
-                format!("test {suffix}"),
-                rows.iter()
-                    .enumerate()
-                    .map(|(i, s)| (i as f64, s.test_acc_mean))
-                    .collect(),
-                color,
-            )
-            .with_markers();
-            test.errors = Some(rows.iter().map(|s| s.test_acc_std).collect());
+            let (points, errors) = at_settings(&rows, |s| (s.train_acc_mean, s.train_acc_std));
+            let train = Series::line(format!("train {suffix}"), points, color).with_errors(errors);
+            let (points, errors) = at_settings(&rows, |s| (s.test_acc_mean, s.test_acc_std));
+            let test = Series::line(format!("test {suffix}"), points, color)
+                .with_markers()
+                .with_errors(errors);
             series.extend([train, test]);
         }
     }
     record::write_chart(
         path,
         &Figure {
-            title: format!(
-                "dropout: final accuracy after {} epoch{} ({} seed{})",
-                cfg.epochs,
-                if cfg.epochs == 1 { "" } else { "s" },
-                seeds,
-                if seeds == 1 { "" } else { "s, mean ± sd" }
-            ),
+            title: title("dropout: final accuracy", cfg.epochs, seeds),
             x_label: x_name.into(),
             y_label: "accuracy".into(),
             log_y: false,
             x_categories: Some(xs.iter().map(|&p| fmt_num(p)).collect()),
         },
         &series,
+    )
+}
+
+/// One point per setting (x = its position, y = a mean) and the matching ± sd, for a
+/// [`Series`] on a categorical x axis.
+fn at_settings<S>(rows: &[&S], f: fn(&S) -> (f64, f64)) -> (Vec<(f64, f64)>, Vec<f64>) {
+    let points = rows
+        .iter()
+        .enumerate()
+        .map(|(x, s)| (x as f64, f(s).0))
+        .collect();
+    let errors = rows.iter().map(|s| f(s).1).collect();
+    (points, errors)
+}
+
+/// A sweep figure's title: what it shows, after how many epochs, over how many seeds.
+fn title(what: &str, epochs: usize, seeds: usize) -> String {
+    format!(
+        "{what} after {epochs} epoch{} ({seeds} seed{})",
+        if epochs == 1 { "" } else { "s" },
+        if seeds == 1 { "" } else { "s, mean ± sd" }
     )
 }
 

@@ -266,6 +266,11 @@ impl Summary {
     }
 }
 
+/// The file name (without extension) of one run's curve: `<impl>-wd<λ>`.
+pub fn stem(implementation: Impl, wd: f64) -> String {
+    format!("{}-wd{}", implementation.name(), fmt_num(wd))
+}
+
 /// What a run is called in messages and progress lines.
 pub fn label(implementation: Impl, lambdas: &[f64]) -> String {
     let lambdas: Vec<String> = lambdas.iter().map(|&l| fmt_num(l)).collect();
@@ -394,7 +399,7 @@ fn write_run(
     );
     record::write_curve(
         dir,
-        &format!("{}-wd{}", implementation.name(), fmt_num(wd)),
+        &stem(implementation, wd),
         &trained.curve,
         plots.then_some(record::Chart {
             title: &title,

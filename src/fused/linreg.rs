@@ -97,12 +97,12 @@ pub fn train_with(
 }
 
 /// The curves of the k models trained together, each ending on its own when its loss becomes
-/// NaN or infinite (the columns are independent), all of them on a stop request.
+/// NaN or infinite (the columns are independent), all of them on a stop request. A column
+/// whose status is still `Ok` is still training.
 struct Columns<'a> {
     lambdas: &'a [f64],
     curves: Vec<Vec<Epoch>>,
     status: Vec<Status>,
-    running: Vec<bool>,
 }
 
 impl<'a> Columns<'a> {
@@ -112,7 +112,6 @@ impl<'a> Columns<'a> {
             lambdas,
             curves: vec![Vec::new(); k],
             status: vec![Status::Ok; k],
-            running: vec![true; k],
         }
     }
 
@@ -121,16 +120,14 @@ impl<'a> Columns<'a> {
     fn epoch(&mut self, epoch: usize, losses: &[f64], progress: &progress::Epochs) -> bool {
         let k = self.lambdas.len();
         if stop::requested().is_some() {
-            for (s, r) in self.status.iter_mut().zip(&self.running) {
-                if *r {
-                    *s = Status::Interrupted;
-                }
+            for s in self.status.iter_mut().filter(|s| **s == Status::Ok) {
+                *s = Status::Interrupted;
             }
             return false;
         }
         let mut figures = Vec::new();
         for j in 0..k {
-            if !self.running[j] {
+            if self.status[j] != Status::Ok {
                 continue;
             }
             let (train_loss, test_loss) = (losses[j], losses[k + j]);
@@ -146,11 +143,10 @@ impl<'a> Columns<'a> {
                 ));
             } else {
                 self.status[j] = Status::Diverged;
-                self.running[j] = false;
             }
         }
         progress.epoch(epoch, &figures.join(", "));
-        self.running.iter().any(|&r| r)
+        self.status.contains(&Status::Ok)
     }
 
     fn finish(self, norms: &[f64]) -> Vec<Trained> {

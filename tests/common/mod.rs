@@ -13,6 +13,18 @@ pub fn run(args: &[&str]) -> Output {
         .expect("the binary starts")
 }
 
+/// Runs the binary on the CPU with results under `out`, then `args`.
+pub fn run_on_cpu(out: &Path, args: &[&str]) -> Output {
+    let out = out.to_str().expect("a UTF-8 path");
+    run(&[&["--device", "cpu", "--out", out], args].concat())
+}
+
+/// A JSON file (`run.json`), parsed.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

@@ -17,6 +17,15 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // A file-size limit (`ulimit -f`, which batch schedulers pass on to jobs) would otherwise
+    // kill the process by SIGXFSZ in the middle of a write, leaving its temporary file behind.
+    // Ignored, the write fails with EFBIG and takes the full-disk path: one error naming the
+    // file, the temporary removed, every finished file whole.
+    #[cfg(unix)]
+    // SAFETY: as above.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     stop::install();
     progress::set_mode(match cli.command {

@@ -210,3 +210,54 @@ impl<'a, C: Serialize> RunInfo<'a, C> {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_writer_failing_midway_leaves_the_old_file_and_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("curve.csv");
+        fs::write(&path, b"epoch,loss\n1,0.5\n").unwrap();
+        let mut temporary = None;
+        let e = replace_atomically(&path, "tmp", |tmp| {
+            temporary = Some(tmp.to_path_buf());
+            let mut f = fs::File::create(tmp)?;
+            f.write_all(b"epoch,loss\n1,0.")?;
+            anyhow::bail!("disk full (simulated)")
+        })
+        .unwrap_err();
+        let tmp = temporary.expect("the writer ran");
+        assert_eq!(
+            tmp.parent(),
+            Some(dir.path()),
+            "the temporary sits beside the file"
+        );
+        assert_ne!(tmp, path, "the writer is never given the final path");
+        let message = format!("{e:#}");
+        assert!(message.contains("curve.csv"), "{message}");
+        assert!(message.contains("disk full (simulated)"), "{message}");
+        assert_eq!(fs::read(&path).unwrap(), b"epoch,loss\n1,0.5\n");
+        assert_eq!(names_in(dir.path()), ["curve.csv"]);
+    }
+
+    #[test]
+    fn a_finished_write_replaces_the_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("summary.csv");
+        fs::write(&path, b"old").unwrap();
+        write_atomic(&path, b"new contents").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new contents");
+        assert_eq!(names_in(dir.path()), ["summary.csv"]);
+    }
+}

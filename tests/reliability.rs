@@ -99,6 +99,7 @@ fn a_diverging_dropout_run_stops_with_its_status_recorded() {
             "smaller --lr (this run used 50)",
         ],
     );
+    assert_eq!(o.status.code(), Some(1), "the README promises exit 1");
     let dir = out.path().join("dropout");
     let rows = csv_rows(&dir.join("summary.csv"));
     assert_eq!(rows[0]["status"], "diverged");
@@ -318,11 +319,20 @@ fn an_interrupted_sweep_keeps_every_finished_run() {
 
 // ---------------------------------------------------------------- output faults
 
+/// A file-size limit below one CSV (`ulimit -f`, as batch schedulers set it for jobs): every
+/// write of a CSV fails as on a full disk (EFBIG instead of ENOSPC). The program itself ignores
+/// SIGXFSZ (the harness restores the default disposition), so it is not killed mid-write.
 #[test]
 fn a_full_disk_is_a_clear_error_and_leaves_no_partial_file() {
     let out = tempfile::tempdir().unwrap();
-    // A file-size limit makes every write past 6 KB fail as a full disk would (EFBIG instead
-    // of ENOSPC); SIGXFSZ is ignored so the write returns the error.
+    let dir = out.path().join("weight-decay");
+    std::fs::create_dir_all(&dir).unwrap();
+    // An older result the failed run must leave as it was (a writer that wrote straight to
+    // the final path would truncate it at the cap).
+    let older: String = std::iter::once("epoch,train_loss,test_loss\n".to_string())
+        .chain((1..=100).map(|e| format!("{e},0.{e:04},1.{e:04}\n")))
+        .collect();
+    std::fs::write(dir.join("scratch-wd0.csv"), &older).unwrap();
     let mut cmd = Command::new(BIN);
     cmd.args([
         "--device",
@@ -331,30 +341,49 @@ fn a_full_disk_is_a_clear_error_and_leaves_no_partial_file() {
         out.path().to_str().unwrap(),
         "weight-decay",
     ]);
+    const CAP: u64 = 1500;
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
             let limit = libc::rlimit {
-                rlim_cur: 6000,
-                rlim_max: 6000,
+                rlim_cur: CAP,
+                rlim_max: CAP,
             };
             libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
             Ok(())
         });
     }
     let o = cmd.output().unwrap();
-    assert_fails_with(&o, &["cannot write '", "weight-decay/", "File too large"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a clean failure, not a death by SIGXFSZ ({:?}); stderr:\n{}",
+        o.status,
+        stderr(&o)
+    );
+    assert_fails_with(
+        &o,
+        &[
+            "cannot write '",
+            "weight-decay/scratch-wd0.csv'",
+            "File too large",
+        ],
+    );
     assert_eq!(stderr(&o).matches("error:").count(), 1, "one error line");
     assert_no_partial_files(out.path());
-    // What was written is whole: each CSV present has its 100 epochs.
-    for f in files_under(&out.path().join("weight-decay")) {
-        if f.extension().is_some_and(|e| e == "csv") {
-            assert_eq!(
-                read_csv(&out.path().join("weight-decay").join(&f)).1.len(),
-                100
-            );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("scratch-wd0.csv")).unwrap(),
+        older,
+        "the older CSV is unchanged"
+    );
+    // Whatever else exists is whole: charts are well-formed SVG, JSON parses.
+    for f in files_under(out.path()) {
+        let path = out.path().join(&f);
+        match f.extension().and_then(|e| e.to_str()) {
+            Some("svg") => drop(svg_series(&path)),
+            Some("json") => drop(read_json(&path)),
+            _ => {}
         }
     }
 }
@@ -404,26 +433,37 @@ fn running_out_of_memory_is_one_line_naming_the_flags() {
 
 // ---------------------------------------------------------------- fuzzing regressions
 
-/// Every input the fuzzer found that crashed the reader (tests/fuzz-crashes/idx), replayed as
-/// the fuzz target reads it: each is an error or a value, never a panic.
+/// Every input the fuzzer found that crashed the reader (tests/fuzz-crashes/idx), replayed
+/// through the fuzz target's own oracle: each is an error, or a value that keeps the reader's
+/// promises (n·784 pixels, the header's counts, labels 0–9), never a panic. The crate is built
+/// with overflow checks in every profile (Cargo.toml), so an overflow is a panic here too.
 #[test]
 fn fuzz_crashes_are_errors_now() {
     let dir = repo_root().join("tests/fuzz-crashes/idx");
     let mut n = 0;
     for f in files_under(&dir) {
         let data = std::fs::read(dir.join(&f)).unwrap();
-        let Some((_, rest)) = data.split_first() else {
-            continue;
-        };
-        for input in [data.clone(), rest.to_vec()] {
-            if let Ok(bytes) = idx::decode(input) {
-                let _ = idx::parse_images(&bytes);
-                let _ = idx::parse_labels(&bytes);
-            }
-        }
+        // As the fuzzer read it, and the whole file as a raw IDX file.
+        idx::check_any_input(&data);
+        idx::check_any_input(&[&[0][..], &data].concat());
         n += 1;
     }
     assert!(n >= 1, "the regression inputs are in {}", dir.display());
+}
+
+/// The oracle itself: accepted inputs of both kinds (raw and gzip-wrapped) reach its checks,
+/// and it tolerates every kind of rejection.
+#[test]
+fn the_fuzz_oracle_accepts_valid_files_both_ways() {
+    let images = idx::encode(idx::IMAGES_MAGIC, &[2, 28, 28], &[7; 2 * 784]);
+    let labels = idx::encode(idx::LABELS_MAGIC, &[3], &[0, 9, 4]);
+    for body in [images, labels, vec![], vec![0x1f, 0x8b, 0]] {
+        for how in [0u8, 1] {
+            let mut data = vec![how];
+            data.extend_from_slice(&body);
+            idx::check_any_input(&data);
+        }
+    }
 }
 
 #[test]

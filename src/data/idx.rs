@@ -151,6 +151,45 @@ pub fn read_split(images: &Path, labels: &Path) -> anyhow::Result<(Vec<u8>, Vec<
     Ok((pixels, labels_v))
 }
 
+/// The fuzz target's oracle (`fuzz/fuzz_targets/idx.rs`), also replayed by the tests on every
+/// crash the fuzzer ever found: the first byte of `data` picks how the rest is read (as given,
+/// or gzip-compressed first, so well-formed gzip around any IDX body is explored too); any
+/// input must give a value or an error, and every value must keep the reader's promises.
+///
+/// # Panics
+/// When an accepted input breaks one: more than [`MAX_BYTES`] decoded, a pixel count other
+/// than n·784, a count other than the header's, a label outside 0–9.
+pub fn check_any_input(data: &[u8]) {
+    let Some((&how, rest)) = data.split_first() else {
+        return;
+    };
+    let bytes = if how % 2 == 0 {
+        rest.to_vec()
+    } else {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(rest).expect("compressing into memory");
+        gz.finish().expect("compressing into memory")
+    };
+    let Ok(decoded) = decode(bytes) else {
+        return;
+    };
+    assert!(
+        decoded.len() <= MAX_BYTES,
+        "{} bytes decoded",
+        decoded.len()
+    );
+    let header_count = |bytes: &[u8]| u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    if let Ok((n, pixels)) = parse_images(&decoded) {
+        assert_eq!(n, header_count(&decoded) as usize, "image count");
+        assert_eq!(Some(pixels.len()), n.checked_mul(ROWS * COLS), "pixels");
+    }
+    if let Ok(labels) = parse_labels(&decoded) {
+        assert_eq!(labels.len(), header_count(&decoded) as usize, "label count");
+        assert!(labels.iter().all(|&l| l < CLASSES), "labels 0–9");
+    }
+}
+
 /// Encodes an IDX file (used by the tests and handy for making small data sets).
 pub fn encode(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + 4 * dims.len() + data.len());

@@ -43,7 +43,7 @@ pub struct Config {
     /// Dropout probability after the second hidden layer, in [0, 1]; several allowed, as for --dropout1
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true, default_value = "0.5", value_parser = probability)]
     pub dropout2: Vec<f64>,
-    /// autograd: the book's code op by op, identical to PyTorch; fused: hand-written backward, faster
+    /// autograd: the book's code op by op, PyTorch's numbers on the CPU; fused: hand-written backward, faster
     #[arg(long, value_enum, default_value_t = Engine::Autograd)]
     pub engine: Engine,
     /// Directory holding the four Fashion-MNIST files (.gz or uncompressed)
@@ -223,13 +223,7 @@ pub fn learner(
                 Impl::Scratch => scratch_layers(&vs.root()),
                 Impl::Concise => concise_layers(&vs.root()),
             };
-            Box::new(FusedMlp::new(
-                &layers,
-                [p1, p2],
-                cfg.lr,
-                cfg.batch_size,
-                false,
-            ))
+            Box::new(FusedMlp::new(&layers, [p1, p2], cfg.lr, cfg.batch_size))
         }
     };
     (vs, learner)

@@ -28,7 +28,7 @@ pub struct Config {
     /// Which version of the book's code to run
     #[arg(long = "impl", value_enum, default_value_t = ImplChoice::Both)]
     pub implementation: ImplChoice,
-    /// autograd: the book's code op by op, identical to PyTorch; fused: closed-form gradients, every λ in one batched model
+    /// autograd: the book's code op by op, PyTorch's numbers on the CPU; fused: closed-form gradients, every λ in one batched model
     #[arg(long, value_enum, default_value_t = Engine::Autograd)]
     pub engine: Engine,
     #[arg(long, allow_negative_numbers = true, default_value_t = 100, value_parser = positive_usize)]

@@ -101,14 +101,39 @@ pub fn bias_relu_dropout(z: &mut [f32], bias: &[f32], p: f64, rng: &mut Rng) {
     bias_relu_dropout_loop(z, bias, threshold, scale, base);
 }
 
+/// Whether element `i` of a call whose stream starts at `base` is kept: the decision
+/// [`bias_relu_dropout`] makes for it.
+#[inline(always)]
+fn kept(base: u64, i: u64, threshold: u64) -> bool {
+    splitmix(base.wrapping_add(i.wrapping_mul(GOLDEN_GAMMA))) >> 32 >= threshold
+}
+
+/// The keep mask (1 kept, 0 dropped) that [`bias_relu_dropout`] would apply to a
+/// `[rows, cols]` matrix with the same `rng`, drawing from `rng` as it does: the same
+/// masks for the tensor-operation path, so that the two paths can be compared number for
+/// number.
+pub fn keep_mask(rows: usize, cols: usize, p: f64, rng: &mut Rng) -> Vec<f32> {
+    if p >= 1.0 {
+        return vec![0.0; rows * cols];
+    }
+    let threshold = drop_threshold(p);
+    let base = rng.next_u64();
+    (0..(rows * cols) as u64)
+        .map(|i| kept(base, i, threshold) as u8 as f32)
+        .collect()
+}
+
 #[inline(always)]
 fn bias_relu_dropout_loop(z: &mut [f32], bias: &[f32], threshold: u64, scale: f32, base: u64) {
+    // Counters are ranges and wrapping products, never `enumerate` or `*`: this crate keeps
+    // overflow checks on in release (Cargo.toml), and a checked counter stops the loop from
+    // vectorising (20× slower, measured with examples/kernel_timing).
     let cols = bias.len();
-    for (r, row) in z.chunks_exact_mut(cols).enumerate() {
-        let row_base = base.wrapping_add(((r * cols) as u64).wrapping_mul(GOLDEN_GAMMA));
-        for (j, (v, &b)) in row.iter_mut().zip(bias).enumerate() {
-            let keep = splitmix(row_base.wrapping_add((j as u64).wrapping_mul(GOLDEN_GAMMA))) >> 32
-                >= threshold;
+    let row_step = (cols as u64).wrapping_mul(GOLDEN_GAMMA);
+    for (row, r) in z.chunks_exact_mut(cols).zip(0u64..) {
+        let row_base = base.wrapping_add(r.wrapping_mul(row_step));
+        for ((v, &b), j) in row.iter_mut().zip(bias).zip(0u64..) {
+            let keep = kept(row_base, j, threshold);
             *v = if keep { (*v + b).max(0.0) * scale } else { 0.0 };
         }
     }
@@ -220,6 +245,30 @@ mod tests {
         let mut z = vec![-1.0f32, 2.0];
         bias_relu_dropout(&mut z, &[0.5, -0.5], 0.0, &mut rng);
         assert_eq!(z, [0.0, 1.5]);
+    }
+
+    #[test]
+    fn keep_mask_is_the_mask_the_kernel_applies() {
+        for p in [0.0, 0.2, 0.5, 1.0] {
+            let (rows, cols) = (7, 33);
+            let mut kernel_rng = Rng::new(9);
+            let mut mask_rng = kernel_rng.clone();
+            let mut z = vec![1.0f32; rows * cols];
+            bias_relu_dropout(&mut z, &[0.0; 33], p, &mut kernel_rng);
+            let mask = keep_mask(rows, cols, p, &mut mask_rng);
+            let scale = if p >= 1.0 {
+                0.0
+            } else {
+                (1.0 / (1.0 - p)) as f32
+            };
+            let expected: Vec<f32> = mask.iter().map(|&m| m * scale).collect();
+            assert_eq!(z, expected, "p={p}");
+            assert_eq!(
+                kernel_rng.next_u64(),
+                mask_rng.next_u64(),
+                "p={p}: both draw the same from the generator"
+            );
+        }
     }
 
     #[test]

@@ -211,6 +211,7 @@ fn train_on_host(
     let (mut w, mut b) = (host(w), host(b)); // w: [d, k] row-major, b: [k]
     let half = matches!(implementation, Impl::Scratch);
     let mut r = vec![0f32; cfg.batch_size * k];
+    let mut x_rows: Vec<&[f32]> = Vec::with_capacity(cfg.batch_size);
     let mut columns = Columns::new(lambdas);
     let n_train = data.train.len();
     for epoch in 1..=cfg.epochs {
@@ -223,10 +224,16 @@ fn train_on_host(
             }
             let n = rows.len();
             let (decay_per_lambda, step) = step_sizes(cfg, implementation, n as f64);
+            // The batch's rows of X. Below, no index arithmetic in the inner loops (zips and
+            // ranges instead of `enumerate` and `i * k + c`): this crate keeps overflow checks
+            // on in release, and checked counters there made the run 25 % slower.
+            x_rows.clear();
+            x_rows.extend(
+                rows.iter()
+                    .map(|&row| &train_x[row as usize * d..(row as usize + 1) * d]),
+            );
             // r = (Xw + b − y) · (−step), one row per example, one column per λ
-            for (i, &row) in rows.iter().enumerate() {
-                let x = &train_x[row as usize * d..(row as usize + 1) * d];
-                let ri = &mut r[i * k..(i + 1) * k];
+            for ((x, &row), ri) in x_rows.iter().zip(rows).zip(r.chunks_exact_mut(k)) {
                 ri.copy_from_slice(&b);
                 for (xj, wj) in x.iter().zip(w.chunks_exact(k)) {
                     ri.iter_mut().zip(wj).for_each(|(rv, wv)| *rv += xj * wv);
@@ -235,29 +242,30 @@ fn train_on_host(
                     .for_each(|rv| *rv = (*rv - train_y[row as usize]) * -step as f32);
             }
             // w ← decay ⊙ w + Xᵀr;  b ← b + Σ r
-            for (j, wj) in w.chunks_exact_mut(k).enumerate() {
-                for (c, wv) in wj.iter_mut().enumerate() {
-                    let grad: f32 = rows
+            let r = &r[..n * k];
+            for (wj, j) in w.chunks_exact_mut(k).zip(0..d) {
+                for ((wv, c), &lambda) in wj.iter_mut().zip(0..k).zip(lambdas) {
+                    let grad: f32 = x_rows
                         .iter()
-                        .enumerate()
-                        .map(|(i, &row)| train_x[row as usize * d + j] * r[i * k + c])
+                        .zip(r.chunks_exact(k))
+                        .map(|(x, ri)| x[j] * ri[c])
                         .sum();
-                    *wv = *wv * (1.0 - lambdas[c] * decay_per_lambda) as f32 + grad;
+                    *wv = *wv * (1.0 - lambda * decay_per_lambda) as f32 + grad;
                 }
             }
-            for (c, bv) in b.iter_mut().enumerate() {
-                *bv += (0..n).map(|i| r[i * k + c]).sum::<f32>();
+            for (bv, c) in b.iter_mut().zip(0..k) {
+                *bv += r.chunks_exact(k).map(|ri| ri[c]).sum::<f32>();
             }
         }
         let mut losses = Vec::with_capacity(2 * k);
         for (x, y) in [(&train_x, &train_y), (&test_x, &test_y)] {
             let mut sums = vec![0f64; k];
             for (xi, &yi) in x.chunks_exact(d).zip(y.iter()) {
-                for (c, s) in sums.iter_mut().enumerate() {
-                    let pred: f32 = b[c]
+                for ((s, c), bc) in sums.iter_mut().zip(0..k).zip(&b) {
+                    let pred: f32 = bc
                         + xi.iter()
-                            .zip(w.iter().skip(c).step_by(k))
-                            .map(|(a, bw)| a * bw)
+                            .zip(w.chunks_exact(k))
+                            .map(|(a, wj)| a * wj[c])
                             .sum::<f32>();
                     let e = (pred - yi) as f64;
                     *s += e * e;

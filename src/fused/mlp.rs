@@ -8,6 +8,20 @@ use tch::{Device, Kind, Tensor};
 /// Rows per chunk of the evaluation pass (exact counts, so the chunking does not matter).
 const EVAL_CHUNK: i64 = 2000;
 
+/// How a [`FusedMlp`] computes a training step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepPath {
+    /// Rust loops over CPU memory; masks from the counter-based hash. The default on the CPU.
+    CpuKernels,
+    /// Tensor operations on the parameters' device; masks from libtorch's generator. The
+    /// default on other devices.
+    TensorOps,
+    /// Tensor operations with the masks [`StepPath::CpuKernels`] draws, made on the host and
+    /// copied to the device: the CPU kernels' numbers up to rounding, on any device, so one
+    /// path can be checked against the other.
+    TensorOpsHostMasks,
+}
+
 /// Weights and biases of the three layers (sharing storage with the VarStore), the dropout
 /// probabilities, SGD's learning rate and the scratch buffers of one mini-batch.
 pub struct FusedMlp {
@@ -17,8 +31,7 @@ pub struct FusedMlp {
     lr: f64,
     batch_size: usize,
     rng: Rng,
-    /// CPU loops (`true`) or device-generic tensor operations.
-    cpu_kernels: bool,
+    path: StepPath,
     buffers: Option<Buffers>,
 }
 
@@ -39,15 +52,9 @@ fn scale(p: f64) -> f64 {
 }
 
 impl FusedMlp {
-    /// Trains `layers` in place. On the CPU the element-wise work runs in Rust loops, on
-    /// other devices as tensor operations; `tensor_ops` forces the latter (for tests).
-    pub fn new(
-        layers: &[Linear; 3],
-        p: [f64; 2],
-        lr: f64,
-        batch_size: usize,
-        tensor_ops: bool,
-    ) -> FusedMlp {
+    /// Trains `layers` in place: on the CPU with [`StepPath::CpuKernels`], elsewhere with
+    /// [`StepPath::TensorOps`]. The mask generator is seeded from libtorch's generator.
+    pub fn new(layers: &[Linear; 3], p: [f64; 2], lr: f64, batch_size: usize) -> FusedMlp {
         let device = layers[0].weight.device();
         FusedMlp {
             w: layers.each_ref().map(|l| l.weight.shallow_clone()),
@@ -56,9 +63,31 @@ impl FusedMlp {
             lr,
             batch_size,
             rng: Rng::new(super::seed_from_libtorch()),
-            cpu_kernels: device == Device::Cpu && !tensor_ops,
+            path: if device == Device::Cpu {
+                StepPath::CpuKernels
+            } else {
+                StepPath::TensorOps
+            },
             buffers: None,
         }
+    }
+
+    /// Computes the steps another way ([`StepPath::CpuKernels`] needs CPU parameters).
+    pub fn with_path(mut self, path: StepPath) -> FusedMlp {
+        assert!(
+            path != StepPath::CpuKernels || self.w[0].device() == Device::Cpu,
+            "the CPU kernels need the parameters on the CPU"
+        );
+        self.path = path;
+        self
+    }
+
+    /// Re-seeds the mask generator of [`StepPath::CpuKernels`] and
+    /// [`StepPath::TensorOpsHostMasks`] (the masks [`crate::fused::kernels::keep_mask`] draws
+    /// from `Rng::new(seed)`, layer 1 then layer 2 for every batch).
+    pub fn with_mask_seed(mut self, seed: u64) -> FusedMlp {
+        self.rng = Rng::new(seed);
+        self
     }
 
     fn buffers(&mut self) -> &mut Buffers {
@@ -143,13 +172,21 @@ impl FusedMlp {
 
     /// The same step as tensor operations on any device; the sums stay on the device.
     fn tensor_step(&mut self, train: &Split, index: &Tensor, sums: &mut Sums) {
-        let (w, b, p) = (&self.w, &self.b, self.p);
+        let (w, b, p, rng) = (&self.w, &self.b, self.p, &mut self.rng);
+        let host_masks = self.path == StepPath::TensorOpsHostMasks;
         let x = train.x.index_select(0, index);
         let y = train.y.index_select(0, index);
-        let relu_dropout = |z: Tensor, p: f64| {
+        let mut relu_dropout = |z: Tensor, p: f64| {
             let h = z.relu();
-            if p > 0.0 {
-                h * z.rand_like().ge(p) * scale(p)
+            if host_masks {
+                let (rows, cols) = h.size2().expect("a matrix");
+                let mask = kernels::keep_mask(rows as usize, cols as usize, p, rng);
+                h * Tensor::from_slice(&mask)
+                    .view([rows, cols])
+                    .to_device(z.device())
+                    * scale(p)
+            } else if p > 0.0 {
+                h * z.rand_like().gt(p) * scale(p)
             } else {
                 h
             }
@@ -186,7 +223,7 @@ impl Learner for FusedMlp {
         let n = train.len();
         let order = Tensor::randperm(n, (Kind::Int64, device));
         let bs = self.batch_size as i64;
-        if self.cpu_kernels {
+        if self.path == StepPath::CpuKernels {
             self.buffers();
             // SAFETY: the labels are a contiguous i64 CPU tensor that outlives the epoch.
             let labels =

@@ -8,8 +8,9 @@
 #
 # What it does, each step skipped when already done:
 #   1. a Rust toolchain (rustup) when cargo is missing, and a C++ compiler (torch-sys builds C++);
-#   2. a Python venv OUTSIDE the checkout with torch==2.11.0 (what tch 0.24 expects) and
-#      torchvision==0.26.0 (the book's loader, for the benchmark):
+#   2. a Python venv OUTSIDE the checkout with torch==2.11.0 (what tch 0.24 expects),
+#      torchvision==0.26.0 (the book's loader, for the benchmark) and nvidia-cuda-crt (headers
+#      for the CUDA-graph shim):
 #      $D2L_VENV, else an active venv that already has torch 2.11.0, else
 #      ${XDG_CACHE_HOME:-~/.cache}/d2l-regularization/venv;
 #   3. Fashion-MNIST from Debian's package dataset-fashion-mnist where apt is available;
@@ -20,6 +21,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TORCH_VERSION=2.11.0
 TORCHVISION_VERSION=0.26.0
+CUDA_CRT_VERSION=13.0.88
 say() { printf '[setup] %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
 apt_updated=
@@ -63,6 +65,12 @@ if ! has_torch "$python" || ! "$python" -c "import torchvision" 2>/dev/null; the
   "$python" -m pip install -q --disable-pip-version-check "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 fi
 has_torch "$python" || { say "torch $TORCH_VERSION is not importable from $python"; exit 1; }
+# The CUDA crt/ headers (about 134 KB) that ATen/cuda/CUDAGraph.h needs and the torch wheel lacks:
+# build.rs compiles the CUDA-graph shim (src/cuda/shim.cpp) with them.
+if ! "$python" -c "import importlib.metadata as m; m.version('nvidia-cuda-crt')" >/dev/null 2>&1; then
+  say "installing nvidia-cuda-crt==$CUDA_CRT_VERSION (CUDA headers for the CUDA-graph shim)"
+  "$python" -m pip install -q --disable-pip-version-check "nvidia-cuda-crt==$CUDA_CRT_VERSION"
+fi
 torch_dir=$("$python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')
 say "PyTorch: $("$python" -c 'import torch; print(torch.__version__)') in $venv"
 

@@ -65,6 +65,9 @@ pub enum Command {
     Sweep(crate::experiments::sweep::Sweep),
     /// Timings for scripts/bench.sh, as JSON on stdout (concise dropout epochs, weight-decay runs)
     Bench(crate::bench::Config),
+    /// What this binary runs on: libtorch, CUDA runtime and driver, GPUs, cuDNN (for "CUDA is
+    /// not available")
+    Doctor,
 }
 
 /// Which version of an experiment to run: the book's from-scratch code, its concise code, or both.

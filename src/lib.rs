@@ -5,8 +5,10 @@
 //! train loop → records.
 pub mod bench;
 pub mod cli;
+pub mod cuda;
 pub mod data;
 pub mod device;
+pub mod doctor;
 pub mod experiments;
 pub mod fused;
 pub mod nn;

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     stop::install();
     progress::set_mode(match cli.command {
-        Some(Command::Bench(_)) => progress::Mode::Quiet,
+        Some(Command::Bench(_)) | Some(Command::Doctor) => progress::Mode::Quiet,
         _ => progress::Mode::detect(cli.global.quiet),
     });
     let memory_flags = memory_flags(&cli.command);
@@ -74,6 +74,10 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(n) = g.threads {
         tch::set_num_threads(n as i32);
     }
+    if let Some(Command::Doctor) = cli.command {
+        // Before the device is resolved: it reports why a device is not usable.
+        return d2l_regularization::doctor::run();
+    }
     let ctx = Context {
         device: device::resolve(g.device)?,
         device_requested: g.device,
@@ -91,6 +95,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Sweep(s)) => sweep::run(&s, &ctx)?,
         Some(Command::Bench(cfg)) => d2l_regularization::bench::run(&cfg, &ctx)?,
+        Some(Command::Doctor) => unreachable!("handled above"),
         None => {
             weight_decay::run(&weight_decay::Config::default(), &ctx)?;
             dropout::run(&dropout::Config::default(), &ctx)?;

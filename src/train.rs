@@ -79,6 +79,15 @@ impl Sums {
         }
     }
 
+    /// Sums already on the device: the loss sum (f64), the correct count (i64), the examples.
+    pub fn from_device(loss: Tensor, correct: Tensor, count: i64) -> Sums {
+        Sums {
+            loss,
+            correct,
+            count,
+        }
+    }
+
     /// Sum of the per-example losses (f64, on the device).
     pub fn loss(&self) -> &Tensor {
         &self.loss

@@ -1,5 +1,6 @@
 //! The dropout MLP (784-256-256-10) trained by the fused engine.
 use super::kernels::{self, Rng};
+use crate::cuda::CudaGraph;
 use crate::data::Split;
 use crate::nn::Linear;
 use crate::train::{self, Learner, Sums};
@@ -33,6 +34,22 @@ pub struct FusedMlp {
     rng: Rng,
     path: StepPath,
     buffers: Option<Buffers>,
+    /// The tensor-op epoch's buffers, the same memory every epoch (and its captured graph).
+    epoch: Option<EpochBuffers>,
+    /// Replay each epoch as a CUDA graph ([`StepPath::TensorOps`] on a CUDA device only).
+    graphs: bool,
+}
+
+/// What a tensor-op epoch reads and writes besides the data and the parameters: the
+/// permutation, drawn into `order` in place before the epoch, and the sums, zeroed and
+/// accumulated in place by it. Every operation of the epoch therefore touches the same memory
+/// every time, and no value is read back to the host inside it, so a CUDA graph captured once
+/// replays it.
+pub struct EpochBuffers {
+    pub order: Tensor,
+    pub loss: Tensor,
+    pub correct: Tensor,
+    graph: Option<CudaGraph>,
 }
 
 /// Per-batch activations and gradients, allocated once.
@@ -69,7 +86,23 @@ impl FusedMlp {
                 StepPath::TensorOps
             },
             buffers: None,
+            epoch: None,
+            graphs: false,
         }
+    }
+
+    /// Replays every training epoch after the first as one CUDA graph (the first runs on a
+    /// side stream as the warm-up, then is captured). Only [`StepPath::TensorOps`] on a CUDA
+    /// device can: elsewhere this is ignored. A failed capture is reported in one line and the
+    /// epochs run eagerly.
+    pub fn with_cuda_graph(mut self, on: bool) -> FusedMlp {
+        self.graphs = on && self.path == StepPath::TensorOps && self.w[0].device().is_cuda();
+        self
+    }
+
+    /// The buffers of the tensor-op epoch, once one has run (for tests: they must stay put).
+    pub fn epoch_buffers(&self) -> Option<&EpochBuffers> {
+        self.epoch.as_ref()
     }
 
     /// Computes the steps another way ([`StepPath::CpuKernels`] needs CPU parameters).
@@ -170,15 +203,23 @@ impl FusedMlp {
         }
     }
 
-    /// The same step as tensor operations on any device; the sums stay on the device.
-    fn tensor_step(&mut self, train: &Split, index: &Tensor, sums: &mut Sums) {
-        let (w, b, p, rng) = (&self.w, &self.b, self.p, &mut self.rng);
-        let host_masks = self.path == StepPath::TensorOpsHostMasks;
+    /// The same step as tensor operations on any device, the loss and correct predictions
+    /// added to the on-device sums `loss` and `correct` in place. Without `host_masks` nothing
+    /// is read back to the host, so the step can be captured in a CUDA graph.
+    fn tensor_step(
+        &self,
+        train: &Split,
+        index: &Tensor,
+        loss: &Tensor,
+        correct: &Tensor,
+        mut host_masks: Option<&mut Rng>,
+    ) {
+        let (w, b, p) = (&self.w, &self.b, self.p);
         let x = train.x.index_select(0, index);
         let y = train.y.index_select(0, index);
         let mut relu_dropout = |z: Tensor, p: f64| {
             let h = z.relu();
-            if host_masks {
+            if let Some(rng) = host_masks.as_deref_mut() {
                 let (rows, cols) = h.size2().expect("a matrix");
                 let mask = kernels::keep_mask(rows as usize, cols as usize, p, rng);
                 h * Tensor::from_slice(&mask)
@@ -196,7 +237,8 @@ impl FusedMlp {
         let z3 = b[2].addmm(&d2, &w[2].tr());
         let log_p = z3.log_softmax(1, Kind::Float);
         let losses = -log_p.gather(1, &y.unsqueeze(1), false);
-        sums.add(&losses, &z3, &y);
+        let _ = loss.shallow_clone().g_add_(&losses.sum(Kind::Double));
+        let _ = correct.shallow_clone().g_add_(&train::correct(&z3, &y));
         let one_hot = log_p.zeros_like().scatter_value(1, &y.unsqueeze(1), 1.0);
         let g3 = (log_p.exp() - one_hot) * (-self.lr / x.size()[0] as f64);
         let backward = |dd: Tensor, d: &Tensor, p: f64| dd * d.gt(0.0) * scale(p);
@@ -205,6 +247,107 @@ impl FusedMlp {
         let g1 = backward(g2.mm(&w[1]), &d1, p[0]);
         update(&w[1], &b[1], &g2, &d1);
         update(&w[0], &b[0], &g1, &x);
+    }
+
+    /// One epoch of [`FusedMlp::tensor_step`] over the permutation in `buffers.order`: the
+    /// sums zeroed, then every batch (the last one partial). With `stoppable` a stop request
+    /// ends it at a batch boundary (not inside a graph). Returns the examples seen.
+    fn tensor_epoch(
+        &self,
+        train: &Split,
+        buffers: &EpochBuffers,
+        mut host_masks: Option<&mut Rng>,
+        stoppable: bool,
+    ) -> i64 {
+        let (n, bs) = (train.len(), self.batch_size as i64);
+        let _ = buffers.loss.shallow_clone().zero_();
+        let _ = buffers.correct.shallow_clone().zero_();
+        let mut seen = 0;
+        for start in (0..n).step_by(bs as usize) {
+            if stoppable && crate::stop::requested().is_some() {
+                break;
+            }
+            let len = bs.min(n - start);
+            let index = buffers.order.narrow(0, start, len);
+            let rng = host_masks.as_deref_mut();
+            self.tensor_step(train, &index, &buffers.loss, &buffers.correct, rng);
+            seen += len;
+        }
+        seen
+    }
+
+    /// A training epoch as tensor operations: the permutation drawn into the static order
+    /// buffer, then the epoch eagerly, or replayed from its CUDA graph.
+    fn tensor_ops_epoch(&mut self, train: &Split) -> Sums {
+        let device = train.x.device();
+        let n = train.len();
+        if self.epoch.as_ref().is_none_or(|e| e.order.size()[0] != n) {
+            self.epoch = Some(EpochBuffers {
+                order: Tensor::empty([n], (Kind::Int64, device)),
+                loss: Tensor::zeros([], (Kind::Double, device)),
+                correct: Tensor::zeros([], (Kind::Int64, device)),
+                graph: None,
+            });
+        }
+        let mut buffers = self.epoch.take().expect("just made");
+        let _ = Tensor::randperm_out(&buffers.order, n);
+        let seen = if self.path == StepPath::TensorOpsHostMasks {
+            let mut rng = self.rng.clone();
+            let seen = self.tensor_epoch(train, &buffers, Some(&mut rng), true);
+            self.rng = rng;
+            seen
+        } else if !self.graphs {
+            self.tensor_epoch(train, &buffers, None, true)
+        } else if let Some(graph) = &buffers.graph {
+            self.replay(graph, train, &buffers)
+        } else {
+            self.capture(train, &mut buffers)
+        };
+        let sums = Sums::from_device(buffers.loss.copy(), buffers.correct.copy(), seen);
+        self.epoch = Some(buffers);
+        sums
+    }
+
+    /// The first epoch with graphs: run on a side stream (the warm-up CUDA graphs need), then
+    /// captured for the epochs that follow. If the capture fails the epoch still counts (or
+    /// runs eagerly, if it had not run), a warning says why, and graphs are off from then on.
+    fn capture(&mut self, train: &Split, buffers: &mut EpochBuffers) -> i64 {
+        let device = match train.x.device() {
+            Device::Cuda(i) => i,
+            _ => unreachable!("graphs are only enabled on CUDA"),
+        };
+        let seen = std::cell::Cell::new(None);
+        let this = &*self;
+        let captured = CudaGraph::capture(
+            device,
+            || seen.set(Some(this.tensor_epoch(train, buffers, None, false))),
+            || {
+                this.tensor_epoch(train, buffers, None, false);
+            },
+        );
+        match captured {
+            Ok(graph) => buffers.graph = Some(graph),
+            Err(e) => {
+                eprintln!("warning: CUDA graph capture failed, training without graphs: {e:#}");
+                self.graphs = false;
+            }
+        }
+        match seen.get() {
+            Some(seen) => seen,
+            None => self.tensor_epoch(train, buffers, None, true),
+        }
+    }
+
+    /// A whole epoch from the captured graph; a replay that fails is reported and the epoch
+    /// runs eagerly instead (graphs off from then on).
+    fn replay(&self, graph: &CudaGraph, train: &Split, buffers: &EpochBuffers) -> i64 {
+        match graph.replay() {
+            Ok(()) => train.len(),
+            Err(e) => {
+                eprintln!("warning: CUDA graph replay failed, training without graphs: {e:#}");
+                self.tensor_epoch(train, buffers, None, true)
+            }
+        }
     }
 }
 
@@ -219,37 +362,27 @@ fn update(w: &Tensor, b: &Tensor, g: &Tensor, input: &Tensor) {
 impl Learner for FusedMlp {
     fn train_epoch(&mut self, train: &Split) -> Sums {
         let _guard = tch::no_grad_guard();
-        let device = train.x.device();
-        let n = train.len();
-        let order = Tensor::randperm(n, (Kind::Int64, device));
-        let bs = self.batch_size as i64;
-        if self.path == StepPath::CpuKernels {
-            self.buffers();
-            // SAFETY: the labels are a contiguous i64 CPU tensor that outlives the epoch.
-            let labels =
-                unsafe { std::slice::from_raw_parts(train.y.data_ptr() as *const i64, n as usize) };
-            let (mut loss, mut correct) = (0.0, 0);
-            for start in (0..n).step_by(bs as usize) {
-                if crate::stop::requested().is_some() {
-                    break;
-                }
-                let index = order.narrow(0, start, bs.min(n - start));
-                let (l, c) = self.cpu_step(train, &index, labels);
-                loss += l;
-                correct += c;
-            }
-            Sums::from_host(loss, correct, n)
-        } else {
-            let mut sums = Sums::new(device);
-            for start in (0..n).step_by(bs as usize) {
-                if crate::stop::requested().is_some() {
-                    break;
-                }
-                let index = order.narrow(0, start, bs.min(n - start));
-                self.tensor_step(train, &index, &mut sums);
-            }
-            sums
+        if self.path != StepPath::CpuKernels {
+            return self.tensor_ops_epoch(train);
         }
+        let n = train.len();
+        let order = Tensor::randperm(n, (Kind::Int64, Device::Cpu));
+        let bs = self.batch_size as i64;
+        self.buffers();
+        // SAFETY: the labels are a contiguous i64 CPU tensor that outlives the epoch.
+        let labels =
+            unsafe { std::slice::from_raw_parts(train.y.data_ptr() as *const i64, n as usize) };
+        let (mut loss, mut correct) = (0.0, 0);
+        for start in (0..n).step_by(bs as usize) {
+            if crate::stop::requested().is_some() {
+                break;
+            }
+            let index = order.narrow(0, start, bs.min(n - start));
+            let (l, c) = self.cpu_step(train, &index, labels);
+            loss += l;
+            correct += c;
+        }
+        Sums::from_host(loss, correct, n)
     }
 
     fn count_correct(&self, split: &Split) -> Tensor {

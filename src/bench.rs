@@ -3,10 +3,16 @@
 //! For each engine, the dropout experiment (concise) is timed per training epoch and per test
 //! pass after one warm-up epoch, and the weight-decay experiment per 100-epoch run of each
 //! version at λ = 3. Each timing ends with a read of the results, so queued GPU work is included.
+//! On a GPU the fused engine is timed with CUDA graphs (its default there) and without. Last,
+//! the libtorch operators per training step of each engine are counted.
 use crate::cli::{positive_usize, Impl};
+use crate::cuda::GraphMode;
+use crate::data::fashion_mnist::FashionMnist;
+use crate::data::Split;
 use crate::experiments::{dropout, weight_decay, Context};
+use crate::fused::mlp::{FusedMlp, StepPath};
 use crate::fused::Engine;
-use crate::train;
+use crate::train::{self, Learner};
 use anyhow::Result;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -41,54 +47,112 @@ struct Report {
     threads: i32,
     libtorch_version: &'static str,
     autograd: Timings,
+    /// The fused engine as it runs by default: CUDA graphs on a GPU.
     fused: Timings,
+    /// On a GPU, the fused engine with every step launched from the host.
+    fused_eager: Option<Timings>,
+    ops_per_step: OpsPerStep,
 }
 
-/// Both engines, one after the other, on the same data.
+/// libtorch operators per training step of the concise dropout model (those that do work,
+/// about one kernel launch each on a GPU; and all, views included), counted on this device.
+#[derive(Serialize, Default)]
+struct OpsPerStep {
+    autograd: Option<[i64; 2]>,
+    /// The fused engine's tensor-op path, the one a GPU runs (and a graph replays).
+    fused_tensor_ops: Option<[i64; 2]>,
+}
+
+/// Times one engine: the weight-decay runs, then the dropout epochs after a warm-up epoch.
+fn time_engine(
+    engine: Engine,
+    cuda_graph: GraphMode,
+    cfg: &Config,
+    data: &FashionMnist,
+    ctx: &Context,
+) -> Timings {
+    let mut t = Timings::default();
+    let wd = weight_decay::Config {
+        engine,
+        ..Default::default()
+    };
+    for _ in 0..cfg.wd_runs {
+        t.wd_scratch_s
+            .push(weight_decay::run_one(&wd, Impl::Scratch, 3.0, ctx).1);
+        t.wd_concise_s
+            .push(weight_decay::run_one(&wd, Impl::Concise, 3.0, ctx).1);
+    }
+    let dcfg = dropout::Config {
+        engine,
+        cuda_graph,
+        ..Default::default()
+    };
+    let (_vs, mut learner) = dropout::learner(&dcfg, Impl::Concise, dcfg.rates(), ctx);
+    for epoch in 0..=cfg.epochs {
+        let start = Instant::now();
+        let sums = learner.train_epoch(&data.train);
+        train::read(&[sums.loss()]);
+        let trained = Instant::now();
+        let correct = learner.count_correct(&data.test);
+        train::read(&[&correct]);
+        if epoch > 0 {
+            t.dropout_train_s.push((trained - start).as_secs_f64());
+            t.dropout_test_s.push(trained.elapsed().as_secs_f64());
+        }
+    }
+    t
+}
+
+/// The first `n` training examples.
+fn head(split: &Split, n: i64) -> Split {
+    Split {
+        x: split.x.narrow(0, 0, n),
+        y: split.y.narrow(0, 0, n),
+    }
+}
+
+/// Operators per step: those of an epoch of three batches minus those of an epoch of two
+/// (what an epoch adds once, the permutation and the sums, cancels), each counted after an
+/// epoch of the same size (so buffers sized by the epoch are already made).
+fn ops_per_step(learner: &mut dyn Learner, train: &Split) -> Option<[i64; 2]> {
+    let mut count = |n: i64| {
+        let part = head(train, n);
+        learner.train_epoch(&part);
+        crate::cuda::count_ops(|| drop(learner.train_epoch(&part))).ok()
+    };
+    let (two, three) = (count(512)?, count(768)?);
+    Some([three.launching - two.launching, three.all - two.all])
+}
+
+fn count_ops_per_step(data: &FashionMnist, ctx: &Context) -> OpsPerStep {
+    let cfg = dropout::Config::default();
+    let (_vs, mut autograd) = dropout::learner(&cfg, Impl::Concise, cfg.rates(), ctx);
+    let vs = tch::nn::VarStore::new(ctx.device);
+    let layers = dropout::concise_layers(&vs.root());
+    let mut fused =
+        FusedMlp::new(&layers, cfg.rates(), cfg.lr, cfg.batch_size).with_path(StepPath::TensorOps);
+    OpsPerStep {
+        autograd: ops_per_step(autograd.as_mut(), &data.train),
+        fused_tensor_ops: ops_per_step(&mut fused, &data.train),
+    }
+}
+
+/// Both engines, one after the other, on the same data (on a GPU the fused engine also
+/// without graphs), then the operator counts.
 pub fn run(cfg: &Config, ctx: &Context) -> Result<()> {
     let source = crate::data::fashion_mnist::Source::new(cfg.data_dir.clone(), true);
     let data = crate::data::fashion_mnist::load(&source, ctx.device)?;
-    let mut report = Report {
+    let cuda = ctx.device.is_cuda();
+    let report = Report {
         side: "rust",
         device: crate::device::name(ctx.device),
         threads: tch::get_num_threads(),
         libtorch_version: crate::LIBTORCH_VERSION,
-        autograd: Timings::default(),
-        fused: Timings::default(),
+        autograd: time_engine(Engine::Autograd, GraphMode::Auto, cfg, &data, ctx),
+        fused: time_engine(Engine::Fused, GraphMode::Auto, cfg, &data, ctx),
+        fused_eager: cuda.then(|| time_engine(Engine::Fused, GraphMode::Off, cfg, &data, ctx)),
+        ops_per_step: count_ops_per_step(&data, ctx),
     };
-    for engine in [Engine::Autograd, Engine::Fused] {
-        let t = match engine {
-            Engine::Autograd => &mut report.autograd,
-            Engine::Fused => &mut report.fused,
-        };
-        let wd = weight_decay::Config {
-            engine,
-            ..Default::default()
-        };
-        for _ in 0..cfg.wd_runs {
-            t.wd_scratch_s
-                .push(weight_decay::run_one(&wd, Impl::Scratch, 3.0, ctx).1);
-            t.wd_concise_s
-                .push(weight_decay::run_one(&wd, Impl::Concise, 3.0, ctx).1);
-        }
-        let dcfg = dropout::Config {
-            engine,
-            ..Default::default()
-        };
-        let (_vs, mut learner) = dropout::learner(&dcfg, Impl::Concise, dcfg.rates(), ctx);
-        for epoch in 0..=cfg.epochs {
-            let start = Instant::now();
-            let sums = learner.train_epoch(&data.train);
-            train::read(&[sums.loss()]);
-            let trained = Instant::now();
-            let correct = learner.count_correct(&data.test);
-            train::read(&[&correct]);
-            if epoch > 0 {
-                t.dropout_train_s.push((trained - start).as_secs_f64());
-                t.dropout_test_s.push(trained.elapsed().as_secs_f64());
-            }
-        }
-    }
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }

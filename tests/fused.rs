@@ -308,33 +308,41 @@ fn without_dropout_every_engine_and_path_takes_the_same_steps() {
 fn with_dropout_every_fused_path_takes_the_book_models_steps() {
     let _rng = rng_lock();
     let split = synthetic_split(ROWS, 22);
-    let rates = [0.2, 0.5];
 
-    let (vs_ref, mut reference) = autograd(Impl::Scratch, rates);
-    let (loss_ref, _) = epoch(reference.as_mut(), &split);
-    assert_trained(&vs_ref, Impl::Scratch, "autograd");
-    let (vs, mut learner) = fused(Impl::Scratch, rates, StepPath::TensorOps);
-    let (loss, _) = epoch(&mut learner, &split);
-    let what = "tensor-op path (libtorch's masks) against the scratch model";
-    assert_same_parameters(&vs_ref, &vs, what);
-    assert!(
-        (loss - loss_ref).abs() <= TOLERANCE * loss_ref,
-        "{what}: {loss} vs {loss_ref}"
-    );
-
-    for implementation in [Impl::Concise, Impl::Scratch] {
-        let (vs_cpu, mut cpu) = fused(implementation, rates, StepPath::CpuKernels);
-        let (loss_cpu, correct_cpu) = epoch(&mut cpu, &split);
-        assert_trained(&vs_cpu, implementation, "CPU kernels");
-        let (vs_t, mut tensor) = fused(implementation, rates, StepPath::TensorOpsHostMasks);
-        let (loss_t, correct_t) = epoch(&mut tensor, &split);
-        let what = format!("{implementation:?}: CPU kernels against tensor ops, same masks");
-        assert_same_parameters(&vs_cpu, &vs_t, &what);
+    // Rates where the book's dropout_layer and the tensor-op path draw the same numbers (a
+    // rate of 1 draws nothing in dropout_layer).
+    for rates in [[0.2, 0.5], [0.0, 0.5], [0.5, 0.0]] {
+        let (vs_ref, mut reference) = autograd(Impl::Scratch, rates);
+        let (loss_ref, _) = epoch(reference.as_mut(), &split);
+        assert_trained(&vs_ref, Impl::Scratch, "autograd");
+        let (vs, mut learner) = fused(Impl::Scratch, rates, StepPath::TensorOps);
+        let (loss, _) = epoch(&mut learner, &split);
+        let what =
+            format!("{rates:?}: tensor-op path (libtorch's masks) against the scratch model");
+        assert_same_parameters(&vs_ref, &vs, &what);
         assert!(
-            (loss_t - loss_cpu).abs() <= TOLERANCE * loss_cpu,
-            "{what}: {loss_t} vs {loss_cpu}"
+            (loss - loss_ref).abs() <= TOLERANCE * loss_ref,
+            "{what}: {loss} vs {loss_ref}"
         );
-        assert_eq!(correct_t, correct_cpu, "{what}");
+    }
+
+    // Rates of 1 too: a layer whose output is all zeros (its scale cannot be folded).
+    for rates in [[0.2, 0.5], [1.0, 0.3], [0.5, 1.0]] {
+        for implementation in [Impl::Concise, Impl::Scratch] {
+            let (vs_cpu, mut cpu) = fused(implementation, rates, StepPath::CpuKernels);
+            let (loss_cpu, correct_cpu) = epoch(&mut cpu, &split);
+            assert_trained(&vs_cpu, implementation, "CPU kernels");
+            let (vs_t, mut tensor) = fused(implementation, rates, StepPath::TensorOpsHostMasks);
+            let (loss_t, correct_t) = epoch(&mut tensor, &split);
+            let what =
+                format!("{implementation:?} {rates:?}: CPU kernels against tensor ops, same masks");
+            assert_same_parameters(&vs_cpu, &vs_t, &what);
+            assert!(
+                (loss_t - loss_cpu).abs() <= TOLERANCE * loss_cpu,
+                "{what}: {loss_t} vs {loss_cpu}"
+            );
+            assert_eq!(correct_t, correct_cpu, "{what}");
+        }
     }
 }
 

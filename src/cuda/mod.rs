@@ -42,7 +42,11 @@ mod ffi {
         pub fn d2l_graph_replay(g: *mut D2lGraph) -> *mut c_char;
         pub fn d2l_graph_free(g: *mut D2lGraph);
         pub fn d2l_op_counter_start() -> *mut c_char;
-        pub fn d2l_op_counter_stop(launching: *mut i64, all: *mut i64) -> *mut c_char;
+        pub fn d2l_op_counter_stop(
+            launching: *mut i64,
+            all: *mut i64,
+            reads: *mut i64,
+        ) -> *mut c_char;
     }
 }
 
@@ -242,18 +246,31 @@ fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
     first_line(&text.replace("\\n", "\n"))
 }
 
-/// How many operators `f` makes libtorch run: those that do work (on a GPU about one kernel
-/// launch each; views and metadata not counted), and all of them. Counts every thread, so run
-/// nothing else meanwhile.
-pub fn count_ops(f: impl FnOnce()) -> Result<(i64, i64)> {
+/// What [`count_ops`] counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OpCounts {
+    /// Top-level operators that do work: on a GPU about one kernel launch each (views and
+    /// metadata not counted).
+    pub launching: i64,
+    /// Every top-level operator, views included.
+    pub all: i64,
+    /// Operators, at any depth, that read values back to the host or copy between devices
+    /// (`item`, `to`, `nonzero`, …): each a synchronisation on a GPU.
+    pub host_reads: i64,
+}
+
+/// The operators `f` makes libtorch run. Counts every thread, so run nothing else meanwhile.
+pub fn count_ops(f: impl FnOnce()) -> Result<OpCounts> {
     #[cfg(d2l_cuda_shim)]
     {
         // SAFETY: plain calls; the counter is process-global and removed at stop.
         check(unsafe { ffi::d2l_op_counter_start() })?;
         f();
-        let (mut launching, mut all) = (0, 0);
-        check(unsafe { ffi::d2l_op_counter_stop(&mut launching, &mut all) })?;
-        Ok((launching, all))
+        let mut c = OpCounts::default();
+        check(unsafe {
+            ffi::d2l_op_counter_stop(&mut c.launching, &mut c.all, &mut c.host_reads)
+        })?;
+        Ok(c)
     }
     #[cfg(not(d2l_cuda_shim))]
     {

@@ -205,6 +205,7 @@ void d2l_graph_free(D2lGraph* g) {
 namespace {
 std::atomic<long long> launching_ops{0};
 std::atomic<long long> all_ops{0};
+std::atomic<long long> host_reads{0};
 thread_local int depth = 0;
 bool counter_installed = false;
 at::CallbackHandle counter_handle = 0;
@@ -227,7 +228,34 @@ bool is_view(const char* name) {
   return false;
 }
 
+// Operators that read a tensor's values on the host (at any depth), and, called at top level,
+// copies to another device or type: each a synchronisation on a GPU, and none may run inside a
+// captured graph. (Nested `to` calls are libtorch wrapping Rust scalars: no copy back.)
+bool is_host_read(const char* name, bool top_level) {
+  static const char* reads[] = {
+      "aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero", "aten::equal",
+      "aten::allclose",
+  };
+  static const char* copies[] = {"aten::item", "aten::to", "aten::_to_copy"};
+  for (const char* r : reads) {
+    if (std::strcmp(name, r) == 0) {
+      return true;
+    }
+  }
+  if (top_level) {
+    for (const char* c : copies) {
+      if (std::strcmp(name, c) == 0) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
 std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
+  if (is_host_read(fn.name(), depth == 0)) {
+    host_reads.fetch_add(1, std::memory_order_relaxed);
+  }
   if (depth++ == 0) {
     all_ops.fetch_add(1, std::memory_order_relaxed);
     if (!is_view(fn.name())) {
@@ -248,6 +276,7 @@ char* d2l_op_counter_start() {
   return guarded([&] {
     launching_ops = 0;
     all_ops = 0;
+    host_reads = 0;
     if (!counter_installed) {
       counter_handle = at::addGlobalCallback(
           at::RecordFunctionCallback(on_enter, on_exit).scopes({at::RecordScope::FUNCTION}));
@@ -257,8 +286,9 @@ char* d2l_op_counter_start() {
 }
 
 // Stops counting: the operators since the start that do work (on a GPU about one kernel
-// launch each; views and metadata excluded), and all of them.
-char* d2l_op_counter_stop(long long* launching, long long* all) {
+// launch each; views and metadata excluded), all of them, and those (at any depth) that read
+// values back to the host.
+char* d2l_op_counter_stop(long long* launching, long long* all, long long* reads) {
   return guarded([&] {
     if (counter_installed) {
       at::removeCallback(counter_handle);
@@ -266,6 +296,7 @@ char* d2l_op_counter_stop(long long* launching, long long* all) {
     }
     *launching = launching_ops.load();
     *all = all_ops.load();
+    *reads = host_reads.load();
   });
 }
 

@@ -6,6 +6,7 @@
 //! off in evaluation mode.
 use super::{fmt_num, Context};
 use crate::cli::{positive_f64, positive_usize, probability, Impl, ImplChoice};
+use crate::cuda::GraphMode;
 use crate::data::fashion_mnist::{self, FashionMnist, NUM_CLASSES, NUM_INPUTS};
 use crate::data::{batches, Split};
 use crate::fused::{mlp::FusedMlp, Engine};
@@ -46,6 +47,9 @@ pub struct Config {
     /// autograd: the book's code op by op, PyTorch's numbers on the CPU; fused: hand-written backward, faster
     #[arg(long, value_enum, default_value_t = Engine::Autograd)]
     pub engine: Engine,
+    /// Replay each training epoch of the fused engine as one CUDA graph: auto (on with --engine fused on CUDA), on, off
+    #[arg(long, value_enum, default_value_t = GraphMode::Auto)]
+    pub cuda_graph: GraphMode,
     /// Directory holding the four Fashion-MNIST files (.gz or uncompressed)
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -79,6 +83,13 @@ impl Config {
     /// The book's single setting, or the first of the grid.
     pub fn rates(&self) -> Rates {
         self.grid()[0]
+    }
+
+    /// Whether the fused engine replays its epochs as CUDA graphs on `device`; refuses
+    /// `--cuda-graph on` where it cannot be honoured, before any work starts.
+    pub fn cuda_graphs(&self, device: tch::Device) -> Result<bool> {
+        self.cuda_graph
+            .resolve(device, self.engine == Engine::Fused)
     }
 }
 
@@ -223,7 +234,11 @@ pub fn learner(
                 Impl::Scratch => scratch_layers(&vs.root()),
                 Impl::Concise => concise_layers(&vs.root()),
             };
-            Box::new(FusedMlp::new(&layers, [p1, p2], cfg.lr, cfg.batch_size))
+            // Refused earlier (`Config::cuda_graphs` in `run`) where `on` is impossible.
+            let graphs = cfg.cuda_graphs(ctx.device).unwrap_or(false);
+            Box::new(
+                FusedMlp::new(&layers, [p1, p2], cfg.lr, cfg.batch_size).with_cuda_graph(graphs),
+            )
         }
     };
     (vs, learner)
@@ -378,6 +393,7 @@ pub fn run_one(
 /// rates are given. A diverged run is recorded and the others go on; the command then fails.
 /// An interruption records what finished and stops at once.
 pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
+    cfg.cuda_graphs(ctx.device)?;
     let dir = record::experiment_dir(&ctx.out, "dropout")?;
     let source = fashion_mnist::Source::new(cfg.data_dir.clone(), cfg.offline);
     let data = fashion_mnist::load(&source, ctx.device)?;

@@ -318,6 +318,7 @@ pub struct DropoutSetting {
 
 fn dropout_sweep(sweep: &DropoutSweep, ctx: &Context) -> Result<()> {
     let cfg = &sweep.experiment;
+    cfg.cuda_graphs(ctx.device)?;
     let seeds = seeds_or(&sweep.seeds, ctx);
     let dir = record::experiment_dir(&record::experiment_dir(&ctx.out, "sweep")?, "dropout")?;
     let runs_dir = record::experiment_dir(&dir, "runs")?;

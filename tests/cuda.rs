@@ -24,8 +24,9 @@ fn gpu() -> bool {
 #[test]
 fn the_shim_is_built_against_a_cuda_libtorch() {
     if d2l_regularization::LIBTORCH_HAS_CUDA {
+        let shim = cuda::SHIM;
         assert!(
-            cuda::SHIM,
+            shim,
             "libtorch has CUDA but the shim was not built (are nvidia-cuda-crt's headers installed?)"
         );
         let (runtime, _driver) = cuda::versions().unwrap();
@@ -58,7 +59,7 @@ fn a_graph_without_a_gpu_is_a_clear_error_and_with_one_replays() {
         },
         || {
             let _ = y.g_add_scalar_(1.0);
-            let _ = r.copy_(&r.rand_like());
+            r.copy_(&r.rand_like());
         },
     )
     .unwrap();
@@ -94,7 +95,10 @@ fn count_ops_counts_launches_views_and_host_reads() {
     })
     .unwrap();
     assert_eq!((counts.launching, counts.all, counts.host_reads), (2, 3, 0));
-    let counts = cuda::count_ops(|| drop(a.sum(Kind::Float).double_value(&[]))).unwrap();
+    let counts = cuda::count_ops(|| {
+        a.sum(Kind::Float).double_value(&[]);
+    })
+    .unwrap();
     assert!(counts.host_reads >= 1, "{counts:?}");
 }
 

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark: the Rust binary against the PyTorch counterpart, interleaved.
 
-Each round runs, one process after the other: Rust (its autograd engine, then its fused engine),
-PyTorch with the data preloaded on the device, PyTorch with the book's own loader (torchvision +
-ToTensor + a 4-worker DataLoader), then the whole default weight-decay command of each side
-(Rust autograd, Rust fused, PyTorch). All on one device with the same intra-op thread count.
-Prints a markdown table of medians with Rust/PyTorch ratios and writes results/bench/<device>.csv.
+Each round runs, one process after the other: Rust (its autograd engine, then its fused engine,
+on a GPU with CUDA graphs and without), PyTorch with the data preloaded on the device (eager),
+the PyTorch anchors (on a GPU by default: the model under torch.compile(mode="reduce-overhead"),
+and the whole training step captured by hand as a CUDA graph), PyTorch with the book's own loader
+(torchvision + ToTensor + a 4-worker DataLoader), then the whole default weight-decay command of
+each side (Rust autograd, Rust fused, PyTorch). All on one device with the same intra-op thread
+count. Prints a markdown table of medians with ratios, the libtorch operators per training step
+of each Rust engine, and writes results/bench/<device>.csv.
 
 Usually run through scripts/bench.sh, which finds the binary and the venv.
 """
@@ -72,6 +75,9 @@ def main():
     p.add_argument("--wd-runs", type=int, default=3, help="timed weight-decay runs per process")
     p.add_argument("--data-dir")
     p.add_argument("--no-book-loader", action="store_true", help="skip the torchvision loader column")
+    p.add_argument("--anchors", default=None,
+                   help="comma-separated PyTorch anchors for the dropout epoch: compile, graph "
+                        "(default: both on a GPU, none on the CPU; 'none' for none)")
     p.add_argument("--out", default=os.path.join(REPO, "results", "bench"))
     args = p.parse_args()
 
@@ -91,23 +97,35 @@ def main():
     rust_bench = [args.bin, *common, "bench", "--epochs", str(args.epochs), "--wd-runs", str(args.wd_runs), *data]
     torch_bench = [sys.executable, COUNTERPART, *common, "bench", "--epochs", str(args.epochs),
                    "--wd-runs", str(args.wd_runs), *data]
-    sides = {"rust": {}, "rust-fused": {}, "torch": {}, "torch-book-loader": {}}
+    cuda = device.startswith("cuda")
+    anchors = ["compile", "graph"] if cuda else []
+    if args.anchors is not None:
+        anchors = [] if args.anchors == "none" else [a for a in args.anchors.split(",") if a]
+    sides = {"rust": {}, "rust-fused": {}, "rust-fused-eager": {}, "torch": {},
+             "torch-compile": {}, "torch-graph": {}, "torch-book-loader": {}}
 
     def add(side, key, values):
         sides[side].setdefault(key, []).extend(values)
 
-    libtorch = "?"
+    libtorch, ops = "?", {}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(1, args.rounds + 1):
             print(f"round {r}/{args.rounds}", file=sys.stderr)
             res = run_json(rust_bench, env)
             libtorch = res.get("libtorch_version", libtorch)
+            ops = res.get("ops_per_step", ops)
             for k, _ in ROWS[:4]:
                 add("rust", k, res["autograd"][k])
                 add("rust-fused", k, res["fused"][k])
+                if res.get("fused_eager"):
+                    add("rust-fused-eager", k, res["fused_eager"][k])
             res = run_json(torch_bench + ["--loader", "preloaded"], env)
             for k, _ in ROWS[:4]:
                 add("torch", k, res[k])
+            for anchor in anchors:
+                res = run_json(torch_bench + ["--loader", "preloaded", "--mode", anchor], env)
+                for k, _ in ROWS[:2]:
+                    add(f"torch-{anchor}", k, res[k])
             if not args.no_book_loader:
                 res = run_json(torch_bench + ["--loader", "book"], env)
                 for k, _ in ROWS[:2]:
@@ -121,17 +139,30 @@ def main():
     fmt = lambda v: "—" if v is None else (f"{v:.4f}" if v < 1 else f"{v:.3f}")
     print(f"\n{model}, {args.threads} threads, device {device}; medians of {args.rounds} interleaved rounds"
           f" (torch {torch.__version__}, libtorch {libtorch} via tch 0.24.0)\n")
-    print("| measurement (seconds) | Rust, autograd engine | Rust, fused engine | PyTorch, data preloaded "
-          "| PyTorch, book's loader | autograd / PyTorch | fused / PyTorch |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    rows = []
+    columns = [("rust", "Rust, autograd engine"), ("rust-fused", "Rust, fused engine" + (" (CUDA graphs)" if cuda else "")),
+               ("rust-fused-eager", "Rust, fused engine, no graphs"), ("torch", "PyTorch, data preloaded"),
+               ("torch-compile", "PyTorch, torch.compile reduce-overhead"), ("torch-graph", "PyTorch, whole step as a CUDA graph"),
+               ("torch-book-loader", "PyTorch, book's loader")]
+    columns = [(k, name) for k, name in columns if sides[k] or k in ("rust", "rust-fused", "torch", "torch-book-loader")]
+    best_anchor = lambda key: min([v for v in (med["torch-compile"].get(key), med["torch-graph"].get(key)) if v] or [None],
+                                  key=lambda v: v if v is not None else float("inf"))
     ratio = lambda a, b: a / b if a and b else None
     fmt_ratio = lambda v: "—" if v is None else f"{v:.2f}×"
+    ratio_names = ["autograd / PyTorch", "fused / PyTorch"] + (["fused / best anchor"] if anchors else [])
+    print("| measurement (seconds) | " + " | ".join(name for _, name in columns) + " | " + " | ".join(ratio_names) + " |")
+    print("|---|" + "---:|" * (len(columns) + len(ratio_names)))
+    rows = []
     for key, name in ROWS:
-        r, f, t, b = (med[s].get(key) for s in ("rust", "rust-fused", "torch", "torch-book-loader"))
-        print(f"| {name} | {fmt(r)} | {fmt(f)} | {fmt(t)} | {fmt(b)} | {fmt_ratio(ratio(r, t))} | {fmt_ratio(ratio(f, t))} |")
-        rows.append([key, name, r, f, t, b, ratio(r, t), ratio(f, t),
-                     len(sides["rust"].get(key, [])), len(sides["torch"].get(key, []))])
+        values = {k: med[k].get(key) for k, _ in columns}
+        r, f, t = values.get("rust"), values.get("rust-fused"), values.get("torch")
+        ratios = [ratio(r, t), ratio(f, t)] + ([ratio(f, best_anchor(key))] if anchors else [])
+        print(f"| {name} | " + " | ".join(fmt(values[k]) for k, _ in columns) + " | "
+              + " | ".join(fmt_ratio(x) for x in ratios) + " |")
+        rows.append([key, name] + [med[k].get(key) for k in sides] + [ratio(r, t), ratio(f, t),
+                    ratio(f, best_anchor(key)), len(sides["rust"].get(key, [])), len(sides["torch"].get(key, []))])
+    if ops:
+        print(f"\nlibtorch operators per training step (launching / all, counted by the Rust binary on {device}): "
+              + ", ".join(f"{k} {v[0]} / {v[1]}" for k, v in ops.items() if v))
 
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"{label}.csv")
@@ -140,10 +171,10 @@ def main():
     tmp_path = f"{path}.{os.getpid()}.tmp"
     with open(tmp_path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["metric", "description", "rust_s", "rust_fused_s", "torch_s", "torch_book_loader_s",
-                    "rust_over_torch", "rust_fused_over_torch", "rust_samples", "torch_samples",
-                    "device", "device_model", "threads", "rounds",
-                    "torch_version", "libtorch_version", "tch_version", "measured_utc"])
+        w.writerow(["metric", "description"] + [k.replace("-", "_") + "_s" for k in sides]
+                   + ["rust_over_torch", "rust_fused_over_torch", "rust_fused_over_best_anchor",
+                      "rust_samples", "torch_samples", "device", "device_model", "threads", "rounds",
+                      "torch_version", "libtorch_version", "tch_version", "measured_utc"])
         for row in rows:
             w.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in row] + meta)
     os.replace(tmp_path, path)

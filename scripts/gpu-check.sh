@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # GPU check on a machine with PyTorch 2.11.0+cu130 and no Rust toolchain:
 #
-#   D2L_BIN=path/to/d2l-regularization FASHION_MNIST_DIR=path/to/data scripts/gpu-check.sh
+#   D2L_BIN=path/to/d2l-regularization FASHION_MNIST_DIR=path/to/data \
+#   D2L_TEST_BINS="target/release/deps/cuda-<hash>" scripts/gpu-check.sh
 #
-# 1. runs both experiments on CUDA with the Rust binary (autograd engine, then fused engine) and
-#    with the PyTorch counterpart;
-# 2. checks that CUDA was really used (the device in every run.json) and that dropout's
-#    concise model ends with test accuracy >= 0.84 (Rust autograd, PyTorch; 0.80 for the fused
-#    engine, whose masks differ);
-# 3. runs the side-by-side benchmark on CUDA, which writes results/bench/cuda-<gpu>.csv.
+# 0. `doctor`: libtorch, CUDA runtime and driver, GPUs, cuDNN;
+# 1. the prebuilt test binaries in $D2L_TEST_BINS (cargo test --release --no-run builds them),
+#    whose GPU tests run here (CUDA graph capture and replay, memory reuse, no host reads);
+# 2. runs both experiments on CUDA with the Rust binary (autograd engine, then fused engine with
+#    CUDA graphs) and with the PyTorch counterpart;
+# 3. checks that CUDA was really used (the device in every run.json), that no graph capture
+#    failed, and that dropout's concise model ends with test accuracy >= 0.84 (Rust autograd,
+#    PyTorch; 0.80 for the fused engine, whose masks differ);
+# 4. a CUDA out-of-memory error is one line and leaves no temporary file;
+# 5. runs the side-by-side benchmark on CUDA (with the PyTorch anchors: torch.compile
+#    reduce-overhead and a whole-step CUDA graph), which writes results/bench/cuda-<gpu>.csv.
 #
 # GPU_CHECK_DEVICE=cpu runs the same checks on the CPU (to try the script where there is no GPU).
 #
@@ -21,7 +27,9 @@ python=${D2L_PYTHON:-python3}
 out=${GPU_CHECK_OUT:-$repo/results/gpu-check}
 dev=${GPU_CHECK_DEVICE:-cuda}
 torch_lib=$("$python" -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
-export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The CUDA runtime (libcudart.so.13) the CUDA shim links, beside torch in the wheel's layout.
+cuda_lib=$(cd "$torch_lib/../.." && pwd)/nvidia/cu13/lib
+export LD_LIBRARY_PATH="$torch_lib:$cuda_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 data=()
 [ -n "${FASHION_MNIST_DIR:-}" ] && data=(--data-dir "$FASHION_MNIST_DIR")
 fail=0
@@ -31,6 +39,7 @@ if [ "$dev" = cuda ]; then
   "$python" -c 'import torch; assert torch.cuda.is_available(), "no CUDA"; print("[gpu-check]", torch.__version__, torch.cuda.get_device_name(0))'
 fi
 "$bin" --version
+"$bin" doctor || fail=1
 
 run() { # name, then the command
   local name=$1; shift
@@ -39,12 +48,33 @@ run() { # name, then the command
   say "$name done in $((SECONDS - start)) s"
 }
 mkdir -p "$out"
+for t in ${D2L_TEST_BINS:-}; do
+  # The library-level tests (those that start no binary: its path is the build machine's).
+  run "test-$(basename "$t")" "$t" --test-threads 1 graph_ tensor_op_epoch count_ops shim_is_built
+done
 run rust-autograd "$bin" --device "$dev" --out "$out/rust-autograd" weight-decay
 run rust-autograd-dropout "$bin" --device "$dev" --out "$out/rust-autograd" dropout --offline "${data[@]}"
 run rust-fused "$bin" --device "$dev" --out "$out/rust-fused" weight-decay --engine fused
 run rust-fused-dropout "$bin" --device "$dev" --out "$out/rust-fused" dropout --engine fused --offline "${data[@]}"
 run torch-wd "$python" "$repo/scripts/torch_counterpart.py" --device "$dev" --out "$out/torch" weight-decay
 run torch-dropout "$python" "$repo/scripts/torch_counterpart.py" --device "$dev" --out "$out/torch" dropout "${data[@]}"
+
+if grep -q "CUDA graph capture failed\|CUDA graph replay failed" "$out/rust-fused-dropout.log"; then
+  say "the fused engine fell back to eager execution:"; grep "CUDA graph" "$out/rust-fused-dropout.log"; fail=1
+elif [ "$dev" = cuda ]; then
+  say "the fused engine trained with CUDA graphs (no capture or replay failed)"
+fi
+# A CUDA out-of-memory error: one line naming the flags, exit 1, no temporary file left.
+oom="$out/oom"
+rm -rf "$oom"
+if "$bin" --device "$dev" --out "$oom" weight-decay --n-train 100000000 --num-inputs 100000 > "$out/oom.log" 2>&1; then
+  say "an absurd --n-train did not fail"; fail=1
+elif grep -q "^error: out of memory" "$out/oom.log" && [ "$(wc -l < "$out/oom.log")" = 1 ] \
+     && [ -z "$(find "$oom" -name '.*' 2>/dev/null)" ]; then
+  say "out of memory on $dev: $(cat "$out/oom.log")"
+else
+  say "out of memory was not reported in one line:"; cat "$out/oom.log"; fail=1
+fi
 
 for side in rust-autograd rust-fused torch; do
   for exp in weight-decay dropout; do

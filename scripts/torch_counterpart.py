@@ -362,12 +362,80 @@ def book_loaders(data_dir, batch_size):
             data.DataLoader(test, batch_size, shuffle=False, num_workers=4))
 
 
+class GraphedTraining:
+    """The strongest hand-written PyTorch anchor: every training step (forward, loss, backward,
+    SGD, the on-device sums) captured once as a CUDA graph per batch size (the last batch of an
+    epoch is partial) with static inputs, after the usual warm-up on a side stream, then replayed
+    (PyTorch's whole-network recipe, torch.cuda.graphs). Per step the host only gathers the batch
+    into the static inputs and launches the graph."""
+
+    WARMUP_STEPS = 3
+
+    def __init__(self, net, trainer, X, y, batch_size, device):
+        self.net, self.trainer, self.batch_size = net, trainer, batch_size
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.graphs, self.pool = {}, None
+        n = X.shape[0]
+        for rows in sorted({batch_size, n % batch_size} - {0}, reverse=True):
+            self.graphs[rows] = self._capture(X[:rows].clone(), y[:rows].clone())
+
+    def _step(self, X, y):
+        y_hat = self.net(X)
+        l = LOSS(y_hat, y)
+        l.mean().backward()
+        self.trainer.step()
+        self.loss_sum += l.detach().sum(dtype=torch.float64)
+        self.correct += (y_hat.argmax(1) == y).sum()
+
+    def _capture(self, X, y):
+        self.net.train()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(self.WARMUP_STEPS):
+                self.trainer.zero_grad(set_to_none=True)
+                self._step(X, y)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        self.trainer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph, pool=self.pool):
+            self._step(X, y)
+        self.pool = graph.pool()
+        return graph, X, y
+
+    def train_epoch(self, X, y):
+        n = X.shape[0]
+        order = torch.randperm(n, device=X.device)
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        for i in range(0, n, self.batch_size):
+            idx = order[i:i + self.batch_size]
+            graph, static_X, static_y = self.graphs[idx.shape[0]]
+            torch.index_select(X, 0, idx, out=static_X)
+            torch.index_select(y, 0, idx, out=static_y)
+            graph.replay()
+        return self.loss_sum, self.correct
+
+
 def bench(args, device):
-    """One process's timings as JSON (the same keys as the Rust binary's `bench`)."""
-    out = {"side": "torch" if args.loader == "preloaded" else "torch-book-loader",
+    """One process's timings as JSON (the same keys as the Rust binary's `bench`).
+
+    --mode picks how PyTorch runs the dropout training epoch: `eager` (the counterpart as it
+    is), `compile` (the model under torch.compile(mode="reduce-overhead"), which captures CUDA
+    graphs on a GPU), or `graph` (GraphedTraining: the whole step captured by hand; CUDA only).
+    The first epoch (compilation, capture) is not timed."""
+    side = "torch" if args.loader == "preloaded" else "torch-book-loader"
+    if args.mode != "eager":
+        side = f"torch-{args.mode}"
+    out = {"side": side, "mode": args.mode,
            "device": str(device), "threads": torch.get_num_threads(), "torch_version": torch.__version__,
            "dropout_train_s": [], "dropout_test_s": [], "wd_scratch_s": [], "wd_concise_s": []}
-    if args.loader == "preloaded":
+    if args.mode == "graph" and device.type != "cuda":
+        sys.exit("error: bench --mode graph needs --device cuda (CUDA graphs)")
+    if args.mode != "eager" and args.loader != "preloaded":
+        sys.exit("error: bench --mode compile|graph runs with the preloaded data only")
+    if args.loader == "preloaded" and args.mode == "eager":
         wd = argparse.Namespace(**BOOK_WD, wd=[3.0])
         for _ in range(args.wd_runs):
             for impl in ("scratch", "concise"):
@@ -384,9 +452,17 @@ def bench(args, device):
         test_iter = lambda: ((X.to(device), y.to(device)) for X, y in test_loader)
     torch.manual_seed(args.seed)
     net, trainer = dropout_learner(cfg, "concise", device)
+    if args.mode == "compile":
+        net = torch.compile(net, mode="reduce-overhead")
+    graphed = None
     for epoch in range(args.epochs + 1):
         start = time.perf_counter()
-        loss_sum, _ = train_epoch(net, trainer, train_iter(), device)
+        if args.mode == "graph":
+            if graphed is None:
+                graphed = GraphedTraining(net, trainer, Xtr, ytr, cfg.batch_size, device)
+            loss_sum, _ = graphed.train_epoch(Xtr, ytr)
+        else:
+            loss_sum, _ = train_epoch(net, trainer, train_iter(), device)
         loss_sum.item()
         trained = time.perf_counter()
         count_correct(net, test_iter(), device).item()
@@ -426,6 +502,8 @@ def main(argv=None):
     be.add_argument("--epochs", type=int, default=2, help="timed dropout epochs after one warm-up")
     be.add_argument("--wd-runs", type=int, default=3)
     be.add_argument("--loader", choices=["preloaded", "book"], default="preloaded")
+    be.add_argument("--mode", choices=["eager", "compile", "graph"], default="eager",
+                    help="eager; compile: torch.compile(mode='reduce-overhead'); graph: whole step as a CUDA graph")
     be.add_argument("--data-dir")
     for sp in (wd, dr):
         sp.add_argument("--impl", choices=["concise", "scratch", "both"], default="both")

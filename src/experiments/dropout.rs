@@ -56,8 +56,11 @@ pub struct Config {
     /// Never download the data set; fail if it is not found locally
     #[arg(long)]
     pub offline: bool,
-    /// Also store each trained model as <impl>.safetensors (PyTorch's parameter names)
-    #[arg(long)]
+    /// Also store each trained model as `<impl>.safetensors` (PyTorch's parameter names)
+    #[arg(
+        long,
+        help = "Also store each trained model as <impl>.safetensors (PyTorch's parameter names)"
+    )]
     pub save_weights: bool,
 }
 

@@ -7,7 +7,7 @@ use super::{fmt_num, Context};
 use crate::cli::{non_negative_f64, positive_f64, positive_usize, Impl, ImplChoice};
 use crate::data::{batches, synthetic, Split};
 use crate::fused::{linreg, Engine};
-use crate::nn::{Linear, DECAY_GROUP};
+use crate::nn::{decay, Linear};
 use crate::plot::{Figure, Series};
 use crate::progress;
 use crate::record;
@@ -16,7 +16,7 @@ use crate::train::{self, MinibatchSgd, Updater};
 use anyhow::Result;
 use serde::Serialize;
 use std::time::Instant;
-use tch::nn::{self as tnn, Module, OptimizerConfig};
+use tch::nn::{self as tnn, Module};
 use tch::{Device, Kind, Reduction, Tensor};
 
 /// Hyper-parameters of §4.5, the book's values as defaults.
@@ -181,13 +181,9 @@ pub fn train_concise(cfg: &Config, wd: f64, data: &Data, progress: &progress::Ep
 }
 
 /// The book's `torch.optim.SGD([{"params": weight, "weight_decay": wd}, {"params": bias}])`:
-/// every variable of `vs` created in [`DECAY_GROUP`] decays by `wd`, the others do not.
+/// every variable of `vs` in the decay group decays by `wd`, the others do not.
 pub fn sgd_decaying_weights(vs: &tnn::VarStore, lr: f64, wd: f64) -> tnn::Optimizer {
-    let mut trainer = tnn::Sgd::default()
-        .build(vs, lr)
-        .expect("SGD over a fresh VarStore");
-    trainer.set_weight_decay_group(DECAY_GROUP, wd);
-    trainer
+    decay::optimizer(tnn::Sgd::default(), vs, lr, wd).expect("SGD over a fresh VarStore")
 }
 
 /// The loop both versions share: every epoch, shuffled mini-batches, then the train and test

@@ -1,15 +1,11 @@
 //! A fully connected layer whose weight and bias sit in separate optimizer groups.
 //!
-//! tch's `nn::linear` puts both in one group; with the weight in [`DECAY_GROUP`] and the bias
-//! in [`NO_DECAY_GROUP`], `opt.set_weight_decay_group(DECAY_GROUP, λ)` decays the weight and
-//! leaves the bias alone (the book's "偏置参数没有衰减").
+//! tch's `nn::linear` puts both in one group; this layer creates its weight in
+//! [`DECAY_GROUP`] and its bias in [`NO_DECAY_GROUP`], so [`super::decay::optimizer`] decays
+//! the weight and leaves the bias alone (the book's "偏置参数没有衰减").
+use super::decay::{DECAY_GROUP, NO_DECAY_GROUP};
 use super::init;
 use tch::{nn, Tensor};
-
-/// Optimizer group of every weight matrix.
-pub const DECAY_GROUP: usize = 0;
-/// Optimizer group of every bias.
-pub const NO_DECAY_GROUP: usize = 1;
 
 #[derive(Debug)]
 pub struct Linear {

@@ -1,5 +1,5 @@
 //! Times the fused engine's CPU kernels and the GEMMs of one dropout step, one by one.
-use d2l_regularization::fused::kernels::{self, Rng};
+use d2l_regularization::experiments::dropout::kernels::{self, Rng};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 

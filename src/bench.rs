@@ -5,13 +5,13 @@
 //! version at λ = 3. Each timing ends with a read of the results, so queued GPU work is included.
 //! On a GPU the fused engine is timed with CUDA graphs (its default there) and without. Last,
 //! the libtorch operators per training step of each engine are counted.
-use crate::cli::{positive_usize, Impl};
 use crate::cuda::GraphMode;
 use crate::data::fashion_mnist::FashionMnist;
 use crate::data::Split;
-use crate::experiments::{dropout, weight_decay, Context};
-use crate::fused::mlp::{FusedMlp, StepPath};
-use crate::fused::Engine;
+use crate::experiment::Context;
+use crate::experiments::dropout::fused::{FusedMlp, StepPath};
+use crate::experiments::{dropout, weight_decay};
+use crate::options::{positive_usize, Engine, Version};
 use crate::train::{self, Learner};
 use anyhow::Result;
 use serde::Serialize;
@@ -78,16 +78,16 @@ fn time_engine(
     };
     for _ in 0..cfg.wd_runs {
         t.wd_scratch_s
-            .push(weight_decay::run_one(&wd, Impl::Scratch, 3.0, ctx).1);
+            .push(weight_decay::run_one(&wd, Version::Scratch, 3.0, ctx).1);
         t.wd_concise_s
-            .push(weight_decay::run_one(&wd, Impl::Concise, 3.0, ctx).1);
+            .push(weight_decay::run_one(&wd, Version::Concise, 3.0, ctx).1);
     }
     let dcfg = dropout::Config {
         engine,
         cuda_graph,
         ..Default::default()
     };
-    let (_vs, mut learner) = dropout::learner(&dcfg, Impl::Concise, dcfg.rates(), ctx);
+    let (_vs, mut learner) = dropout::learner(&dcfg, Version::Concise, dcfg.rates(), ctx);
     for epoch in 0..=cfg.epochs {
         let start = Instant::now();
         let sums = learner.train_epoch(&data.train);
@@ -126,7 +126,7 @@ fn ops_per_step(learner: &mut dyn Learner, train: &Split) -> Option<[i64; 2]> {
 
 fn count_ops_per_step(data: &FashionMnist, ctx: &Context) -> OpsPerStep {
     let cfg = dropout::Config::default();
-    let (_vs, mut autograd) = dropout::learner(&cfg, Impl::Concise, cfg.rates(), ctx);
+    let (_vs, mut autograd) = dropout::learner(&cfg, Version::Concise, cfg.rates(), ctx);
     let vs = tch::nn::VarStore::new(ctx.device);
     let layers = dropout::concise_layers(&vs.root());
     let mut fused =

@@ -1,10 +1,17 @@
-//! Command-line types (clap derive): global options and one subcommand per experiment.
+//! Command-line types (clap derive): global options and one subcommand per experiment — the one
+//! place that lists the experiments (a new one is a variant in [`Command`] and in [`Sweep`],
+//! and an arm in each `match` below).
 //!
 //! The experiments' hyper-parameter structs derive `clap::Args` themselves, so each default is
 //! written once, beside its flag, and the same struct is saved to `run.json`.
 use crate::device::DeviceChoice;
-use crate::experiments::{dropout, weight_decay};
-use clap::{Parser, Subcommand, ValueEnum};
+use crate::experiment::{self, Context, Experiment};
+use crate::experiments::dropout::{self, DropoutMlp};
+use crate::experiments::weight_decay::{self, WeightDecay};
+use crate::options::{defaults, parse_device, positive_usize, serialize_display};
+use crate::sweep::{self, SweepArgs};
+use anyhow::Result;
+use clap::{Parser, Subcommand};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -62,7 +69,7 @@ pub enum Command {
     /// Book exercises: train over a grid of λ or dropout rates, over several seeds, and
     /// summarise the final figures and the generalization gap
     #[command(subcommand)]
-    Sweep(crate::experiments::sweep::Sweep),
+    Sweep(Sweep),
     /// Timings for scripts/bench.sh, as JSON on stdout (concise dropout epochs, weight-decay runs)
     Bench(crate::bench::Config),
     /// What this binary runs on: libtorch, CUDA runtime and driver, GPUs, cuDNN (for "CUDA is
@@ -70,121 +77,41 @@ pub enum Command {
     Doctor,
 }
 
-/// Which version of an experiment to run: the book's from-scratch code, its concise code, or both.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ImplChoice {
-    Concise,
-    Scratch,
-    Both,
+#[derive(Subcommand, Debug)]
+pub enum Sweep {
+    /// Every λ of --wd (e.g. 0,0.1,0.3,1,3,10,30), once per seed
+    WeightDecay(SweepArgs<weight_decay::Config>),
+    /// Every combination of --dropout1 × --dropout2 (e.g. 0,0.2,0.5 × 0,0.5,0.8), once per seed
+    Dropout(SweepArgs<dropout::Config>),
 }
 
-/// One version of an experiment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Impl {
-    #[default]
-    Scratch,
-    Concise,
-}
-
-impl Impl {
-    pub fn name(self) -> &'static str {
+impl Command {
+    /// Runs an experiment or a sweep (`bench` and `doctor` are run by `main`).
+    pub fn run(&self, ctx: &Context) -> Result<()> {
         match self {
-            Impl::Scratch => "scratch",
-            Impl::Concise => "concise",
+            Command::WeightDecay(cfg) => experiment::run::<WeightDecay>(cfg, ctx),
+            Command::Dropout(cfg) => experiment::run::<DropoutMlp>(cfg, ctx),
+            Command::Sweep(Sweep::WeightDecay(s)) => sweep::run::<WeightDecay>(s, ctx),
+            Command::Sweep(Sweep::Dropout(s)) => sweep::run::<DropoutMlp>(s, ctx),
+            Command::Bench(cfg) => crate::bench::run(cfg, ctx),
+            Command::Doctor => crate::doctor::run(),
+        }
+    }
+
+    /// The flags that decide how much memory the command needs, with their values.
+    pub fn memory_flags(&self) -> String {
+        match self {
+            Command::WeightDecay(cfg) => WeightDecay::memory_flags(cfg),
+            Command::Dropout(cfg) => DropoutMlp::memory_flags(cfg),
+            Command::Sweep(Sweep::WeightDecay(s)) => WeightDecay::memory_flags(&s.experiment),
+            Command::Sweep(Sweep::Dropout(s)) => DropoutMlp::memory_flags(&s.experiment),
+            Command::Bench(_) | Command::Doctor => "--batch-size".into(),
         }
     }
 }
 
-impl ImplChoice {
-    /// The versions to run, scratch first as in the book.
-    pub fn impls(self) -> Vec<Impl> {
-        match self {
-            ImplChoice::Scratch => vec![Impl::Scratch],
-            ImplChoice::Concise => vec![Impl::Concise],
-            ImplChoice::Both => vec![Impl::Scratch, Impl::Concise],
-        }
-    }
-}
-
-/// The values a `clap::Args` struct takes when no flag is given: its declared defaults, so
-/// each default is written once, beside its flag.
-pub fn defaults<A: clap::Args + clap::FromArgMatches>() -> A {
-    let command = A::augment_args(clap::Command::new("defaults"));
-    A::from_arg_matches(&command.get_matches_from(["defaults"])).expect("every flag has a default")
-}
-
-fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(
-    v: &T,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
-}
-
-pub fn parse_device(s: &str) -> Result<DeviceChoice, String> {
-    s.parse()
-}
-
-/// A seed (any i64).
-pub fn seed(s: &str) -> Result<i64, String> {
-    s.trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a whole number"))
-}
-
-/// A finite number that a 32-bit float (the models' precision) can hold.
-fn parse_f64(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number"))?;
-    if !v.is_finite() {
-        Err(format!("'{s}' is not a finite number"))
-    } else if v.abs() > f32::MAX as f64 {
-        Err(format!(
-            "'{s}' is too large for the 32-bit floats the models use (at most 3.4e38)"
-        ))
-    } else {
-        Ok(v)
-    }
-}
-
-/// A number > 0 (learning rates).
-pub fn positive_f64(s: &str) -> Result<f64, String> {
-    let v = parse_f64(s)?;
-    if v > 0.0 {
-        Ok(v)
-    } else {
-        Err(format!("must be greater than 0, got {s}"))
-    }
-}
-
-/// A number ≥ 0 (weight decay λ).
-pub fn non_negative_f64(s: &str) -> Result<f64, String> {
-    let v = parse_f64(s)?;
-    if v >= 0.0 {
-        Ok(v)
-    } else {
-        Err(format!("must be 0 or more, got {s}"))
-    }
-}
-
-/// A probability in [0, 1] (dropout rates).
-pub fn probability(s: &str) -> Result<f64, String> {
-    let v = parse_f64(s)?;
-    if (0.0..=1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("must be a probability between 0 and 1, got {s}"))
-    }
-}
-
-/// A whole number ≥ 1 (epochs, batch sizes, set sizes).
-pub fn positive_usize(s: &str) -> Result<usize, String> {
-    match s.trim().parse::<usize>() {
-        Ok(0) => Err("must be at least 1, got 0".to_string()),
-        Ok(v) => Ok(v),
-        Err(_) => Err(format!("'{s}' is not a whole number ≥ 1")),
-    }
+/// No command: every experiment with the book's settings, one after the other.
+pub fn run_every_experiment(ctx: &Context) -> Result<()> {
+    experiment::run::<WeightDecay>(&defaults(), ctx)?;
+    experiment::run::<DropoutMlp>(&defaults(), ctx)
 }

@@ -9,13 +9,15 @@ pub mod cuda;
 pub mod data;
 pub mod device;
 pub mod doctor;
+pub mod experiment;
 pub mod experiments;
-pub mod fused;
 pub mod nn;
+pub mod options;
 pub mod plot;
 pub mod progress;
 pub mod record;
 pub mod stop;
+pub mod sweep;
 pub mod train;
 
 /// Version of the tch crate this binary was built with.

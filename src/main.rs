@@ -2,8 +2,8 @@
 //! can end (divergence, Ctrl-C, out of memory, bad input) into one message and an exit status.
 use anyhow::Result;
 use clap::Parser;
-use d2l_regularization::cli::{Cli, Command};
-use d2l_regularization::experiments::{dropout, sweep, weight_decay, Context};
+use d2l_regularization::cli::{self, Cli, Command};
+use d2l_regularization::experiment::Context;
 use d2l_regularization::stop::Stopped;
 use d2l_regularization::{device, progress, stop};
 use std::process::ExitCode;
@@ -32,7 +32,10 @@ fn main() -> ExitCode {
         Some(Command::Bench(_)) | Some(Command::Doctor) => progress::Mode::Quiet,
         _ => progress::Mode::detect(cli.global.quiet),
     });
-    let memory_flags = memory_flags(&cli.command);
+    let memory_flags = cli
+        .command
+        .as_ref()
+        .map_or("--batch-size".into(), Command::memory_flags);
     let on_cpu = cli.global.device == d2l_regularization::device::DeviceChoice::Cpu;
     match guarded(|| run(cli)) {
         // A command that finished although a stop was asked for (the signal came after its
@@ -86,22 +89,10 @@ fn run(cli: Cli) -> Result<()> {
         plots: !g.no_plot,
         tag: None,
     };
-    match cli.command {
-        Some(Command::WeightDecay(cfg)) => {
-            weight_decay::run(&cfg, &ctx)?;
-        }
-        Some(Command::Dropout(cfg)) => {
-            dropout::run(&cfg, &ctx)?;
-        }
-        Some(Command::Sweep(s)) => sweep::run(&s, &ctx)?,
-        Some(Command::Bench(cfg)) => d2l_regularization::bench::run(&cfg, &ctx)?,
-        Some(Command::Doctor) => unreachable!("handled above"),
-        None => {
-            weight_decay::run(&weight_decay::Config::default(), &ctx)?;
-            dropout::run(&dropout::Config::default(), &ctx)?;
-        }
+    match &cli.command {
+        Some(command) => command.run(&ctx),
+        None => cli::run_every_experiment(&ctx),
     }
-    Ok(())
 }
 
 enum Failure {
@@ -158,24 +149,4 @@ fn first_line(message: &str) -> String {
         .unwrap_or("")
         .trim_end_matches("\")");
     line.chars().take(240).collect()
-}
-
-/// The flags that decide how much memory a command needs, with their values.
-fn memory_flags(command: &Option<Command>) -> String {
-    match command {
-        Some(Command::Dropout(c)) => format!("--batch-size (now {})", c.batch_size),
-        Some(Command::Sweep(sweep::Sweep::Dropout(s))) => {
-            format!("--batch-size (now {})", s.experiment.batch_size)
-        }
-        Some(Command::WeightDecay(c)) => wd_flags(c),
-        Some(Command::Sweep(sweep::Sweep::WeightDecay(s))) => wd_flags(&s.experiment),
-        _ => "--batch-size".into(),
-    }
-}
-
-fn wd_flags(c: &weight_decay::Config) -> String {
-    format!(
-        "--n-train / --n-test / --num-inputs / --batch-size (now {} / {} / {} / {})",
-        c.n_train, c.n_test, c.num_inputs, c.batch_size
-    )
 }

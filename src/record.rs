@@ -93,6 +93,61 @@ pub fn write_csv<R: Serialize + Default>(path: &Path, rows: &[R]) -> Result<()> 
     write_atomic(path, &csv_bytes(rows)?)
 }
 
+/// `stem` + `.` + `ext`, whatever dots `stem` holds already (`scratch-wd0.1-seed0` + `csv`;
+/// `Path::with_extension` would replace `.1-seed0`).
+pub fn with_suffix(stem: &Path, ext: &str) -> PathBuf {
+    let mut name = stem.as_os_str().to_owned();
+    name.push(".");
+    name.push(ext);
+    name.into()
+}
+
+/// One field of a [`write_table`] row, written as a struct's field of that type would be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Text(String),
+    Int(i64),
+    Float(f64),
+}
+
+impl Cell {
+    pub fn text(s: &str) -> Cell {
+        Cell::Text(s.to_string())
+    }
+}
+
+impl Serialize for Cell {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Cell::Text(t) => s.serialize_str(t),
+            Cell::Int(i) => s.serialize_i64(*i),
+            Cell::Float(f) => s.serialize_f64(*f),
+        }
+    }
+}
+
+/// CSV with the columns known only at run time (an experiment's settings and figures): the
+/// header, then one line per row, written atomically.
+pub fn write_table(path: &Path, header: &[String], rows: &[Vec<Cell>]) -> Result<()> {
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::new());
+    w.write_record(header)?;
+    for row in rows {
+        anyhow::ensure!(
+            row.len() == header.len(),
+            "a row of {} fields under {} columns",
+            row.len(),
+            header.len()
+        );
+        w.serialize(row)?;
+    }
+    write_atomic(
+        path,
+        &w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?,
+    )
+}
+
 /// A curve as `<stem>.csv` (every field of every row) and, with a chart, `<stem>.svg` (the
 /// named `series` against `x`), both written atomically. Without a chart (`--no-plot`) an
 /// older `<stem>.svg` is removed, so no stale figure sits beside the new CSV.
@@ -186,13 +241,21 @@ pub struct RunInfo<'a, C: Serialize> {
 }
 
 impl<'a, C: Serialize> RunInfo<'a, C> {
-    pub fn new(experiment: &'a str, config: &'a C, ctx: &crate::experiments::Context) -> Self {
+    /// The record of `experiment` run with `config`, seeded by `seed`, on `device` (asked for
+    /// as `requested`).
+    pub fn new(
+        experiment: &'a str,
+        config: &'a C,
+        seed: i64,
+        requested: crate::device::DeviceChoice,
+        device: tch::Device,
+    ) -> Self {
         RunInfo {
             experiment,
             config,
-            seed: ctx.seed,
-            device_requested: ctx.device_requested.to_string(),
-            device: crate::device::name(ctx.device),
+            seed,
+            device_requested: requested.to_string(),
+            device: crate::device::name(device),
             threads: tch::get_num_threads(),
             tch_version: crate::TCH_VERSION,
             libtorch_version: crate::LIBTORCH_VERSION,

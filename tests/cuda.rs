@@ -9,7 +9,7 @@ use common::*;
 use d2l_regularization::cuda::{self, CudaGraph, GraphMode};
 use d2l_regularization::data::Split;
 use d2l_regularization::experiments::dropout;
-use d2l_regularization::fused::mlp::{FusedMlp, StepPath};
+use d2l_regularization::experiments::dropout::fused::{FusedMlp, StepPath};
 use d2l_regularization::train::Learner;
 use tch::{Device, Kind, Tensor};
 

@@ -4,16 +4,21 @@
 mod common;
 
 use common::*;
-use d2l_regularization::cli::Impl;
 use d2l_regularization::data::fashion_mnist;
 use d2l_regularization::data::Split;
 use d2l_regularization::device::DeviceChoice;
-use d2l_regularization::experiments::{dropout, weight_decay, Context};
-use d2l_regularization::fused::mlp::{FusedMlp, StepPath};
-use d2l_regularization::fused::{linreg, Engine};
+use d2l_regularization::experiment::Context;
+use d2l_regularization::experiments::dropout::fused::{FusedMlp, StepPath};
+use d2l_regularization::experiments::weight_decay::fused::Loops;
+use d2l_regularization::experiments::{dropout, weight_decay};
+use d2l_regularization::options::{Engine, Version};
 use d2l_regularization::train::Learner;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
+
+fn quiet(epochs: usize) -> d2l_regularization::progress::Epochs {
+    d2l_regularization::progress::Epochs::new("test", epochs)
+}
 
 fn ctx(seed: i64) -> Context {
     Context {
@@ -41,26 +46,24 @@ fn fused_weight_decay_matches_autograd_to_rounding() {
             batch_size,
             ..Default::default()
         };
-        for implementation in [Impl::Scratch, Impl::Concise] {
+        for version in [Version::Scratch, Version::Concise] {
             let reference: Vec<_> = lambdas
                 .iter()
-                .map(|&wd| weight_decay::run_one(&cfg, implementation, wd, &ctx(11)).0)
+                .map(|&wd| weight_decay::run_one(&cfg, version, wd, &ctx(11)).0)
                 .collect();
-            for host_loops in [true, false] {
+            for loops in [Loops::Host, Loops::Tensors] {
                 tch::manual_seed(11);
                 let data = weight_decay::Data::new(&cfg, Device::Cpu);
-                let fused = linreg::train_with(
+                let fused = weight_decay::train_fused(
                     &cfg,
-                    implementation,
+                    version,
                     &lambdas,
                     &data,
-                    host_loops,
-                    &d2l_regularization::progress::Epochs::new("fused", cfg.epochs),
+                    loops,
+                    &quiet(cfg.epochs),
                 );
                 for ((r, f), wd) in reference.iter().zip(&fused).zip(lambdas) {
-                    let what = format!(
-                        "batch {batch_size} {implementation:?} λ={wd} host_loops={host_loops}"
-                    );
+                    let what = format!("batch {batch_size} {version:?} λ={wd} {loops:?}");
                     assert_eq!(f.curve.len(), cfg.epochs, "{what}");
                     assert_eq!(r.curve.len(), cfg.epochs, "{what}");
                     let check = |name: &str, f: f64, r: f64, relative: f64, absolute: f64| {
@@ -117,7 +120,7 @@ fn fused_cli_writes_the_same_files() {
 /// running train loss, and the test accuracy of the last three epochs.
 fn statistics(
     engine: Engine,
-    implementation: Impl,
+    version: Version,
     seeds: &[i64],
     data: &fashion_mnist::FashionMnist,
 ) -> [f64; 3] {
@@ -127,8 +130,14 @@ fn statistics(
     };
     let mut stats = [0.0; 3];
     for &seed in seeds {
-        let (curve, _, _) =
-            dropout::train(&cfg, implementation, cfg.rates(), data, &ctx(seed), |_| {});
+        let (curve, _, _) = dropout::train(
+            &cfg,
+            version,
+            cfg.rates(),
+            data,
+            &ctx(seed),
+            &quiet(cfg.epochs),
+        );
         let last = curve.last().unwrap();
         let late_test: f64 = curve.iter().rev().take(3).map(|e| e.test_acc).sum::<f64>() / 3.0;
         for (s, v) in stats
@@ -151,10 +160,10 @@ fn fused_dropout_has_the_same_statistics_over_three_seeds() {
     let Some(dir) = real_data_dir() else { return };
     let data = fashion_mnist::load_dir(&dir, Device::Cpu).unwrap();
     let seeds = [0, 1, 2];
-    for implementation in [Impl::Concise, Impl::Scratch] {
-        let [a_acc, a_loss, a_test] = statistics(Engine::Autograd, implementation, &seeds, &data);
-        let [f_acc, f_loss, f_test] = statistics(Engine::Fused, implementation, &seeds, &data);
-        let what = format!("{implementation:?}: autograd acc {a_acc:.4} loss {a_loss:.4} test {a_test:.4}; fused acc {f_acc:.4} loss {f_loss:.4} test {f_test:.4}");
+    for version in [Version::Concise, Version::Scratch] {
+        let [a_acc, a_loss, a_test] = statistics(Engine::Autograd, version, &seeds, &data);
+        let [f_acc, f_loss, f_test] = statistics(Engine::Fused, version, &seeds, &data);
+        let what = format!("{version:?}: autograd acc {a_acc:.4} loss {a_loss:.4} test {a_test:.4}; fused acc {f_acc:.4} loss {f_loss:.4} test {f_test:.4}");
         eprintln!("{what}");
         assert!((a_acc - f_acc).abs() <= 0.01, "train accuracy: {what}");
         assert!((a_loss - f_loss).abs() <= 0.01, "train loss: {what}");
@@ -208,13 +217,13 @@ fn synthetic_split(n: i64, seed: i64) -> Split {
     }
 }
 
-/// A fused learner over freshly seeded layers of `implementation`.
-fn fused(implementation: Impl, rates: [f64; 2], path: StepPath) -> (VarStore, FusedMlp) {
+/// A fused learner over freshly seeded layers of `version`.
+fn fused(version: Version, rates: [f64; 2], path: StepPath) -> (VarStore, FusedMlp) {
     tch::manual_seed(3);
     let vs = VarStore::new(Device::Cpu);
-    let layers = match implementation {
-        Impl::Scratch => dropout::scratch_layers(&vs.root()),
-        Impl::Concise => dropout::concise_layers(&vs.root()),
+    let layers = match version {
+        Version::Scratch => dropout::scratch_layers(&vs.root()),
+        Version::Concise => dropout::concise_layers(&vs.root()),
     };
     let learner = FusedMlp::new(&layers, rates, LR, BATCH)
         .with_path(path)
@@ -223,13 +232,13 @@ fn fused(implementation: Impl, rates: [f64; 2], path: StepPath) -> (VarStore, Fu
 }
 
 /// The experiment's own autograd learner (the book's model and tch's SGD), same seed.
-fn autograd(implementation: Impl, rates: [f64; 2]) -> (VarStore, Box<dyn Learner>) {
+fn autograd(version: Version, rates: [f64; 2]) -> (VarStore, Box<dyn Learner>) {
     let cfg = dropout::Config {
         lr: LR,
         batch_size: BATCH,
         ..Default::default()
     };
-    dropout::learner(&cfg, implementation, rates, &ctx(3))
+    dropout::learner(&cfg, version, rates, &ctx(3))
 }
 
 /// One epoch with the order drawn from [`ORDER_SEED`]: the sum of the losses and the number
@@ -263,8 +272,8 @@ fn assert_same_parameters(a: &VarStore, b: &VarStore, what: &str) {
 }
 
 /// Training moved the parameters far more than the tolerance (so agreeing means something).
-fn assert_trained(vs: &VarStore, implementation: Impl, what: &str) {
-    let (initial, _) = fused(implementation, [0.0, 0.0], StepPath::CpuKernels);
+fn assert_trained(vs: &VarStore, version: Version, what: &str) {
+    let (initial, _) = fused(version, [0.0, 0.0], StepPath::CpuKernels);
     let moved = vs
         .variables()
         .iter()
@@ -277,17 +286,17 @@ fn assert_trained(vs: &VarStore, implementation: Impl, what: &str) {
 fn without_dropout_every_engine_and_path_takes_the_same_steps() {
     let _rng = rng_lock();
     let split = synthetic_split(ROWS, 21);
-    for implementation in [Impl::Concise, Impl::Scratch] {
-        let (vs_ref, mut reference) = autograd(implementation, [0.0, 0.0]);
+    for version in [Version::Concise, Version::Scratch] {
+        let (vs_ref, mut reference) = autograd(version, [0.0, 0.0]);
         let (loss_ref, correct_ref) = epoch(reference.as_mut(), &split);
-        assert_trained(&vs_ref, implementation, "autograd");
+        assert_trained(&vs_ref, version, "autograd");
         for path in [
             StepPath::CpuKernels,
             StepPath::TensorOps,
             StepPath::TensorOpsHostMasks,
         ] {
-            let what = format!("{implementation:?} {path:?} against autograd");
-            let (vs, mut learner) = fused(implementation, [0.0, 0.0], path);
+            let what = format!("{version:?} {path:?} against autograd");
+            let (vs, mut learner) = fused(version, [0.0, 0.0], path);
             let (loss, correct) = epoch(&mut learner, &split);
             assert_same_parameters(&vs_ref, &vs, &what);
             assert!(
@@ -312,10 +321,10 @@ fn with_dropout_every_fused_path_takes_the_book_models_steps() {
     // Rates where the book's dropout_layer and the tensor-op path draw the same numbers (a
     // rate of 1 draws nothing in dropout_layer).
     for rates in [[0.2, 0.5], [0.0, 0.5], [0.5, 0.0]] {
-        let (vs_ref, mut reference) = autograd(Impl::Scratch, rates);
+        let (vs_ref, mut reference) = autograd(Version::Scratch, rates);
         let (loss_ref, _) = epoch(reference.as_mut(), &split);
-        assert_trained(&vs_ref, Impl::Scratch, "autograd");
-        let (vs, mut learner) = fused(Impl::Scratch, rates, StepPath::TensorOps);
+        assert_trained(&vs_ref, Version::Scratch, "autograd");
+        let (vs, mut learner) = fused(Version::Scratch, rates, StepPath::TensorOps);
         let (loss, _) = epoch(&mut learner, &split);
         let what =
             format!("{rates:?}: tensor-op path (libtorch's masks) against the scratch model");
@@ -328,14 +337,13 @@ fn with_dropout_every_fused_path_takes_the_book_models_steps() {
 
     // Rates of 1 too: a layer whose output is all zeros (its scale cannot be folded).
     for rates in [[0.2, 0.5], [1.0, 0.3], [0.5, 1.0]] {
-        for implementation in [Impl::Concise, Impl::Scratch] {
-            let (vs_cpu, mut cpu) = fused(implementation, rates, StepPath::CpuKernels);
+        for version in [Version::Concise, Version::Scratch] {
+            let (vs_cpu, mut cpu) = fused(version, rates, StepPath::CpuKernels);
             let (loss_cpu, correct_cpu) = epoch(&mut cpu, &split);
-            assert_trained(&vs_cpu, implementation, "CPU kernels");
-            let (vs_t, mut tensor) = fused(implementation, rates, StepPath::TensorOpsHostMasks);
+            assert_trained(&vs_cpu, version, "CPU kernels");
+            let (vs_t, mut tensor) = fused(version, rates, StepPath::TensorOpsHostMasks);
             let (loss_t, correct_t) = epoch(&mut tensor, &split);
-            let what =
-                format!("{implementation:?} {rates:?}: CPU kernels against tensor ops, same masks");
+            let what = format!("{version:?} {rates:?}: CPU kernels against tensor ops, same masks");
             assert_same_parameters(&vs_cpu, &vs_t, &what);
             assert!(
                 (loss_t - loss_cpu).abs() <= TOLERANCE * loss_cpu,
@@ -354,10 +362,10 @@ fn fused_count_correct_equals_the_autograd_model_in_eval_mode() {
     let _rng = rng_lock();
     let (train, test) = (synthetic_split(ROWS, 23), synthetic_split(2500, 24));
     let rates = [0.2, 0.5];
-    for implementation in [Impl::Concise, Impl::Scratch] {
-        let (vs_f, mut fused) = fused(implementation, rates, StepPath::CpuKernels);
+    for version in [Version::Concise, Version::Scratch] {
+        let (vs_f, mut fused) = fused(version, rates, StepPath::CpuKernels);
         epoch(&mut fused, &train);
-        let (mut vs_a, autograd) = autograd(implementation, rates);
+        let (mut vs_a, autograd) = autograd(version, rates);
         vs_a.copy(&vs_f).unwrap();
         let counts: Vec<i64> = (0..2)
             .flat_map(|_| [fused.count_correct(&test), autograd.count_correct(&test)])
@@ -365,13 +373,13 @@ fn fused_count_correct_equals_the_autograd_model_in_eval_mode() {
             .collect();
         assert!(
             counts.iter().all(|&c| c == counts[1]),
-            "{implementation:?}: fused, autograd, fused, autograd: {counts:?}"
+            "{version:?}: fused, autograd, fused, autograd: {counts:?}"
         );
         // And the count is that of the plain network, x → 784-256-256-10 with ReLU.
         let v = vs_f.variables();
-        let prefix = match implementation {
-            Impl::Scratch => ["lin1", "lin2", "lin3"],
-            Impl::Concise => ["1", "4", "7"],
+        let prefix = match version {
+            Version::Scratch => ["lin1", "lin2", "lin3"],
+            Version::Concise => ["1", "4", "7"],
         };
         let layer = |x: &Tensor, k: usize| {
             x.linear(
@@ -381,6 +389,6 @@ fn fused_count_correct_equals_the_autograd_model_in_eval_mode() {
         };
         let logits = tch::no_grad(|| layer(&layer(&layer(&test.x, 0).relu(), 1).relu(), 2));
         let plain = logits.argmax(1, false).eq_tensor(&test.y).sum(Kind::Int64);
-        assert_eq!(counts[0], plain.int64_value(&[]), "{implementation:?}");
+        assert_eq!(counts[0], plain.int64_value(&[]), "{version:?}");
     }
 }

@@ -216,7 +216,7 @@ fn each_run_is_reproducible_on_its_own() {
         epochs: 5,
         ..Default::default()
     };
-    let ctx = d2l_regularization::experiments::Context {
+    let ctx = d2l_regularization::experiment::Context {
         device: Device::Cpu,
         device_requested: d2l_regularization::device::DeviceChoice::Cpu,
         seed: 7,
@@ -224,9 +224,19 @@ fn each_run_is_reproducible_on_its_own() {
         plots: false,
         tag: None,
     };
-    let (a, _) = weight_decay::run_one(&cfg, d2l_regularization::cli::Impl::Concise, 3.0, &ctx);
+    let (a, _) = weight_decay::run_one(
+        &cfg,
+        d2l_regularization::options::Version::Concise,
+        3.0,
+        &ctx,
+    );
     let _ = Tensor::randn([10], (Kind::Float, Device::Cpu)); // disturb the generator
-    let (b, _) = weight_decay::run_one(&cfg, d2l_regularization::cli::Impl::Concise, 3.0, &ctx);
+    let (b, _) = weight_decay::run_one(
+        &cfg,
+        d2l_regularization::options::Version::Concise,
+        3.0,
+        &ctx,
+    );
     assert_eq!(a.w_norm, b.w_norm);
     assert_eq!(
         a.curve.last().unwrap().test_loss,

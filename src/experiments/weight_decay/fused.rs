@@ -1,77 +1,93 @@
-//! The weight-decay regression trained by the fused engine: closed-form gradients, and every
-//! λ trained at once as the columns of one model. On the CPU the whole loop runs in Rust over
-//! host memory (the problem is a few thousand multiply-adds per step, far below the cost of a
-//! libtorch call); elsewhere it is a handful of tensor operations per step.
+//! Weight decay trained by the fused engine: closed-form gradients, and every λ trained at
+//! once as the columns of one model. On the CPU the whole loop runs in Rust over host memory
+//! (the problem is a few thousand multiply-adds per step, far below the cost of a libtorch
+//! call); elsewhere it is a handful of tensor operations per step.
 //!
-//! With the same seed the data, the initial parameters and the mini-batches are those of the
+//! Given the book's data, initial parameters and seed, the mini-batches are those of the
 //! autograd engine (the same random draws in the same order); only the rounding differs.
-use crate::cli::Impl;
+//! It knows nothing of the book's code beside it: the caller passes the data and the initial
+//! parameters and gets each λ's losses back as its own rows.
 use crate::data::{batches, Split};
-use crate::experiments::fmt_num;
-use crate::experiments::weight_decay::{concise_net, init_params, Config, Data, Epoch, Trained};
+use crate::experiment::{fmt_num, EpochRow};
+use crate::options::Version;
 use crate::progress;
 use crate::stop::{self, Status};
-use tch::{nn, Kind, Tensor};
+use tch::{Kind, Tensor};
 
-/// Trains one model per λ, column k of the weight matrix being the model with `lambdas[k]`.
+/// The SGD schedule: epochs, learning rate, nominal batch size.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub epochs: usize,
+    pub lr: f64,
+    pub batch_size: usize,
+}
+
+/// Where the steps run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loops {
+    /// Rust loops over host copies of the data and parameters (CPU data only).
+    Host,
+    /// Tensor operations on the data's device.
+    Tensors,
+}
+
+/// One λ's model after training: its curve (rows made by the caller's `row`), the norm of its
+/// weight, and how it ended.
+pub struct Column<R> {
+    pub curve: Vec<R>,
+    pub w_norm: f64,
+    pub status: Status,
+}
+
+/// Makes a curve row from (epoch, train loss, test loss).
+pub type MakeRow<R> = fn(usize, f64, f64) -> R;
+
+/// Trains one model per λ from the initial weight `w0` (`[inputs, 1]`) and bias `b0`, column k
+/// of the weight matrix being the model with `lambdas[k]`, with [`Loops::Host`] on the CPU and
+/// [`Loops::Tensors`] elsewhere.
 ///
 /// Scratch: loss ½r² + λ‖w‖²/2 per example, `w -= lr·grad/batch_size`, so
 /// w ← (1 − lr·λ·B/batch_size)·w − (lr/batch_size)·Xᵀr. Concise: MSE, decay λ on the weight
 /// only, so w ← (1 − lr·λ)·w − (2·lr/B)·Xᵀr. The bias follows the same steps without decay.
-pub fn train(
-    cfg: &Config,
-    implementation: Impl,
+#[allow(clippy::too_many_arguments)]
+pub fn train<R: EpochRow>(
+    schedule: Schedule,
+    version: Version,
     lambdas: &[f64],
-    data: &Data,
+    (train, test): (&Split, &Split),
+    (w0, b0): (&Tensor, &Tensor),
+    loops: Loops,
     progress: &progress::Epochs,
-) -> Vec<Trained> {
-    train_with(
-        cfg,
-        implementation,
-        lambdas,
-        data,
-        data.train.x.device() == tch::Device::Cpu,
-        progress,
-    )
-}
-
-/// [`train`] with the choice of Rust loops on the host (`host_loops`, CPU data only) or
-/// tensor operations on the data's device.
-pub fn train_with(
-    cfg: &Config,
-    implementation: Impl,
-    lambdas: &[f64],
-    data: &Data,
-    host_loops: bool,
-    progress: &progress::Epochs,
-) -> Vec<Trained> {
+    row: MakeRow<R>,
+) -> Vec<Column<R>> {
     let _guard = tch::no_grad_guard();
-    let device = data.train.x.device();
+    let device = train.x.device();
     let k = lambdas.len() as i64;
-    let (w0, b0) = match implementation {
-        Impl::Scratch => init_params(cfg.num_inputs, device),
-        Impl::Concise => {
-            let vs = nn::VarStore::new(device);
-            let net = concise_net(&vs.root(), cfg.num_inputs);
-            (net.weight.tr(), net.bias.shallow_clone())
-        }
-    };
     let mut w = w0.detach().repeat([1, k]);
     let mut b = b0.detach().reshape([1, 1]).repeat([1, k]);
-    if host_loops {
-        return train_on_host(cfg, implementation, lambdas, data, &w, &b, progress);
+    let mut columns = Columns::new(lambdas, row);
+    if loops == Loops::Host && device == tch::Device::Cpu {
+        return train_on_host(
+            schedule,
+            version,
+            lambdas,
+            (train, test),
+            &w,
+            &b,
+            columns,
+            progress,
+        );
     }
     let lambda = Tensor::from_slice(&lambdas.iter().map(|&l| l as f32).collect::<Vec<_>>())
         .to_device(device);
-    let half = matches!(implementation, Impl::Scratch);
-    let mut columns = Columns::new(lambdas);
-    for epoch in 1..=cfg.epochs {
-        for (x, y) in batches::shuffled(&data.train, cfg.batch_size) {
+    let half = matches!(version, Version::Scratch);
+    for epoch in 1..=schedule.epochs {
+        for (x, y) in batches::shuffled(train, schedule.batch_size) {
             if stop::requested().is_some() {
                 break;
             }
             let n = x.size()[0] as f64;
-            let (decay_per_lambda, step) = step_sizes(cfg, implementation, n);
+            let (decay_per_lambda, step) = step_sizes(schedule, version, n);
             let mut r = b.addmm(&x, &w) - y;
             r *= -step;
             w *= 1.0 - &lambda * decay_per_lambda;
@@ -80,8 +96,8 @@ pub fn train_with(
         }
         let losses = Tensor::stack(
             &[
-                mean_loss(&data.train, &w, &b, half),
-                mean_loss(&data.test, &w, &b, half),
+                mean_loss(train, &w, &b, half),
+                mean_loss(test, &w, &b, half),
             ],
             0,
         );
@@ -99,19 +115,21 @@ pub fn train_with(
 /// The curves of the k models trained together, each ending on its own when its loss becomes
 /// NaN or infinite (the columns are independent), all of them on a stop request. A column
 /// whose status is still `Ok` is still training.
-struct Columns<'a> {
+struct Columns<'a, R> {
     lambdas: &'a [f64],
-    curves: Vec<Vec<Epoch>>,
+    curves: Vec<Vec<R>>,
     status: Vec<Status>,
+    row: MakeRow<R>,
 }
 
-impl<'a> Columns<'a> {
-    fn new(lambdas: &'a [f64]) -> Columns<'a> {
+impl<'a, R: EpochRow> Columns<'a, R> {
+    fn new(lambdas: &'a [f64], row: MakeRow<R>) -> Columns<'a, R> {
         let k = lambdas.len();
         Columns {
             lambdas,
             curves: vec![Vec::new(); k],
             status: vec![Status::Ok; k],
+            row,
         }
     }
 
@@ -131,12 +149,9 @@ impl<'a> Columns<'a> {
                 continue;
             }
             let (train_loss, test_loss) = (losses[j], losses[k + j]);
-            if stop::finite(&[train_loss, test_loss]) {
-                self.curves[j].push(Epoch {
-                    epoch,
-                    train_loss,
-                    test_loss,
-                });
+            let row = (self.row)(epoch, train_loss, test_loss);
+            if row.finite() {
+                self.curves[j].push(row);
                 figures.push(format!(
                     "λ={} test {test_loss:.2e}",
                     fmt_num(self.lambdas[j])
@@ -149,12 +164,12 @@ impl<'a> Columns<'a> {
         self.status.contains(&Status::Ok)
     }
 
-    fn finish(self, norms: &[f64]) -> Vec<Trained> {
+    fn finish(self, norms: &[f64]) -> Vec<Column<R>> {
         self.curves
             .into_iter()
             .zip(self.status)
             .zip(norms)
-            .map(|((curve, status), &w_norm)| Trained {
+            .map(|((curve, status), &w_norm)| Column {
                 curve,
                 w_norm,
                 status,
@@ -165,13 +180,11 @@ impl<'a> Columns<'a> {
 
 /// For a batch of `n` examples: the factor that multiplies λ in the weight's decay
 /// (w ← (1 − λ·factor)·w) and the step on Xᵀr and Σr.
-fn step_sizes(cfg: &Config, implementation: Impl, n: f64) -> (f64, f64) {
-    match implementation {
-        Impl::Scratch => (
-            cfg.lr * n / cfg.batch_size as f64,
-            cfg.lr / cfg.batch_size as f64,
-        ),
-        Impl::Concise => (cfg.lr, 2.0 * cfg.lr / n),
+fn step_sizes(schedule: Schedule, version: Version, n: f64) -> (f64, f64) {
+    let (lr, batch_size) = (schedule.lr, schedule.batch_size as f64);
+    match version {
+        Version::Scratch => (lr * n / batch_size, lr / batch_size),
+        Version::Concise => (lr, 2.0 * lr / n),
     }
 }
 
@@ -192,38 +205,35 @@ fn host(t: &Tensor) -> Vec<f32> {
 
 /// The same training in Rust loops over host copies of the data and parameters; only the
 /// per-epoch permutation comes from libtorch (the same draws as the other engines).
-fn train_on_host(
-    cfg: &Config,
-    implementation: Impl,
+#[allow(clippy::too_many_arguments)]
+fn train_on_host<R: EpochRow>(
+    schedule: Schedule,
+    version: Version,
     lambdas: &[f64],
-    data: &Data,
+    (train, test): (&Split, &Split),
     w: &Tensor,
     b: &Tensor,
+    mut columns: Columns<'_, R>,
     progress: &progress::Epochs,
-) -> Vec<Trained> {
-    let (d, k) = (cfg.num_inputs, lambdas.len());
-    let (train_x, train_y, test_x, test_y) = (
-        host(&data.train.x),
-        host(&data.train.y),
-        host(&data.test.x),
-        host(&data.test.y),
-    );
+) -> Vec<Column<R>> {
+    let (d, k) = (w.size()[0] as usize, lambdas.len());
+    let (train_x, train_y, test_x, test_y) =
+        (host(&train.x), host(&train.y), host(&test.x), host(&test.y));
     let (mut w, mut b) = (host(w), host(b)); // w: [d, k] row-major, b: [k]
-    let half = matches!(implementation, Impl::Scratch);
-    let mut r = vec![0f32; cfg.batch_size * k];
-    let mut x_rows: Vec<&[f32]> = Vec::with_capacity(cfg.batch_size);
-    let mut columns = Columns::new(lambdas);
-    let n_train = data.train.len();
-    for epoch in 1..=cfg.epochs {
+    let half = matches!(version, Version::Scratch);
+    let mut r = vec![0f32; schedule.batch_size * k];
+    let mut x_rows: Vec<&[f32]> = Vec::with_capacity(schedule.batch_size);
+    let n_train = train.len();
+    for epoch in 1..=schedule.epochs {
         let order =
             Vec::<i64>::try_from(Tensor::randperm(n_train, (Kind::Int64, tch::Device::Cpu)))
                 .expect("i64 order");
-        for rows in order.chunks(cfg.batch_size) {
+        for rows in order.chunks(schedule.batch_size) {
             if stop::requested().is_some() {
                 break;
             }
             let n = rows.len();
-            let (decay_per_lambda, step) = step_sizes(cfg, implementation, n as f64);
+            let (decay_per_lambda, step) = step_sizes(schedule, version, n as f64);
             // The batch's rows of X. Below, no index arithmetic in the inner loops (zips and
             // ranges instead of `enumerate` and `i * k + c`): this crate keeps overflow checks
             // on in release, and checked counters there made the run 25 % slower.

@@ -1,10 +1,30 @@
-//! The dropout MLP (784-256-256-10) trained by the fused engine.
+//! The dropout MLP (784-256-256-10) trained by the fused engine: the same model and the same
+//! SGD, trained without autograd.
+//!
+//! Where the autograd engine runs the book's code op by op — autograd records every operation,
+//! the optimizer walks its parameter list — the fused engine writes out the backward pass by
+//! hand: each SGD update is folded into the GEMM that computes the weight gradient
+//! (`W += gᵀ·x` with g already scaled by −lr), and on the CPU all element-wise work (ReLU +
+//! dropout, their backward + the bias update, softmax cross-entropy + accuracy) is done by
+//! single-pass loops (`kernels.rs`) with a fast mask generator.
+//!
+//! On the CPU it draws its dropout masks from its own generator (seeded from libtorch's, so
+//! `--seed` still decides everything) and it rounds differently, so its numbers are not
+//! PyTorch's to the last bit. Given the same masks, every path takes the autograd model's SGD
+//! steps to rounding, and over whole runs its results match the autograd engine's
+//! statistically (tests/fused.rs). It knows nothing of the book's code beside it: it trains
+//! any three [`Linear`] layers.
 use super::kernels::{self, Rng};
 use crate::cuda::CudaGraph;
 use crate::data::Split;
 use crate::nn::Linear;
 use crate::train::{self, Learner, Sums};
 use tch::{Device, Kind, Tensor};
+
+/// A seed for the mask generator, drawn from libtorch's so that `--seed` decides it.
+pub fn seed_from_libtorch() -> u64 {
+    Tensor::randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]) as u64
+}
 
 /// Rows per chunk of the evaluation pass (exact counts, so the chunking does not matter).
 const EVAL_CHUNK: i64 = 2000;
@@ -83,7 +103,7 @@ impl FusedMlp {
             p,
             lr,
             batch_size,
-            rng: Rng::new(super::seed_from_libtorch()),
+            rng: Rng::new(seed_from_libtorch()),
             path: if device == Device::Cpu {
                 StepPath::CpuKernels
             } else {
@@ -120,7 +140,7 @@ impl FusedMlp {
     }
 
     /// Re-seeds the mask generator of [`StepPath::CpuKernels`] and
-    /// [`StepPath::TensorOpsHostMasks`] (the masks [`crate::fused::kernels::keep_mask`] draws
+    /// [`StepPath::TensorOpsHostMasks`] (the masks [`super::kernels::keep_mask`] draws
     /// from `Rng::new(seed)`, layer 1 then layer 2 for every batch).
     pub fn with_mask_seed(mut self, seed: u64) -> FusedMlp {
         self.rng = Rng::new(seed);

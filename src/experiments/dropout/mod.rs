@@ -4,21 +4,27 @@
 //! From scratch, `dropout_layer` builds the mask itself and the network applies it only in
 //! training mode. Concisely, a sequential model holds dropout layers that libtorch switches
 //! off in evaluation mode.
-use super::{fmt_num, Context};
-use crate::cli::{positive_f64, positive_usize, probability, Impl, ImplChoice};
+pub mod fused;
+pub mod kernels;
+
 use crate::cuda::GraphMode;
 use crate::data::fashion_mnist::{self, FashionMnist, NUM_CLASSES, NUM_INPUTS};
 use crate::data::{batches, Split};
-use crate::fused::{mlp::FusedMlp, Engine};
+use crate::experiment::{self, fmt_num, Context, EpochRow, Experiment, Run, SettingStats, Stat};
 use crate::nn::{dropout_layer, Dropout, Linear};
+use crate::options::{
+    defaults, positive_f64, positive_usize, probability, Engine, Version, VersionChoice,
+};
 use crate::plot::{Figure, Series};
 use crate::progress;
 use crate::record;
 use crate::stop::{self, Status};
+use crate::sweep;
 use crate::train::{self, Learner, Sums};
 use anyhow::Result;
+use fused::FusedMlp;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::nn::{self as tnn, Module, ModuleT, OptimizerConfig};
 use tch::{Reduction, Tensor};
@@ -30,8 +36,9 @@ pub const NUM_HIDDENS2: i64 = 256;
 #[derive(clap::Args, Debug, Clone, Serialize)]
 pub struct Config {
     /// Which version of the book's code to run
-    #[arg(long = "impl", value_enum, default_value_t = ImplChoice::Both)]
-    pub implementation: ImplChoice,
+    #[arg(long = "impl", value_enum, default_value_t = VersionChoice::Both)]
+    #[serde(rename = "implementation")]
+    pub versions: VersionChoice,
     #[arg(long, allow_negative_numbers = true, default_value_t = 10, value_parser = positive_usize)]
     pub epochs: usize,
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.5, value_parser = positive_f64)]
@@ -67,7 +74,7 @@ pub struct Config {
 impl Default for Config {
     /// The book's hyper-parameters (the flags' defaults).
     fn default() -> Self {
-        crate::cli::defaults()
+        defaults()
     }
 }
 
@@ -207,11 +214,11 @@ pub fn loss(y_hat: &Tensor, y: &Tensor) -> Tensor {
     y_hat.cross_entropy_loss::<Tensor>(y, None, Reduction::None, -100, 0.0)
 }
 
-/// Seeds the generator, then builds the model of `implementation` and its trainer for the
+/// Seeds the generator, then builds the model of `version` and its trainer for the
 /// configured engine. Returns the variables too (for `--save-weights`).
 pub fn learner(
     cfg: &Config,
-    implementation: Impl,
+    version: Version,
     [p1, p2]: Rates,
     ctx: &Context,
 ) -> (tnn::VarStore, Box<dyn Learner>) {
@@ -219,9 +226,9 @@ pub fn learner(
     let vs = tnn::VarStore::new(ctx.device);
     let learner: Box<dyn Learner> = match cfg.engine {
         Engine::Autograd => {
-            let net: Box<dyn ModuleT> = match implementation {
-                Impl::Scratch => Box::new(Net::new(&vs.root(), p1, p2)),
-                Impl::Concise => Box::new(concise_net(&vs.root(), p1, p2)),
+            let net: Box<dyn ModuleT> = match version {
+                Version::Scratch => Box::new(Net::new(&vs.root(), p1, p2)),
+                Version::Concise => Box::new(concise_net(&vs.root(), p1, p2)),
             };
             let trainer = tnn::Sgd::default()
                 .build(&vs, cfg.lr)
@@ -233,9 +240,9 @@ pub fn learner(
             })
         }
         Engine::Fused => {
-            let layers = match implementation {
-                Impl::Scratch => scratch_layers(&vs.root()),
-                Impl::Concise => concise_layers(&vs.root()),
+            let layers = match version {
+                Version::Scratch => scratch_layers(&vs.root()),
+                Version::Concise => concise_layers(&vs.root()),
             };
             // Refused earlier (`Config::cuda_graphs` in `run`) where `on` is impossible.
             let graphs = cfg.cuda_graphs(ctx.device).unwrap_or(false);
@@ -270,9 +277,13 @@ impl Learner for AutogradLearner {
     }
 }
 
-impl Epoch {
-    /// The figures a progress bar shows.
-    pub fn figures(&self) -> String {
+impl EpochRow for Epoch {
+    /// Only the loss can be NaN or infinite (the accuracies are counts).
+    fn finite(&self) -> bool {
+        stop::finite(&[self.train_loss])
+    }
+
+    fn figures(&self) -> String {
         let loss = if self.train_loss.abs() < 1e4 {
             format!("{:.4}", self.train_loss)
         } else {
@@ -291,182 +302,176 @@ impl Epoch {
 /// requested (Ctrl-C). Returns the finished epochs, the model's variables and how it ended.
 pub fn train(
     cfg: &Config,
-    implementation: Impl,
+    version: Version,
     rates: Rates,
     data: &FashionMnist,
     ctx: &Context,
-    mut log: impl FnMut(&Epoch),
+    progress: &progress::Epochs,
 ) -> (Vec<Epoch>, tnn::VarStore, Status) {
-    let (vs, mut learner) = learner(cfg, implementation, rates, ctx);
-    let mut curve = Vec::with_capacity(cfg.epochs);
-    for epoch in 1..=cfg.epochs {
+    let (vs, mut learner) = learner(cfg, version, rates, ctx);
+    let (curve, status) = experiment::train_epochs(cfg.epochs, progress, |epoch| {
         let start = Instant::now();
         let sums = learner.train_epoch(&data.train);
         if stop::requested().is_some() {
-            return (curve, vs, Status::Interrupted);
+            return None;
         }
         let test_correct = learner.count_correct(&data.test);
         let [loss_sum, correct, test_correct] =
             train::read(&[sums.loss(), sums.correct(), &test_correct]);
-        if !stop::finite(&[loss_sum]) {
-            return (curve, vs, Status::Diverged);
-        }
-        let row = Epoch {
+        Some(Epoch {
             epoch,
             train_loss: loss_sum / sums.count() as f64,
             train_acc: correct / sums.count() as f64,
             test_acc: test_correct / data.test.len() as f64,
             seconds: start.elapsed().as_secs_f64(),
-        };
-        log(&row);
-        curve.push(row);
-    }
-    (curve, vs, Status::Ok)
-}
-
-// ---------------------------------------------------------------- running and recording
-
-/// One line of `summary.csv`.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Summary {
-    #[serde(rename = "impl")]
-    pub implementation: Impl,
-    pub dropout1: f64,
-    pub dropout2: f64,
-    /// ok, diverged or interrupted.
-    pub status: Status,
-    /// Epochs finished (the curve's rows).
-    pub epochs: usize,
-    pub final_train_loss: f64,
-    pub final_train_acc: f64,
-    pub final_test_acc: f64,
-    pub seconds: f64,
-}
-
-impl Summary {
-    pub fn new(implementation: Impl, [p1, p2]: Rates, curve: &[Epoch], status: Status) -> Summary {
-        let last = curve.last();
-        Summary {
-            implementation,
-            dropout1: p1,
-            dropout2: p2,
-            status,
-            epochs: curve.len(),
-            final_train_loss: last.map_or(f64::NAN, |e| e.train_loss),
-            final_train_acc: last.map_or(f64::NAN, |e| e.train_acc),
-            final_test_acc: last.map_or(f64::NAN, |e| e.test_acc),
-            seconds: curve.iter().fold(0.0, |t, e| t + e.seconds),
-        }
-    }
-}
-
-/// The file name (without extension) of one run's curve among several rates:
-/// `<impl>-p<p1>-<p2>`.
-pub fn stem(implementation: Impl, [p1, p2]: Rates) -> String {
-    format!("{}-p{}-{}", implementation.name(), fmt_num(p1), fmt_num(p2))
+        })
+    });
+    (curve, vs, status)
 }
 
 /// What a run is called in messages and progress lines.
-pub fn label(implementation: Impl, [p1, p2]: Rates) -> String {
+pub fn label(version: Version, [p1, p2]: Rates) -> String {
     format!(
         "dropout ({}, {}), {}",
         fmt_num(p1),
         fmt_num(p2),
-        implementation.name()
+        version.name()
     )
 }
 
-/// Trains one version at one pair of rates with progress reporting.
-pub fn run_one(
-    cfg: &Config,
-    implementation: Impl,
-    rates: Rates,
-    data: &FashionMnist,
-    ctx: &Context,
-) -> (Vec<Epoch>, tnn::VarStore, Status) {
-    let progress = progress::Epochs::new(ctx.tagged(label(implementation, rates)), cfg.epochs);
-    train(cfg, implementation, rates, data, ctx, |e| {
-        progress.epoch(e.epoch, &e.figures())
+/// The trained variables as safetensors, written to a temporary file and renamed into place.
+pub fn save_weights(vs: &tnn::VarStore, path: &Path) -> Result<()> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    record::replace_atomically(path, "safetensors", |tmp| {
+        Ok(Tensor::write_safetensors(&named, tmp)?)
     })
 }
 
-/// Loads the data set once, trains every requested version at every pair of rates and writes
-/// `<out>/dropout/{<run>.csv, summary.csv, run.json}` and the charts (and the weights with
-/// `--save-weights`). A run is named `<impl>`, or `<impl>-p<p1>-<p2>` when several pairs of
-/// rates are given. A diverged run is recorded and the others go on; the command then fails.
-/// An interruption records what finished and stops at once.
-pub fn run(cfg: &Config, ctx: &Context) -> Result<Vec<Summary>> {
-    cfg.cuda_graphs(ctx.device)?;
-    let dir = record::experiment_dir(&ctx.out, "dropout")?;
-    let source = fashion_mnist::Source::new(cfg.data_dir.clone(), cfg.offline);
-    let data = fashion_mnist::load(&source, ctx.device)?;
-    if progress::mode() != progress::Mode::Quiet {
-        eprintln!(
-            "dropout: Fashion-MNIST from {} on {}",
-            data.dir.display(),
-            crate::device::name(ctx.device)
-        );
+// ---------------------------------------------------------------- the experiment
+
+/// §4.6 as a command: `dropout`, its runs one per version and pair of rates.
+pub struct DropoutMlp;
+
+impl Experiment for DropoutMlp {
+    const NAME: &'static str = "dropout";
+    const SETTING_COLUMNS: &'static [&'static str] = &["dropout1", "dropout2"];
+    const FINALS: &'static [&'static str] =
+        &["final_train_loss", "final_train_acc", "final_test_acc"];
+    const SWEEP_STATS: &'static [(&'static str, Stat)] = &[
+        ("train_loss", Stat::Final(0)),
+        ("train_acc", Stat::Final(1)),
+        ("test_acc", Stat::Final(2)),
+        ("gap", Stat::Gap),
+    ];
+    const SWEEP_TABLE: &'static [&'static str] =
+        &["impl", "p1", "p2", "status", "train acc", "test acc", "gap"];
+    type Config = Config;
+    type Setting = Rates;
+    /// Fashion-MNIST, on the device, loaded once for every run.
+    type Data = FashionMnist;
+    type Row = Epoch;
+    /// The trained variables (for `--save-weights`).
+    type Model = tnn::VarStore;
+
+    fn settings(cfg: &Config) -> Vec<Rates> {
+        cfg.grid()
     }
-    let grid = cfg.grid();
-    let mut summaries = Vec::new();
-    let mut curves = Vec::new();
-    let mut outcome = stop::Outcome::default();
-    'runs: for rates in grid.iter().copied() {
-        for implementation in cfg.implementation.impls() {
-            let name = label(implementation, rates);
-            let stem = if grid.len() == 1 {
-                implementation.name().to_string()
-            } else {
-                stem(implementation, rates)
-            };
-            let (curve, vs, status) = run_one(cfg, implementation, rates, &data, ctx);
-            if let (Status::Ok, Some(last)) = (status, curve.last()) {
-                println!(
-                    "{name}: loss {:.3}, train acc {:.3}, test acc {:.3}",
-                    last.train_loss, last.train_acc, last.test_acc
-                );
-            }
-            let advice = format!("try a smaller --lr (this run used {})", cfg.lr);
-            let stop = outcome.record(&name, status, curve.len(), &advice);
-            write_run(&dir, &stem, &name, &curve, ctx.plots)?;
-            if cfg.save_weights && status == Status::Ok {
-                save_weights(&vs, &dir.join(format!("{stem}.safetensors")))?;
-            }
-            summaries.push(Summary::new(implementation, rates, &curve, status));
-            curves.push((name, curve));
-            if stop {
-                break 'runs;
-            }
+
+    fn setting_values([p1, p2]: Rates) -> Vec<f64> {
+        vec![p1, p2]
+    }
+
+    fn versions(cfg: &Config) -> Vec<Version> {
+        cfg.versions.versions()
+    }
+
+    /// Pair of rates by pair of rates, each version in turn.
+    fn schedule(cfg: &Config) -> Vec<(Version, Vec<Rates>)> {
+        cfg.grid()
+            .into_iter()
+            .flat_map(|rates| {
+                cfg.versions
+                    .versions()
+                    .into_iter()
+                    .map(move |v| (v, vec![rates]))
+            })
+            .collect()
+    }
+
+    /// Refuses `--cuda-graph on` where it cannot apply, then loads Fashion-MNIST.
+    fn prepare(cfg: &Config, ctx: &Context) -> Result<FashionMnist> {
+        cfg.cuda_graphs(ctx.device)?;
+        let source = fashion_mnist::Source::new(cfg.data_dir.clone(), cfg.offline);
+        let data = fashion_mnist::load(&source, ctx.device)?;
+        if progress::mode() != progress::Mode::Quiet {
+            eprintln!(
+                "dropout: Fashion-MNIST from {} on {}",
+                data.dir.display(),
+                crate::device::name(ctx.device)
+            );
+        }
+        Ok(data)
+    }
+
+    fn train(
+        cfg: &Config,
+        data: &FashionMnist,
+        version: Version,
+        settings: &[Rates],
+        ctx: &Context,
+    ) -> Vec<Run<Self>> {
+        settings
+            .iter()
+            .map(|&rates| {
+                let progress = progress::Epochs::new(ctx.tagged(label(version, rates)), cfg.epochs);
+                let (curve, vs, status) = train(cfg, version, rates, data, ctx, &progress);
+                let last = curve.last();
+                Run {
+                    finals: vec![
+                        last.map_or(f64::NAN, |e| e.train_loss),
+                        last.map_or(f64::NAN, |e| e.train_acc),
+                        last.map_or(f64::NAN, |e| e.test_acc),
+                    ],
+                    seconds: curve.iter().fold(0.0, |t, e| t + e.seconds),
+                    curve,
+                    status,
+                    model: vs,
+                }
+            })
+            .collect()
+    }
+
+    fn label(version: Version, rates: Rates) -> String {
+        label(version, rates)
+    }
+
+    /// `<impl>`, or `<impl>-p<p1>-<p2>` among several pairs of rates.
+    fn stem(version: Version, [p1, p2]: Rates, alone: bool) -> String {
+        if alone {
+            version.name().to_string()
+        } else {
+            format!("{}-p{}-{}", version.name(), fmt_num(p1), fmt_num(p2))
         }
     }
-    if ctx.plots && curves.len() > 1 {
-        write_compare_chart(&dir, &curves)?;
-    } else {
-        record::remove_stale(&dir.join("compare.svg"));
-    }
-    record::write_csv(&dir.join("summary.csv"), &summaries)?;
-    record::write_json(
-        &dir.join("run.json"),
-        &record::RunInfo::new("dropout", cfg, ctx).with_status(outcome.status()),
-    )?;
-    outcome.result(&dir)?;
-    Ok(summaries)
-}
 
-/// `<stem>.csv` and its chart: train loss, train accuracy and test accuracy against epoch
-/// (the book's figure).
-fn write_run(
-    dir: &std::path::Path,
-    stem: &str,
-    title: &str,
-    curve: &[Epoch],
-    plots: bool,
-) -> Result<()> {
-    record::write_curve(
-        dir,
-        stem,
-        curve,
-        plots.then_some(record::Chart {
+    fn report(run: &Run<Self>) -> String {
+        let [loss, train_acc, test_acc] = [run.finals[0], run.finals[1], run.finals[2]];
+        format!("loss {loss:.3}, train acc {train_acc:.3}, test acc {test_acc:.3}")
+    }
+
+    fn advice(cfg: &Config) -> String {
+        format!("try a smaller --lr (this run used {})", cfg.lr)
+    }
+
+    /// Final train accuracy − final test accuracy.
+    fn gap(finals: &[f64]) -> f64 {
+        finals[1] - finals[2]
+    }
+
+    /// Train loss, train accuracy and test accuracy against epoch (the book's figure).
+    fn curve_chart<'a>(title: &'a str) -> record::Chart<'a, Epoch> {
+        record::Chart {
             title,
             x_label: "epoch",
             y_label: "",
@@ -477,43 +482,117 @@ fn write_run(
                 ("test acc", |e| e.test_acc),
             ],
             log_y: false,
-        }),
-    )
-}
-
-/// `compare.svg`: train and test accuracy of every run of the command in one figure.
-fn write_compare_chart(dir: &std::path::Path, runs: &[(String, Vec<Epoch>)]) -> Result<()> {
-    let mut series = Vec::new();
-    for (i, (name, curve)) in runs.iter().enumerate() {
-        let points = |f: fn(&Epoch) -> f64| curve.iter().map(|e| (e.epoch as f64, f(e))).collect();
-        let name = name.trim_start_matches("dropout ");
-        series.push(Series::line(
-            format!("train acc {name}"),
-            points(|e| e.train_acc),
-            i,
-        ));
-        series.push(
-            Series::line(format!("test acc {name}"), points(|e| e.test_acc), i).with_markers(),
-        );
+        }
     }
-    record::write_chart(
-        &dir.join("compare.svg"),
-        &Figure {
-            title: "dropout: train and test accuracy of every run".into(),
-            x_label: "epoch".into(),
+
+    /// `compare.svg`: train and test accuracy of every run of the command in one figure
+    /// (with two runs or more).
+    fn write_overview_charts(
+        dir: &Path,
+        runs: &[(Version, Rates, &Run<Self>)],
+        plots: bool,
+    ) -> Result<()> {
+        let path = dir.join("compare.svg");
+        if !plots || runs.len() < 2 {
+            record::remove_stale(&path);
+            return Ok(());
+        }
+        let mut series = Vec::new();
+        for (i, (version, rates, run)) in runs.iter().enumerate() {
+            let points =
+                |f: fn(&Epoch) -> f64| run.curve.iter().map(|e| (e.epoch as f64, f(e))).collect();
+            let name = label(*version, *rates);
+            let name = name.trim_start_matches("dropout ");
+            series.push(Series::line(
+                format!("train acc {name}"),
+                points(|e| e.train_acc),
+                i,
+            ));
+            series.push(
+                Series::line(format!("test acc {name}"), points(|e| e.test_acc), i).with_markers(),
+            );
+        }
+        record::write_chart(
+            &path,
+            &Figure {
+                title: "dropout: train and test accuracy of every run".into(),
+                x_label: "epoch".into(),
+                y_label: "accuracy".into(),
+                log_y: false,
+                x_categories: None,
+            },
+            &series,
+        )
+    }
+
+    /// `--save-weights`: the trained parameters under PyTorch's names.
+    fn save(cfg: &Config, run: &Run<Self>, stem: &Path) -> Result<()> {
+        if !cfg.save_weights {
+            return Ok(());
+        }
+        save_weights(&run.model, &record::with_suffix(stem, "safetensors"))
+    }
+
+    /// Final train and test accuracy against the rate with more values (x), one pair of
+    /// curves per value of the other rate and per version.
+    fn sweep_chart(
+        cfg: &Config,
+        settings: &[SettingStats<Rates>],
+        seeds: usize,
+    ) -> (Figure, Vec<Series>) {
+        let first_on_x = cfg.dropout1.len() >= cfg.dropout2.len();
+        let (xs, others, x_name, other_name) = if first_on_x {
+            (&cfg.dropout1, &cfg.dropout2, "p1 (dropout1)", "p2")
+        } else {
+            (&cfg.dropout2, &cfg.dropout1, "p2 (dropout2)", "p1")
+        };
+        let mut series = Vec::new();
+        for version in cfg.versions.versions() {
+            for &other in others {
+                let rows: Vec<&SettingStats<Rates>> = xs
+                    .iter()
+                    .filter_map(|&x| {
+                        let rates = if first_on_x { [x, other] } else { [other, x] };
+                        settings
+                            .iter()
+                            .find(|s| s.version == version && s.setting == rates)
+                    })
+                    .collect();
+                let color = series.len() / 2;
+                let suffix = format!("{} {other_name}={}", version.name(), fmt_num(other));
+                let (points, errors) = sweep::at_settings(&rows, |s| s.stat::<Self>("train_acc"));
+                let train =
+                    Series::line(format!("train {suffix}"), points, color).with_errors(errors);
+                let (points, errors) = sweep::at_settings(&rows, |s| s.stat::<Self>("test_acc"));
+                let test = Series::line(format!("test {suffix}"), points, color)
+                    .with_markers()
+                    .with_errors(errors);
+                series.extend([train, test]);
+            }
+        }
+        let figure = Figure {
+            title: sweep::title("dropout: final accuracy", cfg.epochs, seeds),
+            x_label: x_name.into(),
             y_label: "accuracy".into(),
             log_y: false,
-            x_categories: None,
-        },
-        &series,
-    )
-}
+            x_categories: Some(xs.iter().map(|&p| fmt_num(p)).collect()),
+        };
+        (figure, series)
+    }
 
-/// The trained variables as safetensors, written to a temporary file and renamed into place.
-pub fn save_weights(vs: &tnn::VarStore, path: &std::path::Path) -> Result<()> {
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    record::replace_atomically(path, "safetensors", |tmp| {
-        Ok(Tensor::write_safetensors(&named, tmp)?)
-    })
+    fn sweep_table_row(s: &SettingStats<Rates>) -> Vec<String> {
+        vec![
+            s.version.name().to_string(),
+            fmt_num(s.setting[0]),
+            fmt_num(s.setting[1]),
+            s.status.name().to_string(),
+            format!("{:.4}", s.stat::<Self>("train_acc").0),
+            format!("{:.4}", s.stat::<Self>("test_acc").0),
+            format!("{:+.4}", s.stat::<Self>("gap").0),
+        ]
+    }
+
+    fn memory_flags(c: &Config) -> String {
+        format!("--batch-size (now {})", c.batch_size)
+    }
 }

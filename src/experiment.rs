@@ -1,0 +1,298 @@
+//! The one shape every experiment has, and the command that runs one.
+//!
+//! An experiment (a book section) provides its configuration, its settings (what a sweep
+//! varies: λ, the dropout rates), its epoch row, its training and its final figures, by
+//! implementing [`Experiment`]. Everything else exists once, here and in `sweep`: training the
+//! versions × settings in order, printing each result, recording divergence and interruption,
+//! writing every curve (CSV and chart), `summary.csv` and `run.json`, and the exit status.
+use crate::device::DeviceChoice;
+use crate::options::Version;
+use crate::plot::{Figure, Series};
+use crate::progress;
+use crate::record::{self, Cell};
+use crate::stop::{self, Status};
+use anyhow::Result;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use tch::Device;
+
+/// What every experiment needs besides its own hyper-parameters.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub device: Device,
+    pub device_requested: DeviceChoice,
+    pub seed: i64,
+    pub out: PathBuf,
+    /// Draw an SVG beside every CSV (`--no-plot` turns it off).
+    pub plots: bool,
+    /// Added to progress lines (a sweep's seed).
+    pub tag: Option<String>,
+}
+
+impl Context {
+    /// The same context with another seed, named in progress lines (sweeps).
+    pub fn with_seed(&self, seed: i64) -> Context {
+        Context {
+            seed,
+            tag: Some(format!("seed {seed}")),
+            ..self.clone()
+        }
+    }
+
+    /// A progress label with the context's tag.
+    pub fn tagged(&self, label: String) -> String {
+        match &self.tag {
+            Some(tag) => format!("{label}, {tag}"),
+            None => label,
+        }
+    }
+}
+
+/// `3` for 3.0, `0.5` for 0.5, `1e300` for 1e300: λ or p as it appears in file names and
+/// messages (short enough for any file system).
+pub fn fmt_num(v: f64) -> String {
+    let plain = format!("{v}");
+    if plain.len() <= 10 {
+        plain
+    } else {
+        format!("{v:e}")
+    }
+}
+
+/// One row of a curve (`<run>.csv`): the figures after an epoch.
+pub trait EpochRow: Serialize + Default + Clone {
+    /// Whether every value read this epoch is a finite number (else the run has diverged).
+    fn finite(&self) -> bool;
+    /// What a progress line shows (`train loss 0.34, …`).
+    fn figures(&self) -> String;
+}
+
+/// One run of an experiment: a version at a setting, trained from a fresh seed.
+pub struct Run<E: Experiment> {
+    /// The finished epochs.
+    pub curve: Vec<E::Row>,
+    pub status: Status,
+    /// The final figures, in the order of [`Experiment::FINALS`] (NaN where none finished).
+    pub finals: Vec<f64>,
+    /// Wall time (shared by the runs trained together).
+    pub seconds: f64,
+    /// What else the run leaves for [`Experiment::save`] (the trained variables, say).
+    pub model: E::Model,
+}
+
+/// Where a figure a sweep summarises comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stat {
+    /// A final figure, by its index in [`Experiment::FINALS`].
+    Final(usize),
+    /// The generalization gap ([`Experiment::gap`]).
+    Gap,
+}
+
+/// One setting of one version over a sweep's seeds: how it ended and, over the runs that
+/// finished, the mean and sample standard deviation of each of [`Experiment::SWEEP_STATS`].
+pub struct SettingStats<S> {
+    pub version: Version,
+    pub setting: S,
+    pub status: Status,
+    pub seeds: usize,
+    pub seeds_ok: usize,
+    /// (mean, sd) of each of [`Experiment::SWEEP_STATS`], in that order.
+    pub stats: Vec<(f64, f64)>,
+}
+
+impl<S> SettingStats<S> {
+    /// The (mean, sd) of the statistic named `name` in `E::SWEEP_STATS`.
+    pub fn stat<E: Experiment>(&self, name: &str) -> (f64, f64) {
+        let i = E::SWEEP_STATS
+            .iter()
+            .position(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("{} has no sweep statistic {name}", E::NAME));
+        self.stats[i]
+    }
+}
+
+/// A book section as a command: what it trains and what it reports.
+pub trait Experiment: Sized {
+    /// The subcommand and the results directory: `weight-decay`.
+    const NAME: &'static str;
+    /// The names of a setting's values (summary columns): `["wd"]`.
+    const SETTING_COLUMNS: &'static [&'static str];
+    /// The final figures of a run (summary columns after `status` and `epochs`).
+    const FINALS: &'static [&'static str];
+    /// What a sweep summarises over its seeds, in column order (each `<name>_mean`, `<name>_std`).
+    const SWEEP_STATS: &'static [(&'static str, Stat)];
+    /// The header of the table a sweep prints.
+    const SWEEP_TABLE: &'static [&'static str];
+
+    /// The hyper-parameters (the subcommand's flags), saved in `run.json`.
+    type Config: Serialize;
+    /// What a sweep varies.
+    type Setting: Copy + PartialEq;
+    /// What the command loads once for all its runs.
+    type Data;
+    /// One row of a run's curve.
+    type Row: EpochRow;
+    /// What a run leaves besides its curve (for [`Experiment::save`]).
+    type Model;
+
+    /// Every setting the flags ask for.
+    fn settings(cfg: &Self::Config) -> Vec<Self::Setting>;
+    /// A setting's values, in the order of [`Experiment::SETTING_COLUMNS`].
+    fn setting_values(setting: Self::Setting) -> Vec<f64>;
+    /// The versions the flags ask for.
+    fn versions(cfg: &Self::Config) -> Vec<Version>;
+    /// The runs in the order they train, in groups trained together: each a version and its
+    /// settings.
+    fn schedule(cfg: &Self::Config) -> Vec<(Version, Vec<Self::Setting>)>;
+    /// Refuses what cannot work before anything is written, then loads what every run shares.
+    fn prepare(cfg: &Self::Config, ctx: &Context) -> Result<Self::Data>;
+    /// Trains one group of the schedule, with progress; one run per setting, in order (fewer
+    /// when a run was interrupted).
+    fn train(
+        cfg: &Self::Config,
+        data: &Self::Data,
+        version: Version,
+        settings: &[Self::Setting],
+        ctx: &Context,
+    ) -> Vec<Run<Self>>;
+
+    /// What a run is called in messages and progress: `weight decay, scratch λ=3`.
+    fn label(version: Version, setting: Self::Setting) -> String;
+    /// A run's file name without extension; `alone` when the command has one setting only.
+    fn stem(version: Version, setting: Self::Setting, alone: bool) -> String;
+    /// The result printed for a finished run, after its label and a colon.
+    fn report(run: &Run<Self>) -> String;
+    /// What to change when a run diverges.
+    fn advice(cfg: &Self::Config) -> String;
+    /// The generalization gap from the final figures.
+    fn gap(finals: &[f64]) -> f64;
+    /// The chart of one run's curve.
+    fn curve_chart<'a>(title: &'a str) -> record::Chart<'a, Self::Row>;
+    /// The title of that chart.
+    fn curve_title(version: Version, setting: Self::Setting, run: &Run<Self>) -> String {
+        let _ = run;
+        Self::label(version, setting)
+    }
+    /// Charts over several runs of the command (`--no-plot`: remove older ones).
+    fn write_overview_charts(
+        dir: &Path,
+        runs: &[(Version, Self::Setting, &Run<Self>)],
+        plots: bool,
+    ) -> Result<()>;
+    /// Stores what a finished run leaves besides its curve, at `stem` plus an extension.
+    fn save(cfg: &Self::Config, run: &Run<Self>, stem: &Path) -> Result<()> {
+        let _ = (cfg, run, stem);
+        Ok(())
+    }
+    /// A sweep's figure: the final figures against the settings.
+    fn sweep_chart(
+        cfg: &Self::Config,
+        settings: &[SettingStats<Self::Setting>],
+        seeds: usize,
+    ) -> (Figure, Vec<Series>);
+    /// A row of the table a sweep prints ([`Experiment::SWEEP_TABLE`]).
+    fn sweep_table_row(setting: &SettingStats<Self::Setting>) -> Vec<String>;
+    /// The flags that size the job, with their values (for an out-of-memory message).
+    fn memory_flags(cfg: &Self::Config) -> String;
+}
+
+/// The loop every run shares: `epoch(i)` trains epoch i and returns its row from values read
+/// once, or `None` when a stop was requested during it (the unfinished epoch is dropped). A row
+/// with a NaN or infinite value ends the run as diverged, without being kept; every kept row is
+/// shown by `progress`.
+pub fn train_epochs<R: EpochRow>(
+    epochs: usize,
+    progress: &progress::Epochs,
+    mut epoch: impl FnMut(usize) -> Option<R>,
+) -> (Vec<R>, Status) {
+    let mut curve = Vec::with_capacity(epochs);
+    for i in 1..=epochs {
+        let Some(row) = epoch(i) else {
+            return (curve, Status::Interrupted);
+        };
+        if !row.finite() {
+            return (curve, Status::Diverged);
+        }
+        progress.epoch(i, &row.figures());
+        curve.push(row);
+    }
+    (curve, Status::Ok)
+}
+
+/// The leading columns of a run's line: version, then the setting's values.
+pub fn setting_cells<E: Experiment>(version: Version, setting: E::Setting) -> Vec<Cell> {
+    std::iter::once(Cell::text(version.name()))
+        .chain(E::setting_values(setting).into_iter().map(Cell::Float))
+        .collect()
+}
+
+/// Every run the flags ask for, in the schedule's order; writes `<out>/<NAME>/{<run>.csv and
+/// its chart, summary.csv, run.json}` and the overview charts. A diverged run is recorded and
+/// the others go on; the command then fails. An interruption records what finished and stops.
+pub fn run<E: Experiment>(cfg: &E::Config, ctx: &Context) -> Result<()> {
+    let data = E::prepare(cfg, ctx)?;
+    let dir = record::experiment_dir(&ctx.out, E::NAME)?;
+    let alone = E::settings(cfg).len() == 1;
+    let mut header: Vec<String> = ["impl"].iter().map(|s| s.to_string()).collect();
+    header.extend(E::SETTING_COLUMNS.iter().map(|s| s.to_string()));
+    header.extend(["status", "epochs"].map(String::from));
+    header.extend(E::FINALS.iter().map(|s| s.to_string()));
+    header.push("seconds".into());
+    let mut summary: Vec<Vec<Cell>> = Vec::new();
+    let mut done: Vec<(Version, E::Setting, Run<E>)> = Vec::new();
+    let mut outcome = stop::Outcome::default();
+    'schedule: for (version, settings) in E::schedule(cfg) {
+        let runs = E::train(cfg, &data, version, &settings, ctx);
+        for (setting, run) in settings.into_iter().zip(runs) {
+            let name = E::label(version, setting);
+            if run.status == Status::Ok {
+                println!("{name}: {}", E::report(&run));
+            }
+            let stop = outcome.record(&name, run.status, run.curve.len(), &E::advice(cfg));
+            let stem = E::stem(version, setting, alone);
+            let title = E::curve_title(version, setting, &run);
+            let chart = ctx.plots.then(|| E::curve_chart(&title));
+            record::write_curve(&dir, &stem, &run.curve, chart)?;
+            if run.status == Status::Ok {
+                E::save(cfg, &run, &dir.join(&stem))?;
+            }
+            let mut line = setting_cells::<E>(version, setting);
+            line.extend([
+                Cell::text(run.status.name()),
+                Cell::Int(run.curve.len() as i64),
+            ]);
+            line.extend(run.finals.iter().map(|&v| Cell::Float(v)));
+            line.push(Cell::Float(run.seconds));
+            summary.push(line);
+            done.push((version, setting, run));
+            if stop {
+                break 'schedule;
+            }
+        }
+    }
+    let runs: Vec<(Version, E::Setting, &Run<E>)> =
+        done.iter().map(|(v, s, r)| (*v, *s, r)).collect();
+    E::write_overview_charts(&dir, &runs, ctx.plots)?;
+    record::write_table(&dir.join("summary.csv"), &header, &summary)?;
+    record::write_json(
+        &dir.join("run.json"),
+        &record::RunInfo::new(E::NAME, cfg, ctx.seed, ctx.device_requested, ctx.device)
+            .with_status(outcome.status()),
+    )?;
+    outcome.result(&dir)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn numbers_in_file_names_stay_short() {
+        use super::fmt_num;
+        assert_eq!(fmt_num(3.0), "3");
+        assert_eq!(fmt_num(0.5), "0.5");
+        assert_eq!(fmt_num(0.0001), "0.0001");
+        assert_eq!(fmt_num(1e308), "1e308");
+        assert_eq!(fmt_num(1.5e-12), "1.5e-12");
+    }
+}

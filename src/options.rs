@@ -1,0 +1,137 @@
+//! Values the command line gives that several modules share — which version of the book's code
+//! runs (`--impl`), which engine trains it (`--engine`) — and the parsers that check each flag.
+//! A leaf: it imports nothing of this crate but the device choice.
+use crate::device::DeviceChoice;
+use clap::ValueEnum;
+use serde::Serialize;
+
+/// One version of an experiment: the book's from-scratch code or its concise code.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Version {
+    #[default]
+    Scratch,
+    Concise,
+}
+
+impl Version {
+    pub fn name(self) -> &'static str {
+        match self {
+            Version::Scratch => "scratch",
+            Version::Concise => "concise",
+        }
+    }
+}
+
+/// `--impl`: which versions to run.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionChoice {
+    Concise,
+    Scratch,
+    Both,
+}
+
+impl VersionChoice {
+    /// The versions to run, scratch first as in the book.
+    pub fn versions(self) -> Vec<Version> {
+        match self {
+            VersionChoice::Scratch => vec![Version::Scratch],
+            VersionChoice::Concise => vec![Version::Concise],
+            VersionChoice::Both => vec![Version::Scratch, Version::Concise],
+        }
+    }
+}
+
+/// `--engine`: how a model is trained.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// The book's code op by op with autograd and tch's optimizer: PyTorch's numbers on the CPU
+    #[default]
+    Autograd,
+    /// Hand-written backward, SGD folded into the GEMMs, fused element-wise loops: faster
+    Fused,
+}
+
+/// The values a `clap::Args` struct takes when no flag is given: its declared defaults, so
+/// each default is written once, beside its flag.
+pub fn defaults<A: clap::Args + clap::FromArgMatches>() -> A {
+    let command = A::augment_args(clap::Command::new("defaults"));
+    A::from_arg_matches(&command.get_matches_from(["defaults"])).expect("every flag has a default")
+}
+
+/// Serialises a value as its `Display` text (for `run.json`).
+pub fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(
+    v: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+pub fn parse_device(s: &str) -> Result<DeviceChoice, String> {
+    s.parse()
+}
+
+/// A seed (any i64).
+pub fn seed(s: &str) -> Result<i64, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))
+}
+
+/// A finite number that a 32-bit float (the models' precision) can hold.
+fn parse_f64(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    if !v.is_finite() {
+        Err(format!("'{s}' is not a finite number"))
+    } else if v.abs() > f32::MAX as f64 {
+        Err(format!(
+            "'{s}' is too large for the 32-bit floats the models use (at most 3.4e38)"
+        ))
+    } else {
+        Ok(v)
+    }
+}
+
+/// A number > 0 (learning rates).
+pub fn positive_f64(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("must be greater than 0, got {s}"))
+    }
+}
+
+/// A number ≥ 0 (weight decay λ).
+pub fn non_negative_f64(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("must be 0 or more, got {s}"))
+    }
+}
+
+/// A probability in [0, 1] (dropout rates).
+pub fn probability(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("must be a probability between 0 and 1, got {s}"))
+    }
+}
+
+/// A whole number ≥ 1 (epochs, batch sizes, set sizes).
+pub fn positive_usize(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1, got 0".to_string()),
+        Ok(v) => Ok(v),
+        Err(_) => Err(format!("'{s}' is not a whole number ≥ 1")),
+    }
+}

@@ -220,6 +220,24 @@ pub fn train_epochs<R: EpochRow>(
     (curve, Status::Ok)
 }
 
+/// A named figure of a curve's rows.
+pub type Named<R> = (String, fn(&R) -> f64);
+
+/// A run's train curve (a line) and test curve (with markers) against epoch, in one colour:
+/// the series an overview chart draws for each run.
+pub fn train_test_curves<R>(
+    curve: &[R],
+    epoch: fn(&R) -> f64,
+    [(train_name, train), (test_name, test)]: [Named<R>; 2],
+    color: usize,
+) -> [Series; 2] {
+    let points = |f: fn(&R) -> f64| curve.iter().map(|e| (epoch(e), f(e))).collect();
+    [
+        Series::line(train_name, points(train), color),
+        Series::line(test_name, points(test), color).with_markers(),
+    ]
+}
+
 /// The leading columns of a run's line: version, then the setting's values.
 pub fn setting_cells<E: Experiment>(version: Version, setting: E::Setting) -> Vec<Cell> {
     std::iter::once(Cell::text(version.name()))

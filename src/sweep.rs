@@ -242,6 +242,25 @@ pub fn at_settings<S>(
     (points, errors)
 }
 
+/// The pair of curves a sweep figure draws for one group of settings: the mean ± sd of the
+/// statistics `train` (a line) and `test` (with markers), named `train <suffix>` and
+/// `test <suffix>`, in one colour.
+pub fn train_test_series<E: Experiment>(
+    rows: &[&SettingStats<E::Setting>],
+    [train, test]: [&str; 2],
+    suffix: &str,
+    color: usize,
+) -> [crate::plot::Series; 2] {
+    use crate::plot::Series;
+    let (points, errors) = at_settings(rows, |s| s.stat::<E>(train));
+    let train = Series::line(format!("train {suffix}"), points, color).with_errors(errors);
+    let (points, errors) = at_settings(rows, |s| s.stat::<E>(test));
+    let test = Series::line(format!("test {suffix}"), points, color)
+        .with_markers()
+        .with_errors(errors);
+    [train, test]
+}
+
 /// A sweep figure's title: what it shows, after how many epochs, over how many seeds.
 pub fn title(what: &str, epochs: usize, seeds: usize) -> String {
     format!(

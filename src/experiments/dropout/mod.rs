@@ -499,18 +499,17 @@ impl Experiment for DropoutMlp {
         }
         let mut series = Vec::new();
         for (i, (version, rates, run)) in runs.iter().enumerate() {
-            let points =
-                |f: fn(&Epoch) -> f64| run.curve.iter().map(|e| (e.epoch as f64, f(e))).collect();
             let name = label(*version, *rates);
             let name = name.trim_start_matches("dropout ");
-            series.push(Series::line(
-                format!("train acc {name}"),
-                points(|e| e.train_acc),
+            series.extend(experiment::train_test_curves(
+                &run.curve,
+                |e| e.epoch as f64,
+                [
+                    (format!("train acc {name}"), |e| e.train_acc),
+                    (format!("test acc {name}"), |e| e.test_acc),
+                ],
                 i,
             ));
-            series.push(
-                Series::line(format!("test acc {name}"), points(|e| e.test_acc), i).with_markers(),
-            );
         }
         record::write_chart(
             &path,
@@ -560,14 +559,12 @@ impl Experiment for DropoutMlp {
                     .collect();
                 let color = series.len() / 2;
                 let suffix = format!("{} {other_name}={}", version.name(), fmt_num(other));
-                let (points, errors) = sweep::at_settings(&rows, |s| s.stat::<Self>("train_acc"));
-                let train =
-                    Series::line(format!("train {suffix}"), points, color).with_errors(errors);
-                let (points, errors) = sweep::at_settings(&rows, |s| s.stat::<Self>("test_acc"));
-                let test = Series::line(format!("test {suffix}"), points, color)
-                    .with_markers()
-                    .with_errors(errors);
-                series.extend([train, test]);
+                series.extend(sweep::train_test_series::<Self>(
+                    &rows,
+                    ["train_acc", "test_acc"],
+                    &suffix,
+                    color,
+                ));
             }
         }
         let figure = Figure {

@@ -479,18 +479,16 @@ impl Experiment for WeightDecay {
             }
             let mut series = Vec::new();
             for (i, (_, wd, run)) in runs.iter().filter(|r| r.0 == version).enumerate() {
-                let points = |f: fn(&Epoch) -> f64| {
-                    run.curve.iter().map(|e| (e.epoch as f64, f(e))).collect()
-                };
                 let l = fmt_num(*wd);
-                series.push(Series::line(
-                    format!("train λ={l}"),
-                    points(|e| e.train_loss),
+                series.extend(experiment::train_test_curves(
+                    &run.curve,
+                    |e| e.epoch as f64,
+                    [
+                        (format!("train λ={l}"), |e| e.train_loss),
+                        (format!("test λ={l}"), |e| e.test_loss),
+                    ],
                     i,
                 ));
-                series.push(
-                    Series::line(format!("test λ={l}"), points(|e| e.test_loss), i).with_markers(),
-                );
             }
             record::write_chart(
                 &path,
@@ -517,14 +515,12 @@ impl Experiment for WeightDecay {
         for (i, version) in cfg.versions.versions().into_iter().enumerate() {
             let rows: Vec<&SettingStats<f64>> =
                 settings.iter().filter(|s| s.version == version).collect();
-            let (points, errors) = sweep::at_settings(&rows, |s| s.stat::<Self>("train_loss"));
-            let train =
-                Series::line(format!("train {}", version.name()), points, i).with_errors(errors);
-            let (points, errors) = sweep::at_settings(&rows, |s| s.stat::<Self>("test_loss"));
-            let test = Series::line(format!("test {}", version.name()), points, i)
-                .with_markers()
-                .with_errors(errors);
-            series.extend([train, test]);
+            series.extend(sweep::train_test_series::<Self>(
+                &rows,
+                ["train_loss", "test_loss"],
+                version.name(),
+                i,
+            ));
         }
         let figure = Figure {
             title: sweep::title("weight decay: final loss", cfg.epochs, seeds),

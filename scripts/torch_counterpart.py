@@ -106,6 +106,13 @@ def l2_penalty(w):
     return torch.sum(w.pow(2)) / 2
 
 
+def l1_penalty(w):
+    return torch.sum(torch.abs(w))
+
+
+PENALTIES = {"l2": l2_penalty, "l1": l1_penalty}
+
+
 def squared_loss(y_hat, y):
     return (y_hat - y.reshape(y_hat.shape)) ** 2 / 2
 
@@ -123,34 +130,58 @@ def wd_train(cfg, data, net, train_loss, eval_loss, updater):
     return [(i + 1, losses[2 * i], losses[2 * i + 1]) for i in range(cfg.epochs)]
 
 
-def wd_scratch(cfg, lambd, data, device):
+def wd_scratch(cfg, setting, data, device):
+    """The book's scratch version; --penalty l1 puts λ‖w‖₁ where λ‖w‖²/2 was."""
     w = torch.normal(0, 1, size=(cfg.num_inputs, 1), device=device, requires_grad=True)
     b = torch.zeros(1, device=device, requires_grad=True)
     net = lambda X: torch.matmul(X, w) + b
-    loss = lambda y_hat, y: squared_loss(y_hat, y) + l2_penalty(w) * lambd
+    penalty, lambd = PENALTIES[setting["penalty"]], setting["wd"]
+    loss = lambda y_hat, y: squared_loss(y_hat, y) + penalty(w) * lambd
     curve = wd_train(cfg, data, net, loss, squared_loss, make_sgd([w, b], cfg.lr, cfg.batch_size))
     return curve, torch.norm(w).item()
 
 
-def wd_concise(cfg, wd, data, device):
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
+def wd_concise(cfg, setting, data, device):
+    """The book's concise version: the weight in a parameter group that decays, the bias in one
+    that does not (weight_decay=0 explicitly: AdamW's default is 0.01). With --penalty l1 the
+    optimizer does not decay; λ‖w‖₁ is added to the loss (no optimizer has L1)."""
     net = nn.Sequential(nn.Linear(cfg.num_inputs, 1)).to(device)
     for param in net.parameters():
         param.data.normal_()
-    loss = nn.MSELoss(reduction="none")
-    trainer = torch.optim.SGD([
+    mse = nn.MSELoss(reduction="none")
+    wd = setting["wd"] if setting["penalty"] == "l2" else 0.0
+    trainer = OPTIMIZERS[setting["optimizer"]]([
         {"params": net[0].weight, "weight_decay": wd},
-        {"params": net[0].bias}], lr=cfg.lr)
-    curve = wd_train(cfg, data, net, loss, loss, trainer)
+        {"params": net[0].bias, "weight_decay": 0.0}], lr=cfg.lr)
+    if setting["penalty"] == "l1":
+        loss = lambda y_hat, y: mse(y_hat, y) + l1_penalty(net[0].weight) * setting["wd"]
+    else:
+        loss = mse
+    curve = wd_train(cfg, data, net, loss, mse, trainer)
     return curve, net[0].weight.norm().item()
 
 
-def wd_run(cfg, impl, wd, seed, device):
+def wd_run(cfg, impl, setting, seed, device):
     """One freshly seeded run: data, model, training; returns (curve, w_norm, seconds)."""
     torch.manual_seed(seed)
     start = time.perf_counter()
     train = wd_scratch if impl == "scratch" else wd_concise
-    curve, w_norm = train(cfg, wd, wd_data(cfg, device), device)
+    curve, w_norm = train(cfg, setting, wd_data(cfg, device), device)
     return curve, w_norm, time.perf_counter() - start
+
+
+def variant(setting):
+    """What differs from the book's (SGD, L2), as the Rust binary names it."""
+    return [v for v, book in ((setting["optimizer"], "sgd"), (setting["penalty"], "l2")) if v != book]
+
+
+def wd_settings(cfg, impl):
+    """Penalty by penalty, optimizer by optimizer, every λ; scratch has the book's SGD only."""
+    optimizers = ["sgd"] if impl == "scratch" else cfg.optimizer
+    return [dict(optimizer=o, penalty=p, wd=wd) for p in cfg.penalty for o in optimizers for wd in cfg.wd]
 
 
 def weight_decay(cfg, impl_choice, args, device):
@@ -158,13 +189,16 @@ def weight_decay(cfg, impl_choice, args, device):
     os.makedirs(out, exist_ok=True)
     summary = []
     for impl in impls(impl_choice):
-        for wd in cfg.wd:
-            curve, w_norm, seconds = wd_run(cfg, impl, wd, args.seed, device)
-            print(f"weight decay, {impl} λ={fmt_num(wd)}: L2 norm of w: {w_norm:.6f}")
-            write_csv(f"{out}/{impl}-wd{fmt_num(wd)}.csv", ["epoch", "train_loss", "test_loss"], curve)
-            summary.append((impl, wd, w_norm, curve[-1][1], curve[-1][2], seconds))
-    write_csv(f"{out}/summary.csv",
-              ["impl", "wd", "w_norm", "final_train_loss", "final_test_loss", "seconds"], summary)
+        for setting in wd_settings(cfg, impl):
+            curve, w_norm, seconds = wd_run(cfg, impl, setting, args.seed, device)
+            name = " ".join([impl] + variant(setting))
+            print(f"weight decay, {name} λ={fmt_num(setting['wd'])}: L2 norm of w: {w_norm:.6f}")
+            stem = "-".join([impl] + variant(setting)) + f"-wd{fmt_num(setting['wd'])}"
+            write_csv(f"{out}/{stem}.csv", ["epoch", "train_loss", "test_loss"], curve)
+            summary.append((impl, setting["optimizer"], setting["penalty"], setting["wd"], w_norm,
+                            curve[-1][1], curve[-1][2], seconds))
+    write_csv(f"{out}/summary.csv", ["impl", "optimizer", "penalty", "wd", "w_norm", "final_train_loss",
+                                     "final_test_loss", "seconds"], summary)
     write_json(f"{out}/run.json", run_info("weight-decay", cfg, args, device))
     return summary
 
@@ -439,7 +473,7 @@ def bench(args, device):
         wd = argparse.Namespace(**BOOK_WD, wd=[3.0])
         for _ in range(args.wd_runs):
             for impl in ("scratch", "concise"):
-                out[f"wd_{impl}_s"].append(wd_run(wd, impl, 3.0, args.seed, device)[2])
+                out[f"wd_{impl}_s"].append(wd_run(wd, impl, dict(optimizer="sgd", penalty="l2", wd=3.0), args.seed, device)[2])
     cfg = argparse.Namespace(**BOOK_DROPOUT)
     data_dir = find_data_dir(args.data_dir)
     if args.loader == "preloaded":
@@ -492,6 +526,9 @@ def main(argv=None):
     sub = p.add_subparsers(dest="experiment")
     wd = sub.add_parser("weight-decay")
     wd.add_argument("--wd", type=lambda s: [float(v) for v in s.split(",")], default=[0.0, 3.0])
+    wd.add_argument("--penalty", type=lambda s: s.split(","), default=["l2"], help="l2, l1 (comma-separated)")
+    wd.add_argument("--optimizer", type=lambda s: s.split(","), default=["sgd"],
+                    help="sgd, adam, adamw (comma-separated; the concise version)")
     for k, v in BOOK_WD.items():
         wd.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
     dr = sub.add_parser("dropout")
@@ -515,7 +552,8 @@ def main(argv=None):
         return bench(args, device)
     if args.experiment in (None, "weight-decay"):
         cfg = args if args.experiment else wd.parse_args([])
-        weight_decay(cfg_of(cfg, BOOK_WD, wd=cfg.wd), cfg.impl, args, device)
+        weight_decay(cfg_of(cfg, BOOK_WD, wd=cfg.wd, penalty=cfg.penalty, optimizer=cfg.optimizer),
+                     cfg.impl, args, device)
     if args.experiment in (None, "dropout"):
         cfg = args if args.experiment else dr.parse_args([])
         dropout(cfg_of(cfg, BOOK_DROPOUT, data_dir=cfg.data_dir), cfg.impl, args, device)

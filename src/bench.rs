@@ -77,10 +77,12 @@ fn time_engine(
         ..Default::default()
     };
     for _ in 0..cfg.wd_runs {
-        t.wd_scratch_s
-            .push(weight_decay::run_one(&wd, Version::Scratch, 3.0, ctx).1);
-        t.wd_concise_s
-            .push(weight_decay::run_one(&wd, Version::Concise, 3.0, ctx).1);
+        t.wd_scratch_s.push(
+            weight_decay::run_one(&wd, Version::Scratch, weight_decay::Setting::book(3.0), ctx).1,
+        );
+        t.wd_concise_s.push(
+            weight_decay::run_one(&wd, Version::Concise, weight_decay::Setting::book(3.0), ctx).1,
+        );
     }
     let dcfg = dropout::Config {
         engine,

@@ -72,7 +72,7 @@ pub struct Run<E: Experiment> {
     /// The finished epochs.
     pub curve: Vec<E::Row>,
     pub status: Status,
-    /// The final figures, in the order of [`Experiment::FINALS`] (NaN where none finished).
+    /// The final figures, in the order of [`Experiment::finals`] (NaN where none finished).
     pub finals: Vec<f64>,
     /// Wall time (shared by the runs trained together).
     pub seconds: f64,
@@ -83,34 +83,37 @@ pub struct Run<E: Experiment> {
 /// Where a figure a sweep summarises comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stat {
-    /// A final figure, by its index in [`Experiment::FINALS`].
+    /// A final figure, by its index in [`Experiment::finals`].
     Final(usize),
     /// The generalization gap ([`Experiment::gap`]).
     Gap,
 }
 
 /// One setting of one version over a sweep's seeds: how it ended and, over the runs that
-/// finished, the mean and sample standard deviation of each of [`Experiment::SWEEP_STATS`].
+/// finished, the mean and sample standard deviation of each of [`Experiment::sweep_stats`].
 pub struct SettingStats<S> {
     pub version: Version,
     pub setting: S,
     pub status: Status,
     pub seeds: usize,
     pub seeds_ok: usize,
-    /// (mean, sd) of each of [`Experiment::SWEEP_STATS`], in that order.
-    pub stats: Vec<(f64, f64)>,
+    /// Each statistic's name and (mean, sd), in the order of [`Experiment::sweep_stats`].
+    pub stats: Vec<(&'static str, (f64, f64))>,
 }
 
 impl<S> SettingStats<S> {
-    /// The (mean, sd) of the statistic named `name` in `E::SWEEP_STATS`.
-    pub fn stat<E: Experiment>(&self, name: &str) -> (f64, f64) {
-        let i = E::SWEEP_STATS
+    /// The (mean, sd) of the statistic `name`.
+    pub fn stat(&self, name: &str) -> (f64, f64) {
+        self.stats
             .iter()
-            .position(|(n, _)| *n == name)
-            .unwrap_or_else(|| panic!("{} has no sweep statistic {name}", E::NAME));
-        self.stats[i]
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no sweep statistic {name}"))
     }
 }
+
+/// A figure of a sweep: its file name, the figure and its series.
+pub type SweepChart = (String, Figure, Vec<Series>);
 
 /// A book section as a command: what it trains and what it reports.
 pub trait Experiment: Sized {
@@ -118,10 +121,6 @@ pub trait Experiment: Sized {
     const NAME: &'static str;
     /// The names of a setting's values (summary columns): `["wd"]`.
     const SETTING_COLUMNS: &'static [&'static str];
-    /// The final figures of a run (summary columns after `status` and `epochs`).
-    const FINALS: &'static [&'static str];
-    /// What a sweep summarises over its seeds, in column order (each `<name>_mean`, `<name>_std`).
-    const SWEEP_STATS: &'static [(&'static str, Stat)];
     /// The header of the table a sweep prints.
     const SWEEP_TABLE: &'static [&'static str];
 
@@ -138,8 +137,18 @@ pub trait Experiment: Sized {
 
     /// Every setting the flags ask for.
     fn settings(cfg: &Self::Config) -> Vec<Self::Setting>;
+    /// The settings a version runs (all of them unless a version has fewer).
+    fn settings_for(cfg: &Self::Config, version: Version) -> Vec<Self::Setting> {
+        let _ = version;
+        Self::settings(cfg)
+    }
     /// A setting's values, in the order of [`Experiment::SETTING_COLUMNS`].
-    fn setting_values(setting: Self::Setting) -> Vec<f64>;
+    fn setting_cells(setting: Self::Setting) -> Vec<Cell>;
+    /// The final figures of a run (summary columns after `status` and `epochs`).
+    fn finals(cfg: &Self::Config) -> Vec<&'static str>;
+    /// What a sweep summarises over its seeds, in column order (each `<name>_mean`,
+    /// `<name>_std`).
+    fn sweep_stats(cfg: &Self::Config) -> Vec<(&'static str, Stat)>;
     /// The versions the flags ask for.
     fn versions(cfg: &Self::Config) -> Vec<Version>;
     /// The runs in the order they train, in groups trained together: each a version and its
@@ -185,12 +194,25 @@ pub trait Experiment: Sized {
         let _ = (cfg, run, stem);
         Ok(())
     }
-    /// A sweep's figure: the final figures against the settings.
-    fn sweep_chart(
+    /// A sweep's figures: the final figures against the settings.
+    fn sweep_charts(
         cfg: &Self::Config,
         settings: &[SettingStats<Self::Setting>],
         seeds: usize,
-    ) -> (Figure, Vec<Series>);
+    ) -> Vec<SweepChart>;
+    /// Columns a sweep's summary adds after the statistics, and their values per setting.
+    fn sweep_marks(
+        cfg: &Self::Config,
+        settings: &[SettingStats<Self::Setting>],
+    ) -> (Vec<&'static str>, Vec<Vec<Cell>>) {
+        let _ = cfg;
+        (Vec::new(), vec![Vec::new(); settings.len()])
+    }
+    /// Lines a sweep prints after its table.
+    fn sweep_notes(cfg: &Self::Config, settings: &[SettingStats<Self::Setting>]) -> Vec<String> {
+        let _ = (cfg, settings);
+        Vec::new()
+    }
     /// A row of the table a sweep prints ([`Experiment::SWEEP_TABLE`]).
     fn sweep_table_row(setting: &SettingStats<Self::Setting>) -> Vec<String>;
     /// The flags that size the job, with their values (for an out-of-memory message).
@@ -241,7 +263,7 @@ pub fn train_test_curves<R>(
 /// The leading columns of a run's line: version, then the setting's values.
 pub fn setting_cells<E: Experiment>(version: Version, setting: E::Setting) -> Vec<Cell> {
     std::iter::once(Cell::text(version.name()))
-        .chain(E::setting_values(setting).into_iter().map(Cell::Float))
+        .chain(E::setting_cells(setting))
         .collect()
 }
 
@@ -255,7 +277,7 @@ pub fn run<E: Experiment>(cfg: &E::Config, ctx: &Context) -> Result<()> {
     let mut header: Vec<String> = ["impl"].iter().map(|s| s.to_string()).collect();
     header.extend(E::SETTING_COLUMNS.iter().map(|s| s.to_string()));
     header.extend(["status", "epochs"].map(String::from));
-    header.extend(E::FINALS.iter().map(|s| s.to_string()));
+    header.extend(E::finals(cfg).iter().map(|s| s.to_string()));
     header.push("seconds".into());
     let mut summary: Vec<Vec<Cell>> = Vec::new();
     let mut done: Vec<(Version, E::Setting, Run<E>)> = Vec::new();

@@ -105,7 +105,8 @@ where
     let runs_dir = record::experiment_dir(&dir, "runs")?;
     let mut header: Vec<String> = names(&["seed", "impl"]).collect();
     header.extend(names(E::SETTING_COLUMNS).chain(names(&["status", "epochs"])));
-    header.extend(names(E::FINALS).chain(names(&["gap", "seconds"])));
+    header.extend(E::finals(cfg).iter().map(|s| s.to_string()));
+    header.extend(names(&["gap", "seconds"]));
     let mut runs: Vec<SweepRun<E::Setting>> = Vec::new();
     let mut interrupted = false;
     'seeds: for &seed in &seeds {
@@ -142,33 +143,41 @@ where
     let mut header: Vec<String> = names(&["impl"]).collect();
     header.extend(names(E::SETTING_COLUMNS));
     header.extend(names(&["status", "seeds", "seeds_ok"]));
-    for (name, _) in E::SWEEP_STATS {
+    for (name, _) in E::sweep_stats(cfg) {
         header.extend([format!("{name}_mean"), format!("{name}_std")]);
     }
+    let (mark_columns, marks) = E::sweep_marks(cfg, &settings);
+    header.extend(names(&mark_columns));
     let lines: Vec<Vec<Cell>> = settings
         .iter()
-        .map(|s| {
+        .zip(marks)
+        .map(|(s, marks)| {
             let mut line = experiment::setting_cells::<E>(s.version, s.setting);
             line.extend([
                 Cell::text(s.status.name()),
                 Cell::Int(s.seeds as i64),
                 Cell::Int(s.seeds_ok as i64),
             ]);
-            for &(mean, std) in &s.stats {
+            for &(_, (mean, std)) in &s.stats {
                 line.extend([Cell::Float(mean), Cell::Float(std)]);
             }
+            line.extend(marks);
             line
         })
         .collect();
     record::write_table(&dir.join("summary.csv"), &header, &lines)?;
-    let svg = dir.join("summary.svg");
-    if ctx.plots {
-        let (figure, series) = E::sweep_chart(cfg, &settings, seeds.len());
-        record::write_chart(&svg, &figure, &series)?;
-    } else {
-        record::remove_stale(&svg);
+    for (name, figure, series) in E::sweep_charts(cfg, &settings, seeds.len()) {
+        let svg = dir.join(name);
+        if ctx.plots {
+            record::write_chart(&svg, &figure, &series)?;
+        } else {
+            record::remove_stale(&svg);
+        }
     }
     print_table(E::SWEEP_TABLE, settings.iter().map(E::sweep_table_row));
+    for note in E::sweep_notes(cfg, &settings) {
+        println!("{note}");
+    }
     let diverged = runs.iter().filter(|r| r.status == Status::Diverged).count();
     finish(&dir, runs.len(), diverged, interrupted)
 }
@@ -180,17 +189,21 @@ fn summarise<E: Experiment>(
     seeds: usize,
 ) -> Vec<SettingStats<E::Setting>> {
     let mut settings = Vec::new();
+    let stats = E::sweep_stats(cfg);
     for version in E::versions(cfg) {
-        for setting in E::settings(cfg) {
+        for setting in E::settings_for(cfg, version) {
             let of: Vec<&SweepRun<E::Setting>> = runs
                 .iter()
                 .filter(|r| r.version == version && r.setting == setting)
                 .collect();
             let ok: Vec<&&SweepRun<E::Setting>> =
                 of.iter().filter(|r| r.status == Status::Ok).collect();
-            let stats = E::SWEEP_STATS
+            let stats = stats
                 .iter()
-                .map(|&(_, stat)| mean_std(&ok.iter().map(|r| r.value(stat)).collect::<Vec<_>>()))
+                .map(|&(name, stat)| {
+                    let values: Vec<f64> = ok.iter().map(|r| r.value(stat)).collect();
+                    (name, mean_std(&values))
+                })
                 .collect();
             settings.push(SettingStats {
                 version,
@@ -245,16 +258,16 @@ pub fn at_settings<S>(
 /// The pair of curves a sweep figure draws for one group of settings: the mean ± sd of the
 /// statistics `train` (a line) and `test` (with markers), named `train <suffix>` and
 /// `test <suffix>`, in one colour.
-pub fn train_test_series<E: Experiment>(
-    rows: &[&SettingStats<E::Setting>],
+pub fn train_test_series<S>(
+    rows: &[&SettingStats<S>],
     [train, test]: [&str; 2],
     suffix: &str,
     color: usize,
 ) -> [crate::plot::Series; 2] {
     use crate::plot::Series;
-    let (points, errors) = at_settings(rows, |s| s.stat::<E>(train));
+    let (points, errors) = at_settings(rows, |s| s.stat(train));
     let train = Series::line(format!("train {suffix}"), points, color).with_errors(errors);
-    let (points, errors) = at_settings(rows, |s| s.stat::<E>(test));
+    let (points, errors) = at_settings(rows, |s| s.stat(test));
     let test = Series::line(format!("test {suffix}"), points, color)
         .with_markers()
         .with_errors(errors);

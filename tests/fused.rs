@@ -49,7 +49,10 @@ fn fused_weight_decay_matches_autograd_to_rounding() {
         for version in [Version::Scratch, Version::Concise] {
             let reference: Vec<_> = lambdas
                 .iter()
-                .map(|&wd| weight_decay::run_one(&cfg, version, wd, &ctx(11)).0)
+                .map(|&wd| {
+                    let setting = weight_decay::Setting::book(wd);
+                    weight_decay::run_one(&cfg, version, setting, &ctx(11)).0
+                })
                 .collect();
             for loops in [Loops::Host, Loops::Tensors] {
                 tch::manual_seed(11);

@@ -227,14 +227,14 @@ fn each_run_is_reproducible_on_its_own() {
     let (a, _) = weight_decay::run_one(
         &cfg,
         d2l_regularization::options::Version::Concise,
-        3.0,
+        weight_decay::Setting::book(3.0),
         &ctx,
     );
     let _ = Tensor::randn([10], (Kind::Float, Device::Cpu)); // disturb the generator
     let (b, _) = weight_decay::run_one(
         &cfg,
         d2l_regularization::options::Version::Concise,
-        3.0,
+        weight_decay::Setting::book(3.0),
         &ctx,
     );
     assert_eq!(a.w_norm, b.w_norm);

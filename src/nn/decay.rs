@@ -128,6 +128,18 @@ pub fn regroup_by(vs: &VarStore, mut decays: impl FnMut(&str, &Tensor) -> bool) 
     groups
 }
 
+/// The trainable variables of `vs` in [`DECAY_GROUP`]: what a penalty the optimizer cannot
+/// apply (an L1 term added to the loss, say) should cover.
+pub fn decaying_variables(vs: &VarStore) -> Vec<Tensor> {
+    let variables = vs.variables_.lock().unwrap_or_else(|e| e.into_inner());
+    variables
+        .trainable_variables
+        .iter()
+        .filter(|v| v.group == DECAY_GROUP)
+        .map(|v| v.tensor.shallow_clone())
+        .collect()
+}
+
 /// Builds `config`'s optimizer over the trainable variables of `vs` with learning rate `lr`,
 /// and sets the weight decay of both groups: `weight_decay` for [`DECAY_GROUP`], 0 for
 /// [`NO_DECAY_GROUP`], whatever the config's own default. What the decay then does is the

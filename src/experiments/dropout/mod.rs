@@ -15,9 +15,9 @@ use crate::nn::{dropout_layer, Dropout, Linear};
 use crate::options::{
     defaults, positive_f64, positive_usize, probability, Engine, Version, VersionChoice,
 };
-use crate::plot::{Figure, Series};
+use crate::plot::Figure;
 use crate::progress;
-use crate::record;
+use crate::record::{self, Cell};
 use crate::stop::{self, Status};
 use crate::sweep;
 use crate::train::{self, Learner, Sums};
@@ -356,14 +356,6 @@ pub struct DropoutMlp;
 impl Experiment for DropoutMlp {
     const NAME: &'static str = "dropout";
     const SETTING_COLUMNS: &'static [&'static str] = &["dropout1", "dropout2"];
-    const FINALS: &'static [&'static str] =
-        &["final_train_loss", "final_train_acc", "final_test_acc"];
-    const SWEEP_STATS: &'static [(&'static str, Stat)] = &[
-        ("train_loss", Stat::Final(0)),
-        ("train_acc", Stat::Final(1)),
-        ("test_acc", Stat::Final(2)),
-        ("gap", Stat::Gap),
-    ];
     const SWEEP_TABLE: &'static [&'static str] =
         &["impl", "p1", "p2", "status", "train acc", "test acc", "gap"];
     type Config = Config;
@@ -378,8 +370,21 @@ impl Experiment for DropoutMlp {
         cfg.grid()
     }
 
-    fn setting_values([p1, p2]: Rates) -> Vec<f64> {
-        vec![p1, p2]
+    fn setting_cells([p1, p2]: Rates) -> Vec<Cell> {
+        vec![Cell::Float(p1), Cell::Float(p2)]
+    }
+
+    fn finals(_: &Config) -> Vec<&'static str> {
+        vec!["final_train_loss", "final_train_acc", "final_test_acc"]
+    }
+
+    fn sweep_stats(_: &Config) -> Vec<(&'static str, Stat)> {
+        vec![
+            ("train_loss", Stat::Final(0)),
+            ("train_acc", Stat::Final(1)),
+            ("test_acc", Stat::Final(2)),
+            ("gap", Stat::Gap),
+        ]
     }
 
     fn versions(cfg: &Config) -> Vec<Version> {
@@ -532,13 +537,13 @@ impl Experiment for DropoutMlp {
         save_weights(&run.model, &record::with_suffix(stem, "safetensors"))
     }
 
-    /// Final train and test accuracy against the rate with more values (x), one pair of
-    /// curves per value of the other rate and per version.
-    fn sweep_chart(
+    /// `summary.svg`: final train and test accuracy against the rate with more values (x),
+    /// one pair of curves per value of the other rate and per version.
+    fn sweep_charts(
         cfg: &Config,
         settings: &[SettingStats<Rates>],
         seeds: usize,
-    ) -> (Figure, Vec<Series>) {
+    ) -> Vec<experiment::SweepChart> {
         let first_on_x = cfg.dropout1.len() >= cfg.dropout2.len();
         let (xs, others, x_name, other_name) = if first_on_x {
             (&cfg.dropout1, &cfg.dropout2, "p1 (dropout1)", "p2")
@@ -559,7 +564,7 @@ impl Experiment for DropoutMlp {
                     .collect();
                 let color = series.len() / 2;
                 let suffix = format!("{} {other_name}={}", version.name(), fmt_num(other));
-                series.extend(sweep::train_test_series::<Self>(
+                series.extend(sweep::train_test_series(
                     &rows,
                     ["train_acc", "test_acc"],
                     &suffix,
@@ -574,7 +579,7 @@ impl Experiment for DropoutMlp {
             log_y: false,
             x_categories: Some(xs.iter().map(|&p| fmt_num(p)).collect()),
         };
-        (figure, series)
+        vec![("summary.svg".into(), figure, series)]
     }
 
     fn sweep_table_row(s: &SettingStats<Rates>) -> Vec<String> {
@@ -583,9 +588,9 @@ impl Experiment for DropoutMlp {
             fmt_num(s.setting[0]),
             fmt_num(s.setting[1]),
             s.status.name().to_string(),
-            format!("{:.4}", s.stat::<Self>("train_acc").0),
-            format!("{:.4}", s.stat::<Self>("test_acc").0),
-            format!("{:+.4}", s.stat::<Self>("gap").0),
+            format!("{:.4}", s.stat("train_acc").0),
+            format!("{:.4}", s.stat("test_acc").0),
+            format!("{:+.4}", s.stat("gap").0),
         ]
     }
 

@@ -32,10 +32,12 @@ pub enum Loops {
 }
 
 /// One λ's model after training: its curve (rows made by the caller's `row`), the norm of its
-/// weight, and how it ended.
+/// weight, the final weight (`[inputs]`, on the CPU) and bias, and how it ended.
 pub struct Column<R> {
     pub curve: Vec<R>,
     pub w_norm: f64,
+    pub weight: Tensor,
+    pub bias: f64,
     pub status: Status,
 }
 
@@ -109,7 +111,8 @@ pub fn train<R: EpochRow>(
     }
     let norms = Vec::<f64>::try_from(w.norm_scalaropt_dim(2, [0], false).to_kind(Kind::Double))
         .expect("f64 norms");
-    columns.finish(&norms)
+    let (w, b) = (host(&w.tr().contiguous()), host(&b));
+    columns.finish(&norms, &w, &b)
 }
 
 /// The curves of the k models trained together, each ending on its own when its loss becomes
@@ -164,14 +167,20 @@ impl<'a, R: EpochRow> Columns<'a, R> {
         self.status.contains(&Status::Ok)
     }
 
-    fn finish(self, norms: &[f64]) -> Vec<Column<R>> {
+    /// The columns' results from the final norms, weights (`[k, inputs]` row-major: one row
+    /// per λ) and biases.
+    fn finish(self, norms: &[f64], weights: &[f32], biases: &[f32]) -> Vec<Column<R>> {
+        let inputs = weights.len() / self.lambdas.len();
         self.curves
             .into_iter()
             .zip(self.status)
             .zip(norms)
-            .map(|((curve, status), &w_norm)| Column {
+            .zip(weights.chunks_exact(inputs).zip(biases))
+            .map(|(((curve, status), &w_norm), (weight, &bias))| Column {
                 curve,
                 w_norm,
+                weight: Tensor::from_slice(weight),
+                bias: bias as f64,
                 status,
             })
             .collect()
@@ -298,5 +307,9 @@ fn train_on_host<R: EpochRow>(
                 .sqrt()
         })
         .collect();
-    columns.finish(&norms)
+    // w is [inputs, k] row-major: one column per λ.
+    let by_lambda: Vec<f32> = (0..k)
+        .flat_map(|c| w.iter().skip(c).step_by(k).copied().collect::<Vec<_>>())
+        .collect();
+    columns.finish(&norms, &by_lambda, &b)
 }

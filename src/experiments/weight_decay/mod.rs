@@ -4,6 +4,10 @@
 //! From scratch, the penalty is added to the loss and plain SGD does the rest. Concisely, the
 //! optimizer decays the weight through its parameter groups and leaves the bias alone. The
 //! fused engine (`fused.rs`) trains the same models with closed-form gradients.
+//!
+//! The book's exercises as flags: `--penalty l1` (λ‖w‖₁ instead of λ‖w‖²/2), `--optimizer
+//! adam|adamw` for the concise version (what "weight decay" means beyond SGD), and `--n-val`
+//! (a validation split to choose λ on, in sweeps).
 pub mod fused;
 
 use crate::data::{batches, synthetic, Split};
@@ -14,7 +18,7 @@ use crate::options::{
 };
 use crate::plot::{Figure, Series};
 use crate::progress;
-use crate::record;
+use crate::record::{self, Cell};
 use crate::stop::{self, Status};
 use crate::sweep;
 use crate::train::{self, MinibatchSgd, Updater};
@@ -50,6 +54,101 @@ pub struct Config {
     pub n_test: usize,
     #[arg(long, allow_negative_numbers = true, default_value_t = 200, value_parser = positive_usize)]
     pub num_inputs: usize,
+    /// Penalty on the weight: l2 (λ‖w‖²/2, the book's) or l1 (λ‖w‖₁); several (comma-separated) train each
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "l2")]
+    pub penalty: Vec<Penalty>,
+    /// Optimizer of the concise version: sgd (the book's), adam (λ·w added to the gradient, then normalised), adamw (decoupled decay); several train each
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "sgd")]
+    pub optimizer: Vec<Optimizer>,
+    /// Also draw a validation split of N examples (after the train and test splits, which stay the same) and record each run's final validation loss; sweeps then mark the λ it chooses
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_usize)]
+    pub n_val: Option<usize>,
+}
+
+/// `--penalty`: what is added to every example's loss (scratch) or decays the weights (concise).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Penalty {
+    /// λ‖w‖²/2: weight decay, the book's
+    L2,
+    /// λ‖w‖₁, by its subgradient λ·sign(w)
+    L1,
+}
+
+impl Penalty {
+    pub fn name(self) -> &'static str {
+        match self {
+            Penalty::L2 => "l2",
+            Penalty::L1 => "l1",
+        }
+    }
+}
+
+/// `--optimizer`: what updates the concise version (the scratch version is the book's own SGD).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    /// The book's: λ·w added to the gradient
+    Sgd,
+    /// λ·w added to the gradient, then Adam's normalisation (coupled decay)
+    Adam,
+    /// w multiplied by (1 − lr·λ) beside Adam's step (decoupled decay)
+    Adamw,
+}
+
+impl Optimizer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Optimizer::Sgd => "sgd",
+            Optimizer::Adam => "adam",
+            Optimizer::Adamw => "adamw",
+        }
+    }
+
+    /// This optimizer over `vs`, the weights (decay group) decaying by `wd`, the bias not.
+    pub fn build(self, vs: &tnn::VarStore, lr: f64, wd: f64) -> Result<tnn::Optimizer> {
+        match self {
+            Optimizer::Sgd => decay::optimizer(tnn::Sgd::default(), vs, lr, wd),
+            Optimizer::Adam => decay::optimizer(tnn::Adam::default(), vs, lr, wd),
+            Optimizer::Adamw => decay::optimizer(tnn::AdamW::default(), vs, lr, wd),
+        }
+    }
+}
+
+/// One run's setting: the optimizer (concise), the penalty and λ.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Setting {
+    pub optimizer: Optimizer,
+    pub penalty: Penalty,
+    pub wd: f64,
+}
+
+impl Setting {
+    /// The book's: SGD, L2, λ = `wd`.
+    pub fn book(wd: f64) -> Setting {
+        Setting {
+            optimizer: Optimizer::Sgd,
+            penalty: Penalty::L2,
+            wd,
+        }
+    }
+
+    /// ` adamw l1`: what differs from the book's, for labels.
+    fn variant(self) -> String {
+        let mut v = String::new();
+        if self.optimizer != Optimizer::Sgd {
+            v += &format!(" {}", self.optimizer.name());
+        }
+        if self.penalty != Penalty::L2 {
+            v += &format!(" {}", self.penalty.name());
+        }
+        v
+    }
+
+    /// `-adamw-l1`: what differs from the book's, for file names.
+    fn suffix(self) -> String {
+        self.variant().replace(' ', "-")
+    }
 }
 
 impl Default for Config {
@@ -61,10 +160,12 @@ impl Default for Config {
 
 // ---------------------------------------------------------------- §4.5.1 data
 
-/// The §4.5 data: y = 0.05 + Σ 0.01·xᵢ + ε, training set first, then the test set.
+/// The §4.5 data: y = 0.05 + Σ 0.01·xᵢ + ε, training set first, then the test set, then (with
+/// `--n-val`) a validation set, so the first two are the same with or without it.
 pub struct Data {
     pub train: Split,
     pub test: Split,
+    pub val: Option<Split>,
 }
 
 impl Data {
@@ -72,7 +173,10 @@ impl Data {
         let (true_w, true_b) = synthetic::true_params(cfg.num_inputs, device);
         let train = synthetic::synthetic_data(&true_w, true_b, cfg.n_train);
         let test = synthetic::synthetic_data(&true_w, true_b, cfg.n_test);
-        Data { train, test }
+        let val = cfg
+            .n_val
+            .map(|n| synthetic::synthetic_data(&true_w, true_b, n));
+        Data { train, test, val }
     }
 }
 
@@ -107,20 +211,56 @@ impl Epoch {
     }
 }
 
-/// A trained model's curve (its finished epochs), the norm of its weight and how it ended.
+/// A trained model's curve (its finished epochs), what its weight became, its validation loss
+/// and how it ended.
 #[derive(Debug, Clone)]
 pub struct Trained {
     pub curve: Vec<Epoch>,
+    /// ‖w‖₂.
     pub w_norm: f64,
+    /// ‖w‖₁.
+    pub w_l1: f64,
+    /// The fraction of weights with |wᵢ| < 1e-4.
+    pub w_small: f64,
+    /// The final mean loss on the validation split (NaN without one).
+    pub val_loss: f64,
     pub status: Status,
 }
 
-impl From<fused::Column<Epoch>> for Trained {
-    fn from(c: fused::Column<Epoch>) -> Trained {
+/// |wᵢ| below this counts as zero in `w_small`.
+pub const SMALL: f64 = 1e-4;
+
+impl Trained {
+    /// The final figures of a model with weight `w` and bias `b` (`loss` the evaluation loss,
+    /// per example), given its curve, status and ‖w‖₂ as its engine computed it.
+    fn new(
+        curve: Vec<Epoch>,
+        status: Status,
+        w_norm: f64,
+        (w, b): (&Tensor, &Tensor),
+        val: Option<&Split>,
+        loss: &dyn Fn(&Tensor, &Tensor) -> Tensor,
+    ) -> Trained {
+        let w = w.detach().to_kind(Kind::Double).flatten(0, -1);
+        let abs = w.abs();
+        let val_loss = val.map_or(f64::NAN, |v| {
+            let predicted = v.x.to_kind(Kind::Double).matmul(&w.unsqueeze(1))
+                + b.detach().to_kind(Kind::Double);
+            loss(&predicted, &v.y.to_kind(Kind::Double))
+                .mean(None)
+                .double_value(&[])
+        });
         Trained {
-            curve: c.curve,
-            w_norm: c.w_norm,
-            status: c.status,
+            curve,
+            w_norm,
+            w_l1: abs.sum(Kind::Double).double_value(&[]),
+            w_small: abs
+                .lt(SMALL)
+                .to_kind(Kind::Double)
+                .mean(None)
+                .double_value(&[]),
+            val_loss,
+            status,
         }
     }
 }
@@ -151,16 +291,30 @@ pub fn squared_loss(y_hat: &Tensor, y: &Tensor) -> Tensor {
     (y_hat - y.reshape(y_hat.size())).pow_tensor_scalar(2) / 2
 }
 
-/// Trains with the penalty λ‖w‖²/2 added to every example's loss and the book's minibatch SGD.
+/// ‖w‖₁ (book §4.5, exercise 3: what happens with an L1 penalty).
+pub fn l1_penalty(w: &Tensor) -> Tensor {
+    w.abs().sum(None)
+}
+
+/// Trains with the penalty (λ‖w‖²/2, or λ‖w‖₁) added to every example's loss and the book's
+/// minibatch SGD. Autograd differentiates ‖w‖₁ to its subgradient sign(w) (0 at 0), so the L1
+/// update is w −= lr·(Σ ∂loss/∂w + B·λ·sign(w)) / batch_size.
 pub fn train_scratch(
     cfg: &Config,
-    lambd: f64,
+    setting: Setting,
     data: &Data,
     progress: &progress::Epochs,
 ) -> Trained {
     let (w, b) = init_params(cfg.num_inputs, data.train.x.device());
     let net = |x: &Tensor| linreg(x, &w, &b);
-    let penalized = |y_hat: &Tensor, y: &Tensor| squared_loss(y_hat, y) + l2_penalty(&w) * lambd;
+    let (lambd, penalty) = (setting.wd, setting.penalty);
+    let penalized = |y_hat: &Tensor, y: &Tensor| {
+        let p = match penalty {
+            Penalty::L2 => l2_penalty(&w),
+            Penalty::L1 => l1_penalty(&w),
+        };
+        squared_loss(y_hat, y) + p * lambd
+    };
     let mut sgd = MinibatchSgd {
         params: vec![w.shallow_clone(), b.shallow_clone()],
         lr: cfg.lr,
@@ -175,11 +329,15 @@ pub fn train_scratch(
         &mut sgd,
         progress,
     );
-    Trained {
+    let w_norm = w.norm().double_value(&[]);
+    Trained::new(
         curve,
-        w_norm: w.norm().double_value(&[]),
         status,
-    }
+        w_norm,
+        (&w, &b),
+        data.val.as_ref(),
+        &squared_loss,
+    )
 }
 
 // ---------------------------------------------------------------- §4.5.3 concise
@@ -196,26 +354,59 @@ pub fn concise_net(vs: &tnn::Path, num_inputs: usize) -> Linear {
     net
 }
 
-/// Trains [`concise_net`] with an SGD optimizer whose weight group has weight decay `wd` and
-/// whose bias group has none.
-pub fn train_concise(cfg: &Config, wd: f64, data: &Data, progress: &progress::Epochs) -> Trained {
+/// Trains [`concise_net`] with the setting's optimizer. With L2 the optimizer decays the
+/// weight group by λ and the bias group not at all; libtorch's optimizers have no L1, so with
+/// L1 the penalty λ‖w‖₁ of the decay group's variables is added to the loss instead.
+pub fn train_concise(
+    cfg: &Config,
+    setting: Setting,
+    data: &Data,
+    progress: &progress::Epochs,
+) -> Trained {
     let vs = tnn::VarStore::new(data.train.x.device());
     let net = concise_net(&vs.root(), cfg.num_inputs);
     let mse = |y_hat: &Tensor, y: &Tensor| y_hat.mse_loss(y, Reduction::None);
-    let mut trainer = sgd_decaying_weights(&vs, cfg.lr, wd);
+    let decaying = decay::decaying_variables(&vs);
+    let (lambd, penalty) = (setting.wd, setting.penalty);
+    let penalized = |y_hat: &Tensor, y: &Tensor| match penalty {
+        Penalty::L2 => mse(y_hat, y),
+        Penalty::L1 => {
+            let l1 = decaying
+                .iter()
+                .map(l1_penalty)
+                .fold(Tensor::zeros([], (Kind::Float, y.device())), |a, b| a + b);
+            mse(y_hat, y) + l1 * lambd
+        }
+    };
+    let optimizer_decay = match penalty {
+        Penalty::L2 => lambd,
+        Penalty::L1 => 0.0,
+    };
+    let mut trainer = setting
+        .optimizer
+        .build(&vs, cfg.lr, optimizer_decay)
+        .expect("an optimizer over a fresh VarStore");
     let forward = |x: &Tensor| net.forward(x);
-    let (curve, status) = train(cfg, data, &forward, &mse, &mse, &mut trainer, progress);
-    Trained {
-        curve,
-        w_norm: net.weight.norm().double_value(&[]),
-        status,
-    }
+    let (curve, status) = train(
+        cfg,
+        data,
+        &forward,
+        &penalized,
+        &mse,
+        &mut trainer,
+        progress,
+    );
+    let w_norm = net.weight.norm().double_value(&[]);
+    let model = (&net.weight, &net.bias);
+    Trained::new(curve, status, w_norm, model, data.val.as_ref(), &mse)
 }
 
 /// The book's `torch.optim.SGD([{"params": weight, "weight_decay": wd}, {"params": bias}])`:
 /// every variable of `vs` in the decay group decays by `wd`, the others do not.
 pub fn sgd_decaying_weights(vs: &tnn::VarStore, lr: f64, wd: f64) -> tnn::Optimizer {
-    decay::optimizer(tnn::Sgd::default(), vs, lr, wd).expect("SGD over a fresh VarStore")
+    Optimizer::Sgd
+        .build(vs, lr, wd)
+        .expect("SGD over a fresh VarStore")
 }
 
 /// The loop both versions share: every epoch, shuffled mini-batches, then the train and test
@@ -245,34 +436,37 @@ fn train(
 
 // ---------------------------------------------------------------- runs
 
-/// Trains one version at one λ from a freshly seeded generator, so every run is reproducible
-/// on its own: the data are the same for every λ and version. Returns the wall time too.
-pub fn run_one(cfg: &Config, version: Version, wd: f64, ctx: &Context) -> (Trained, f64) {
-    let mut runs = run_lambdas(cfg, version, &[wd], ctx);
+/// Trains one version at one setting from a freshly seeded generator, so every run is
+/// reproducible on its own: the data are the same for every setting and version. Returns the
+/// wall time too.
+pub fn run_one(cfg: &Config, version: Version, setting: Setting, ctx: &Context) -> (Trained, f64) {
+    let mut runs = run_group(cfg, version, &[setting], ctx);
     runs.remove(0)
 }
 
-/// Every λ of `lambdas` for one version, each with its wall time. The autograd engine trains
-/// them one after the other (none after an interrupted one); the fused engine trains them
-/// together as one batched model (same seed, so same data, initialisation and batches) and
-/// reports that shared time for each.
-pub fn run_lambdas(
+/// Every setting of `settings` for one version, each with its wall time. The autograd engine
+/// trains them one after the other (none after an interrupted one); the fused engine trains
+/// them together as one batched model (same seed, so same data, initialisation and batches)
+/// and reports that shared time for each (it trains the book's SGD with L2 only: `prepare`
+/// refuses the others).
+pub fn run_group(
     cfg: &Config,
     version: Version,
-    lambdas: &[f64],
+    settings: &[Setting],
     ctx: &Context,
 ) -> Vec<(Trained, f64)> {
     match cfg.engine {
         Engine::Autograd => {
             let mut runs = Vec::new();
-            for &wd in lambdas {
+            for &setting in settings {
                 tch::manual_seed(ctx.seed);
                 let start = Instant::now();
                 let data = Data::new(cfg, ctx.device);
-                let progress = progress::Epochs::new(ctx.tagged(label(version, &[wd])), cfg.epochs);
+                let name = label(version, setting, &[setting.wd]);
+                let progress = progress::Epochs::new(ctx.tagged(name), cfg.epochs);
                 let trained = match version {
-                    Version::Scratch => train_scratch(cfg, wd, &data, &progress),
-                    Version::Concise => train_concise(cfg, wd, &data, &progress),
+                    Version::Scratch => train_scratch(cfg, setting, &data, &progress),
+                    Version::Concise => train_concise(cfg, setting, &data, &progress),
                 };
                 let interrupted = trained.status == Status::Interrupted;
                 runs.push((trained, start.elapsed().as_secs_f64()));
@@ -286,9 +480,10 @@ pub fn run_lambdas(
             tch::manual_seed(ctx.seed);
             let start = Instant::now();
             let data = Data::new(cfg, ctx.device);
-            let name = format!("{} (fused)", label(version, lambdas));
+            let lambdas: Vec<f64> = settings.iter().map(|s| s.wd).collect();
+            let name = format!("{} (fused)", label(version, settings[0], &lambdas));
             let progress = progress::Epochs::new(ctx.tagged(name), cfg.epochs);
-            let trained = train_fused(cfg, version, lambdas, &data, fused::Loops::Host, &progress);
+            let trained = train_fused(cfg, version, &lambdas, &data, fused::Loops::Host, &progress);
             let seconds = start.elapsed().as_secs_f64();
             trained.into_iter().map(|t| (t, seconds)).collect()
         }
@@ -296,7 +491,7 @@ pub fn run_lambdas(
 }
 
 /// The fused engine on the book's data and initialisation (drawn here, after the data, as the
-/// autograd engine draws them).
+/// autograd engine draws them): SGD with the L2 penalty, every λ of `lambdas` at once.
 pub fn train_fused(
     cfg: &Config,
     version: Version,
@@ -319,7 +514,7 @@ pub fn train_fused(
         lr: cfg.lr,
         batch_size: cfg.batch_size,
     };
-    fused::train(
+    let columns = fused::train(
         schedule,
         version,
         lambdas,
@@ -328,66 +523,212 @@ pub fn train_fused(
         loops,
         progress,
         Epoch::new,
-    )
-    .into_iter()
-    .map(Trained::from)
-    .collect()
+    );
+    let half = version == Version::Scratch;
+    let loss = move |y_hat: &Tensor, y: &Tensor| {
+        let se = (y_hat - y.reshape(y_hat.size())).square();
+        if half {
+            se / 2
+        } else {
+            se
+        }
+    };
+    columns
+        .into_iter()
+        .map(|c| {
+            let bias = Tensor::from(c.bias);
+            let model = (&c.weight, &bias);
+            Trained::new(c.curve, c.status, c.w_norm, model, data.val.as_ref(), &loss)
+        })
+        .collect()
 }
 
-/// What a run is called in messages and progress lines.
-pub fn label(version: Version, lambdas: &[f64]) -> String {
+/// What a run is called in messages and progress lines: `weight decay, concise adamw λ=0,3`.
+pub fn label(version: Version, setting: Setting, lambdas: &[f64]) -> String {
     let lambdas: Vec<String> = lambdas.iter().map(|&l| fmt_num(l)).collect();
-    format!("weight decay, {} λ={}", version.name(), lambdas.join(","))
+    format!(
+        "weight decay, {}{} λ={}",
+        version.name(),
+        setting.variant(),
+        lambdas.join(",")
+    )
 }
 
 // ---------------------------------------------------------------- the experiment
 
-/// §4.5 as a command: `weight-decay`, its runs one per version and λ.
+/// §4.5 as a command: `weight-decay`, its runs one per version and setting (optimizer,
+/// penalty, λ).
 pub struct WeightDecay;
+
+/// The final figures: always the first five, the validation loss with `--n-val`.
+const FINALS: [&str; 6] = [
+    "w_norm",
+    "w_l1",
+    "w_small",
+    "final_train_loss",
+    "final_test_loss",
+    "final_val_loss",
+];
+
+impl WeightDecay {
+    /// The groups of settings a sweep compares λ within: one per version, optimizer and
+    /// penalty (each group's `[first, end)` range in `settings`).
+    fn groups<S: Copy>(settings: &[SettingStats<Setting>]) -> Vec<std::ops::Range<usize>> {
+        let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
+        for (i, s) in settings.iter().enumerate() {
+            let same = |o: &SettingStats<Setting>| {
+                o.version == s.version
+                    && o.setting.optimizer == s.setting.optimizer
+                    && o.setting.penalty == s.setting.penalty
+            };
+            match groups.last_mut() {
+                Some(g) if same(&settings[g.start]) => g.end = i + 1,
+                _ => groups.push(i..i + 1),
+            }
+        }
+        groups
+    }
+
+    /// The setting of `range` with the lowest mean of `stat` among those that finished.
+    fn lowest(
+        settings: &[SettingStats<Setting>],
+        range: std::ops::Range<usize>,
+        stat: &str,
+    ) -> Option<usize> {
+        range
+            .filter(|&i| settings[i].seeds_ok > 0 && settings[i].stat(stat).0.is_finite())
+            .min_by(|&a, &b| {
+                settings[a]
+                    .stat(stat)
+                    .0
+                    .total_cmp(&settings[b].stat(stat).0)
+            })
+    }
+
+    /// `concise adamw l1`: a group's name in notes and legends.
+    fn group_name(version: Version, setting: Setting) -> String {
+        format!("{}{}", version.name(), setting.variant())
+    }
+}
 
 impl Experiment for WeightDecay {
     const NAME: &'static str = "weight-decay";
-    const SETTING_COLUMNS: &'static [&'static str] = &["wd"];
-    const FINALS: &'static [&'static str] = &["w_norm", "final_train_loss", "final_test_loss"];
-    const SWEEP_STATS: &'static [(&'static str, Stat)] = &[
-        ("train_loss", Stat::Final(1)),
-        ("test_loss", Stat::Final(2)),
-        ("gap", Stat::Gap),
-        ("w_norm", Stat::Final(0)),
+    const SETTING_COLUMNS: &'static [&'static str] = &["optimizer", "penalty", "wd"];
+    const SWEEP_TABLE: &'static [&'static str] = &[
+        "impl",
+        "optimizer",
+        "penalty",
+        "λ",
+        "status",
+        "train loss",
+        "test loss",
+        "gap",
+        "‖w‖",
+        "val loss",
     ];
-    const SWEEP_TABLE: &'static [&'static str] =
-        &["impl", "λ", "status", "train loss", "test loss", "gap"];
     type Config = Config;
-    /// λ.
-    type Setting = f64;
+    type Setting = Setting;
     /// Nothing: each run draws its data from its own seed.
     type Data = ();
     type Row = Epoch;
     type Model = ();
 
-    fn settings(cfg: &Config) -> Vec<f64> {
-        cfg.wd.clone()
+    /// Penalty by penalty, optimizer by optimizer, every λ.
+    fn settings(cfg: &Config) -> Vec<Setting> {
+        let mut settings = Vec::new();
+        for &penalty in &cfg.penalty {
+            for &optimizer in &cfg.optimizer {
+                for &wd in &cfg.wd {
+                    settings.push(Setting {
+                        optimizer,
+                        penalty,
+                        wd,
+                    });
+                }
+            }
+        }
+        settings
     }
 
-    fn setting_values(wd: f64) -> Vec<f64> {
-        vec![wd]
+    /// The scratch version has one optimizer, the book's minibatch SGD.
+    fn settings_for(cfg: &Config, version: Version) -> Vec<Setting> {
+        let mut settings = Self::settings(cfg);
+        if version == Version::Scratch {
+            settings.retain(|s| s.optimizer == cfg.optimizer[0]);
+            for s in &mut settings {
+                s.optimizer = Optimizer::Sgd;
+            }
+        }
+        settings
+    }
+
+    fn setting_cells(s: Setting) -> Vec<Cell> {
+        vec![
+            Cell::text(s.optimizer.name()),
+            Cell::text(s.penalty.name()),
+            Cell::Float(s.wd),
+        ]
+    }
+
+    fn finals(cfg: &Config) -> Vec<&'static str> {
+        let n = if cfg.n_val.is_some() { 6 } else { 5 };
+        FINALS[..n].to_vec()
+    }
+
+    fn sweep_stats(cfg: &Config) -> Vec<(&'static str, Stat)> {
+        let mut stats = vec![
+            ("train_loss", Stat::Final(3)),
+            ("test_loss", Stat::Final(4)),
+            ("gap", Stat::Gap),
+            ("w_norm", Stat::Final(0)),
+            ("w_l1", Stat::Final(1)),
+            ("w_small", Stat::Final(2)),
+        ];
+        if cfg.n_val.is_some() {
+            stats.push(("val_loss", Stat::Final(5)));
+        }
+        stats
     }
 
     fn versions(cfg: &Config) -> Vec<Version> {
         cfg.versions.versions()
     }
 
-    /// Version by version, every λ of a version together (the fused engine trains them as one
-    /// batched model).
-    fn schedule(cfg: &Config) -> Vec<(Version, Vec<f64>)> {
-        cfg.versions
-            .versions()
-            .into_iter()
-            .map(|v| (v, cfg.wd.clone()))
-            .collect()
+    /// Version by version, then penalty by penalty and optimizer by optimizer, every λ of a
+    /// group together (the fused engine trains them as one batched model).
+    fn schedule(cfg: &Config) -> Vec<(Version, Vec<Setting>)> {
+        let mut groups = Vec::new();
+        for version in cfg.versions.versions() {
+            let settings = Self::settings_for(cfg, version);
+            for chunk in settings.chunks(cfg.wd.len()) {
+                groups.push((version, chunk.to_vec()));
+            }
+        }
+        groups
     }
 
-    fn prepare(_cfg: &Config, _ctx: &Context) -> Result<()> {
+    /// Refuses what cannot run: an optimizer for the scratch version alone, and the fused
+    /// engine with anything but the book's SGD and L2.
+    fn prepare(cfg: &Config, _ctx: &Context) -> Result<()> {
+        let non_sgd: Vec<&str> = cfg
+            .optimizer
+            .iter()
+            .filter(|o| **o != Optimizer::Sgd)
+            .map(|o| o.name())
+            .collect();
+        if cfg.versions == VersionChoice::Scratch && !non_sgd.is_empty() {
+            anyhow::bail!(
+                "--optimizer {} applies to the concise version; the scratch version is the                  book's own minibatch SGD. Add --impl concise (or both), or drop --optimizer",
+                non_sgd.join(",")
+            );
+        }
+        if cfg.engine == Engine::Fused
+            && (!non_sgd.is_empty() || cfg.penalty.iter().any(|p| *p != Penalty::L2))
+        {
+            anyhow::bail!(
+                "--engine fused trains the book's SGD with the L2 penalty only; use --engine                  autograd for --optimizer adam/adamw or --penalty l1"
+            );
+        }
         Ok(())
     }
 
@@ -395,19 +736,26 @@ impl Experiment for WeightDecay {
         cfg: &Config,
         _: &(),
         version: Version,
-        lambdas: &[f64],
+        settings: &[Setting],
         ctx: &Context,
     ) -> Vec<Run<Self>> {
-        run_lambdas(cfg, version, lambdas, ctx)
+        let with_val = cfg.n_val.is_some();
+        run_group(cfg, version, settings, ctx)
             .into_iter()
             .map(|(trained, seconds)| {
                 let last = trained.curve.last();
+                let mut finals = vec![
+                    trained.w_norm,
+                    trained.w_l1,
+                    trained.w_small,
+                    last.map_or(f64::NAN, |e| e.train_loss),
+                    last.map_or(f64::NAN, |e| e.test_loss),
+                ];
+                if with_val {
+                    finals.push(trained.val_loss);
+                }
                 Run {
-                    finals: vec![
-                        trained.w_norm,
-                        last.map_or(f64::NAN, |e| e.train_loss),
-                        last.map_or(f64::NAN, |e| e.test_loss),
-                    ],
+                    finals,
                     curve: trained.curve,
                     status: trained.status,
                     seconds,
@@ -417,13 +765,18 @@ impl Experiment for WeightDecay {
             .collect()
     }
 
-    fn label(version: Version, wd: f64) -> String {
-        label(version, &[wd])
+    fn label(version: Version, setting: Setting) -> String {
+        label(version, setting, &[setting.wd])
     }
 
-    /// `<impl>-wd<λ>`.
-    fn stem(version: Version, wd: f64, _alone: bool) -> String {
-        format!("{}-wd{}", version.name(), fmt_num(wd))
+    /// `<impl>[-<optimizer>][-<penalty>]-wd<λ>`, naming only what differs from the book's.
+    fn stem(version: Version, setting: Setting, _alone: bool) -> String {
+        format!(
+            "{}{}-wd{}",
+            version.name(),
+            setting.suffix(),
+            fmt_num(setting.wd)
+        )
     }
 
     fn report(run: &Run<Self>) -> String {
@@ -439,7 +792,7 @@ impl Experiment for WeightDecay {
 
     /// Final test loss − final train loss.
     fn gap(finals: &[f64]) -> f64 {
-        finals[2] - finals[1]
+        finals[4] - finals[3]
     }
 
     /// Train and test loss against epoch, log scale (the book's figure).
@@ -454,92 +807,186 @@ impl Experiment for WeightDecay {
         }
     }
 
-    fn curve_title(version: Version, wd: f64, run: &Run<Self>) -> String {
+    fn curve_title(version: Version, setting: Setting, run: &Run<Self>) -> String {
         format!(
-            "weight decay, {}, λ = {}: ‖w‖ = {:.3}",
+            "weight decay, {}{}, λ = {}: ‖w‖ = {:.3}",
             version.name(),
-            fmt_num(wd),
+            setting.variant(),
+            fmt_num(setting.wd),
             run.finals[0]
         )
     }
 
-    /// `<impl>-all.svg`: the train and test curves of every λ of a version in one figure.
+    /// `<impl>[-<optimizer>][-<penalty>]-all.svg`: the train and test curves of every λ of a
+    /// group in one figure.
     fn write_overview_charts(
         dir: &Path,
-        runs: &[(Version, f64, &Run<Self>)],
+        runs: &[(Version, Setting, &Run<Self>)],
         plots: bool,
     ) -> Result<()> {
-        let mut versions: Vec<Version> = runs.iter().map(|r| r.0).collect();
-        versions.dedup();
-        for version in versions {
-            let path = dir.join(format!("{}-all.svg", version.name()));
-            if !plots {
+        let same = |a: &(Version, Setting, &Run<Self>), b: &(Version, Setting, &Run<Self>)| {
+            a.0 == b.0 && a.1.optimizer == b.1.optimizer && a.1.penalty == b.1.penalty
+        };
+        let mut start = 0;
+        while start < runs.len() {
+            let end = start
+                + runs[start..]
+                    .iter()
+                    .take_while(|r| same(r, &runs[start]))
+                    .count();
+            let (version, setting, _) = runs[start];
+            let path = dir.join(format!("{}{}-all.svg", version.name(), setting.suffix()));
+            if plots {
+                let mut series = Vec::new();
+                for (i, (_, s, run)) in runs[start..end].iter().enumerate() {
+                    let l = fmt_num(s.wd);
+                    series.extend(experiment::train_test_curves(
+                        &run.curve,
+                        |e| e.epoch as f64,
+                        [
+                            (format!("train λ={l}"), |e| e.train_loss),
+                            (format!("test λ={l}"), |e| e.test_loss),
+                        ],
+                        i,
+                    ));
+                }
+                record::write_chart(
+                    &path,
+                    &Figure {
+                        title: format!(
+                            "weight decay, {}{}: every λ",
+                            version.name(),
+                            setting.variant()
+                        ),
+                        x_label: "epoch".into(),
+                        y_label: "loss".into(),
+                        log_y: true,
+                        x_categories: None,
+                    },
+                    &series,
+                )?;
+            } else {
                 record::remove_stale(&path);
-                continue;
             }
-            let mut series = Vec::new();
-            for (i, (_, wd, run)) in runs.iter().filter(|r| r.0 == version).enumerate() {
-                let l = fmt_num(*wd);
-                series.extend(experiment::train_test_curves(
-                    &run.curve,
-                    |e| e.epoch as f64,
-                    [
-                        (format!("train λ={l}"), |e| e.train_loss),
-                        (format!("test λ={l}"), |e| e.test_loss),
-                    ],
-                    i,
-                ));
-            }
-            record::write_chart(
-                &path,
-                &Figure {
-                    title: format!("weight decay, {}: every λ", version.name()),
-                    x_label: "epoch".into(),
-                    y_label: "loss".into(),
-                    log_y: true,
-                    x_categories: None,
-                },
-                &series,
-            )?;
+            start = end;
         }
         Ok(())
     }
 
-    /// Final train and test loss (mean ± sd over the seeds) against λ, for each version.
-    fn sweep_chart(
+    /// `summary.svg`: final train and test loss (mean ± sd over the seeds) against λ, one pair
+    /// of curves per version, optimizer and penalty; `summary-w.svg`: ‖w‖ against λ, one curve
+    /// each (Adam's coupled decay against AdamW's at equal λ).
+    fn sweep_charts(
         cfg: &Config,
-        settings: &[SettingStats<f64>],
+        settings: &[SettingStats<Setting>],
         seeds: usize,
-    ) -> (Figure, Vec<Series>) {
-        let mut series = Vec::new();
-        for (i, version) in cfg.versions.versions().into_iter().enumerate() {
-            let rows: Vec<&SettingStats<f64>> =
-                settings.iter().filter(|s| s.version == version).collect();
-            series.extend(sweep::train_test_series::<Self>(
+    ) -> Vec<experiment::SweepChart> {
+        let mut losses = Vec::new();
+        let mut norms = Vec::new();
+        for (i, range) in Self::groups::<Setting>(settings).into_iter().enumerate() {
+            let rows: Vec<&SettingStats<Setting>> = settings[range].iter().collect();
+            let name = Self::group_name(rows[0].version, rows[0].setting);
+            losses.extend(sweep::train_test_series(
                 &rows,
                 ["train_loss", "test_loss"],
-                version.name(),
+                &name,
                 i,
             ));
+            let (points, errors) = sweep::at_settings(&rows, |s| s.stat("w_norm"));
+            norms.push(Series::line(format!("‖w‖ {name}"), points, i).with_errors(errors));
         }
-        let figure = Figure {
-            title: sweep::title("weight decay: final loss", cfg.epochs, seeds),
-            x_label: "λ".into(),
-            y_label: "loss".into(),
-            log_y: true,
-            x_categories: Some(cfg.wd.iter().map(|&l| fmt_num(l)).collect()),
-        };
-        (figure, series)
+        let categories = Some(cfg.wd.iter().map(|&l| fmt_num(l)).collect::<Vec<_>>());
+        vec![
+            (
+                "summary.svg".into(),
+                Figure {
+                    title: sweep::title("weight decay: final loss", cfg.epochs, seeds),
+                    x_label: "λ".into(),
+                    y_label: "loss".into(),
+                    log_y: true,
+                    x_categories: categories.clone(),
+                },
+                losses,
+            ),
+            (
+                "summary-w.svg".into(),
+                Figure {
+                    title: sweep::title("weight decay: ‖w‖", cfg.epochs, seeds),
+                    x_label: "λ".into(),
+                    y_label: "‖w‖".into(),
+                    log_y: true,
+                    x_categories: categories,
+                },
+                norms,
+            ),
+        ]
     }
 
-    fn sweep_table_row(s: &SettingStats<f64>) -> Vec<String> {
+    /// With `--n-val`: `chosen_by_validation` (the λ of lowest mean validation loss) and
+    /// `best_by_test` (of lowest mean test loss), true on one row per version, optimizer and
+    /// penalty.
+    fn sweep_marks(
+        cfg: &Config,
+        settings: &[SettingStats<Setting>],
+    ) -> (Vec<&'static str>, Vec<Vec<Cell>>) {
+        if cfg.n_val.is_none() {
+            return (Vec::new(), vec![Vec::new(); settings.len()]);
+        }
+        let mut marks = vec![vec![Cell::text("false"), Cell::text("false")]; settings.len()];
+        for range in Self::groups::<Setting>(settings) {
+            if let Some(i) = Self::lowest(settings, range.clone(), "val_loss") {
+                marks[i][0] = Cell::text("true");
+            }
+            if let Some(i) = Self::lowest(settings, range, "test_loss") {
+                marks[i][1] = Cell::text("true");
+            }
+        }
+        (vec!["chosen_by_validation", "best_by_test"], marks)
+    }
+
+    /// With `--n-val`: for each group, the λ validation picks and the best λ on the test set,
+    /// with their test losses.
+    fn sweep_notes(cfg: &Config, settings: &[SettingStats<Setting>]) -> Vec<String> {
+        let Some(n_val) = cfg.n_val else {
+            return Vec::new();
+        };
+        let mut notes = Vec::new();
+        for range in Self::groups::<Setting>(settings) {
+            let chosen = Self::lowest(settings, range.clone(), "val_loss");
+            let best = Self::lowest(settings, range, "test_loss");
+            if let (Some(c), Some(b)) = (chosen, best) {
+                let (c, b) = (&settings[c], &settings[b]);
+                notes.push(format!(
+                    "{}: validation ({n_val} examples) picks λ={} (test loss {:.3e}); the lowest \
+                     test loss is at λ={} ({:.3e})",
+                    Self::group_name(c.version, c.setting),
+                    fmt_num(c.setting.wd),
+                    c.stat("test_loss").0,
+                    fmt_num(b.setting.wd),
+                    b.stat("test_loss").0
+                ));
+            }
+        }
+        notes
+    }
+
+    fn sweep_table_row(s: &SettingStats<Setting>) -> Vec<String> {
+        let val = s
+            .stats
+            .iter()
+            .find(|(n, _)| *n == "val_loss")
+            .map_or("—".to_string(), |(_, v)| format!("{:.3e}", v.0));
         vec![
             s.version.name().to_string(),
-            fmt_num(s.setting),
+            s.setting.optimizer.name().to_string(),
+            s.setting.penalty.name().to_string(),
+            fmt_num(s.setting.wd),
             s.status.name().to_string(),
-            format!("{:.3e}", s.stat::<Self>("train_loss").0),
-            format!("{:.3e}", s.stat::<Self>("test_loss").0),
-            format!("{:.3e}", s.stat::<Self>("gap").0),
+            format!("{:.3e}", s.stat("train_loss").0),
+            format!("{:.3e}", s.stat("test_loss").0),
+            format!("{:.3e}", s.stat("gap").0),
+            format!("{:.3}", s.stat("w_norm").0),
+            val,
         ]
     }
 

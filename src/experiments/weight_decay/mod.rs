@@ -573,7 +573,7 @@ const FINALS: [&str; 6] = [
 impl WeightDecay {
     /// The groups of settings a sweep compares λ within: one per version, optimizer and
     /// penalty (each group's `[first, end)` range in `settings`).
-    fn groups<S: Copy>(settings: &[SettingStats<Setting>]) -> Vec<std::ops::Range<usize>> {
+    fn groups(settings: &[SettingStats<Setting>]) -> Vec<std::ops::Range<usize>> {
         let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
         for (i, s) in settings.iter().enumerate() {
             let same = |o: &SettingStats<Setting>| {
@@ -883,7 +883,7 @@ impl Experiment for WeightDecay {
     ) -> Vec<experiment::SweepChart> {
         let mut losses = Vec::new();
         let mut norms = Vec::new();
-        for (i, range) in Self::groups::<Setting>(settings).into_iter().enumerate() {
+        for (i, range) in Self::groups(settings).into_iter().enumerate() {
             let rows: Vec<&SettingStats<Setting>> = settings[range].iter().collect();
             let name = Self::group_name(rows[0].version, rows[0].setting);
             losses.extend(sweep::train_test_series(
@@ -933,7 +933,7 @@ impl Experiment for WeightDecay {
             return (Vec::new(), vec![Vec::new(); settings.len()]);
         }
         let mut marks = vec![vec![Cell::text("false"), Cell::text("false")]; settings.len()];
-        for range in Self::groups::<Setting>(settings) {
+        for range in Self::groups(settings) {
             if let Some(i) = Self::lowest(settings, range.clone(), "val_loss") {
                 marks[i][0] = Cell::text("true");
             }
@@ -951,7 +951,7 @@ impl Experiment for WeightDecay {
             return Vec::new();
         };
         let mut notes = Vec::new();
-        for range in Self::groups::<Setting>(settings) {
+        for range in Self::groups(settings) {
             let chosen = Self::lowest(settings, range.clone(), "val_loss");
             let best = Self::lowest(settings, range, "test_loss");
             if let (Some(c), Some(b)) = (chosen, best) {

@@ -160,12 +160,10 @@ impl Default for Config {
 
 // ---------------------------------------------------------------- §4.5.1 data
 
-/// The §4.5 data: y = 0.05 + Σ 0.01·xᵢ + ε, training set first, then the test set, then (with
-/// `--n-val`) a validation set, so the first two are the same with or without it.
+/// The §4.5 data: y = 0.05 + Σ 0.01·xᵢ + ε, training set first, then the test set.
 pub struct Data {
     pub train: Split,
     pub test: Split,
-    pub val: Option<Split>,
 }
 
 impl Data {
@@ -173,11 +171,21 @@ impl Data {
         let (true_w, true_b) = synthetic::true_params(cfg.num_inputs, device);
         let train = synthetic::synthetic_data(&true_w, true_b, cfg.n_train);
         let test = synthetic::synthetic_data(&true_w, true_b, cfg.n_test);
-        let val = cfg
-            .n_val
-            .map(|n| synthetic::synthetic_data(&true_w, true_b, n));
-        Data { train, test, val }
+        Data { train, test }
     }
+}
+
+/// What the validation split's generator is seeded with, beside the run's seed.
+const VALIDATION_SEED: i64 = 0x7a11d;
+
+/// `--n-val` examples from the same distribution, drawn after training from a generator seeded
+/// with the run's seed and [`VALIDATION_SEED`]: the same split for every run of a seed, and no
+/// draw of the training (data, initialisation, batches) moves.
+pub fn validation_split(cfg: &Config, seed: i64, device: Device) -> Option<Split> {
+    let n = cfg.n_val?;
+    tch::manual_seed(seed.wrapping_mul(31).wrapping_add(VALIDATION_SEED));
+    let (true_w, true_b) = synthetic::true_params(cfg.num_inputs, device);
+    Some(synthetic::synthetic_data(&true_w, true_b, n))
 }
 
 /// One row of `<impl>-wd<λ>.csv`: the mean per-example loss, without the penalty, after an epoch.
@@ -213,7 +221,7 @@ impl Epoch {
 
 /// A trained model's curve (its finished epochs), what its weight became, its validation loss
 /// and how it ended.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Trained {
     pub curve: Vec<Epoch>,
     /// ‖w‖₂.
@@ -222,34 +230,23 @@ pub struct Trained {
     pub w_l1: f64,
     /// The fraction of weights with |wᵢ| < 1e-4.
     pub w_small: f64,
-    /// The final mean loss on the validation split (NaN without one).
+    /// The final mean loss on the validation split (NaN without one; see [`Trained::validate`]).
     pub val_loss: f64,
     pub status: Status,
+    /// The final weight (flattened) and bias, detached.
+    pub weight: Tensor,
+    pub bias: Tensor,
 }
 
 /// |wᵢ| below this counts as zero in `w_small`.
 pub const SMALL: f64 = 1e-4;
 
 impl Trained {
-    /// The final figures of a model with weight `w` and bias `b` (`loss` the evaluation loss,
-    /// per example), given its curve, status and ‖w‖₂ as its engine computed it.
-    fn new(
-        curve: Vec<Epoch>,
-        status: Status,
-        w_norm: f64,
-        (w, b): (&Tensor, &Tensor),
-        val: Option<&Split>,
-        loss: &dyn Fn(&Tensor, &Tensor) -> Tensor,
-    ) -> Trained {
-        let w = w.detach().to_kind(Kind::Double).flatten(0, -1);
-        let abs = w.abs();
-        let val_loss = val.map_or(f64::NAN, |v| {
-            let predicted = v.x.to_kind(Kind::Double).matmul(&w.unsqueeze(1))
-                + b.detach().to_kind(Kind::Double);
-            loss(&predicted, &v.y.to_kind(Kind::Double))
-                .mean(None)
-                .double_value(&[])
-        });
+    /// The final figures of a model with weight `w` and bias `b`, given its curve, status and
+    /// ‖w‖₂ as its engine computed it.
+    fn new(curve: Vec<Epoch>, status: Status, w_norm: f64, (w, b): (&Tensor, &Tensor)) -> Trained {
+        let weight = w.detach().flatten(0, -1).copy();
+        let abs = weight.to_kind(Kind::Double).abs();
         Trained {
             curve,
             w_norm,
@@ -259,9 +256,25 @@ impl Trained {
                 .to_kind(Kind::Double)
                 .mean(None)
                 .double_value(&[]),
-            val_loss,
+            val_loss: f64::NAN,
             status,
+            weight,
+            bias: b.detach().copy(),
         }
+    }
+
+    /// Sets the validation loss: the mean of the version's loss (½·squared error for scratch,
+    /// squared error for concise) over `val`, in f64.
+    pub fn validate(&mut self, val: &Split, version: Version) {
+        let w = self.weight.to_kind(Kind::Double).unsqueeze(1);
+        let predicted = val.x.to_kind(Kind::Double).matmul(&w) + self.bias.to_kind(Kind::Double);
+        let se = (predicted - val.y.to_kind(Kind::Double)).square();
+        let half = if version == Version::Scratch {
+            0.5
+        } else {
+            1.0
+        };
+        self.val_loss = se.mean(None).double_value(&[]) * half;
     }
 }
 
@@ -330,14 +343,7 @@ pub fn train_scratch(
         progress,
     );
     let w_norm = w.norm().double_value(&[]);
-    Trained::new(
-        curve,
-        status,
-        w_norm,
-        (&w, &b),
-        data.val.as_ref(),
-        &squared_loss,
-    )
+    Trained::new(curve, status, w_norm, (&w, &b))
 }
 
 // ---------------------------------------------------------------- §4.5.3 concise
@@ -397,8 +403,7 @@ pub fn train_concise(
         progress,
     );
     let w_norm = net.weight.norm().double_value(&[]);
-    let model = (&net.weight, &net.bias);
-    Trained::new(curve, status, w_norm, model, data.val.as_ref(), &mse)
+    Trained::new(curve, status, w_norm, (&net.weight, &net.bias))
 }
 
 /// The book's `torch.optim.SGD([{"params": weight, "weight_decay": wd}, {"params": bias}])`:
@@ -464,10 +469,13 @@ pub fn run_group(
                 let data = Data::new(cfg, ctx.device);
                 let name = label(version, setting, &[setting.wd]);
                 let progress = progress::Epochs::new(ctx.tagged(name), cfg.epochs);
-                let trained = match version {
+                let mut trained = match version {
                     Version::Scratch => train_scratch(cfg, setting, &data, &progress),
                     Version::Concise => train_concise(cfg, setting, &data, &progress),
                 };
+                if let Some(val) = validation_split(cfg, ctx.seed, ctx.device) {
+                    trained.validate(&val, version);
+                }
                 let interrupted = trained.status == Status::Interrupted;
                 runs.push((trained, start.elapsed().as_secs_f64()));
                 if interrupted {
@@ -483,7 +491,13 @@ pub fn run_group(
             let lambdas: Vec<f64> = settings.iter().map(|s| s.wd).collect();
             let name = format!("{} (fused)", label(version, settings[0], &lambdas));
             let progress = progress::Epochs::new(ctx.tagged(name), cfg.epochs);
-            let trained = train_fused(cfg, version, &lambdas, &data, fused::Loops::Host, &progress);
+            let mut trained =
+                train_fused(cfg, version, &lambdas, &data, fused::Loops::Host, &progress);
+            if let Some(val) = validation_split(cfg, ctx.seed, ctx.device) {
+                for t in &mut trained {
+                    t.validate(&val, version);
+                }
+            }
             let seconds = start.elapsed().as_secs_f64();
             trained.into_iter().map(|t| (t, seconds)).collect()
         }
@@ -524,21 +538,11 @@ pub fn train_fused(
         progress,
         Epoch::new,
     );
-    let half = version == Version::Scratch;
-    let loss = move |y_hat: &Tensor, y: &Tensor| {
-        let se = (y_hat - y.reshape(y_hat.size())).square();
-        if half {
-            se / 2
-        } else {
-            se
-        }
-    };
     columns
         .into_iter()
         .map(|c| {
             let bias = Tensor::from(c.bias);
-            let model = (&c.weight, &bias);
-            Trained::new(c.curve, c.status, c.w_norm, model, data.val.as_ref(), &loss)
+            Trained::new(c.curve, c.status, c.w_norm, (&c.weight, &bias))
         })
         .collect()
 }
@@ -718,7 +722,8 @@ impl Experiment for WeightDecay {
             .collect();
         if cfg.versions == VersionChoice::Scratch && !non_sgd.is_empty() {
             anyhow::bail!(
-                "--optimizer {} applies to the concise version; the scratch version is the                  book's own minibatch SGD. Add --impl concise (or both), or drop --optimizer",
+                "--optimizer {} applies to the concise version; the scratch version is the \
+                 book's own minibatch SGD. Add --impl concise (or both), or drop --optimizer",
                 non_sgd.join(",")
             );
         }
@@ -726,7 +731,8 @@ impl Experiment for WeightDecay {
             && (!non_sgd.is_empty() || cfg.penalty.iter().any(|p| *p != Penalty::L2))
         {
             anyhow::bail!(
-                "--engine fused trains the book's SGD with the L2 penalty only; use --engine                  autograd for --optimizer adam/adamw or --penalty l1"
+                "--engine fused trains the book's SGD with the L2 penalty only; use --engine \
+                 autograd for --optimizer adam/adamw or --penalty l1"
             );
         }
         Ok(())

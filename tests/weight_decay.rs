@@ -154,10 +154,14 @@ fn default_run_writes_the_curves_and_shows_the_effect_of_decay() {
         header,
         [
             "impl",
+            "optimizer",
+            "penalty",
             "wd",
             "status",
             "epochs",
             "w_norm",
+            "w_l1",
+            "w_small",
             "final_train_loss",
             "final_test_loss",
             "seconds"
@@ -167,10 +171,11 @@ fn default_run_writes_the_curves_and_shows_the_effect_of_decay() {
     let get = |name: &str, wd: f64| {
         let r = rows
             .iter()
-            .find(|r| r[0] == name && r[1].parse::<f64>().unwrap() == wd)
+            .find(|r| r[0] == name && r[3].parse::<f64>().unwrap() == wd)
             .unwrap();
-        assert_eq!(&r[2..4], ["ok", "100"]);
-        (r[4].parse::<f64>().unwrap(), r[6].parse::<f64>().unwrap())
+        assert_eq!(&r[1..3], ["sgd", "l2"]);
+        assert_eq!(&r[4..6], ["ok", "100"]);
+        (r[6].parse::<f64>().unwrap(), r[10].parse::<f64>().unwrap())
     };
     for name in ["scratch", "concise"] {
         let (series, texts) = svg_series(&dir.join(format!("{name}-all.svg")));

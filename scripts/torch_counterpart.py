@@ -41,19 +41,41 @@ def batches(X, y, batch_size, shuffle):
 
 
 def update(updater, l):
-    """d2l's train_epoch_ch3 dispatch: an optimizer steps on the mean, the scratch sgd on the sum."""
-    if isinstance(updater, torch.optim.Optimizer):
+    """d2l's train_epoch_ch3 dispatch: an optimizer steps on the mean, the scratch sgd on the sum
+    (told the batch's size, for a proximal step that scales with it)."""
+    if hasattr(updater, "step"):
         updater.zero_grad()
         l.mean().backward()
         updater.step()
     else:
         l.sum().backward()
-        updater()
+        updater(l.shape[0])
+
+
+def soft_threshold(weights, t):
+    """The proximal step of t·‖w‖₁: w ← sign(w)·max(|w| − t, 0)."""
+    with torch.no_grad():
+        for w in weights:
+            w.copy_(torch.sign(w) * torch.clamp(w.abs() - t, min=0.0))
+
+
+class ProxOptimizer:
+    """An optimizer followed by soft-thresholding of `weights` by `t` after each step."""
+
+    def __init__(self, opt, weights, t):
+        self.opt, self.weights, self.t = opt, weights, t
+
+    def zero_grad(self):
+        self.opt.zero_grad()
+
+    def step(self):
+        self.opt.step()
+        soft_threshold(self.weights, self.t)
 
 
 def make_sgd(params, lr, batch_size):
     """The book's from-scratch minibatch SGD."""
-    def sgd():
+    def sgd(n=None):
         with torch.no_grad():
             for param in params:
                 param -= lr * param.grad / batch_size
@@ -135,9 +157,17 @@ def wd_scratch(cfg, setting, data, device):
     w = torch.normal(0, 1, size=(cfg.num_inputs, 1), device=device, requires_grad=True)
     b = torch.zeros(1, device=device, requires_grad=True)
     net = lambda X: torch.matmul(X, w) + b
-    penalty, lambd = PENALTIES[setting["penalty"]], setting["wd"]
-    loss = lambda y_hat, y: squared_loss(y_hat, y) + penalty(w) * lambd
-    curve = wd_train(cfg, data, net, loss, squared_loss, make_sgd([w, b], cfg.lr, cfg.batch_size))
+    lambd, sgd = setting["wd"], make_sgd([w, b], cfg.lr, cfg.batch_size)
+    if setting["penalty"] == "l1-prox":
+        loss = squared_loss
+
+        def updater(n):
+            sgd(n)
+            soft_threshold([w], cfg.lr * lambd * n / cfg.batch_size)
+    else:
+        penalty, updater = PENALTIES[setting["penalty"]], sgd
+        loss = lambda y_hat, y: squared_loss(y_hat, y) + penalty(w) * lambd
+    curve = wd_train(cfg, data, net, loss, squared_loss, updater)
     return curve, torch.norm(w).item()
 
 
@@ -160,6 +190,8 @@ def wd_concise(cfg, setting, data, device):
         loss = lambda y_hat, y: mse(y_hat, y) + l1_penalty(net[0].weight) * setting["wd"]
     else:
         loss = mse
+    if setting["penalty"] == "l1-prox":
+        trainer = ProxOptimizer(trainer, [net[0].weight], cfg.lr * setting["wd"])
     curve = wd_train(cfg, data, net, loss, mse, trainer)
     return curve, net[0].weight.norm().item()
 
@@ -526,7 +558,7 @@ def main(argv=None):
     sub = p.add_subparsers(dest="experiment")
     wd = sub.add_parser("weight-decay")
     wd.add_argument("--wd", type=lambda s: [float(v) for v in s.split(",")], default=[0.0, 3.0])
-    wd.add_argument("--penalty", type=lambda s: s.split(","), default=["l2"], help="l2, l1 (comma-separated)")
+    wd.add_argument("--penalty", type=lambda s: s.split(","), default=["l2"], help="l2, l1, l1-prox (comma-separated)")
     wd.add_argument("--optimizer", type=lambda s: s.split(","), default=["sgd"],
                     help="sgd, adam, adamw (comma-separated; the concise version)")
     for k, v in BOOK_WD.items():

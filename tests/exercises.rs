@@ -50,6 +50,39 @@ fn an_l1_penalty_is_named_in_the_files_and_shrinks_w() {
     }
 }
 
+/// What L1 is known for: its proximal step sets weights to exactly 0, its subgradient does not.
+#[test]
+fn the_proximal_l1_step_zeroes_weights_and_the_subgradient_does_not() {
+    let out = tempfile::tempdir().unwrap();
+    let o = run_on_cpu(
+        out.path(),
+        &[
+            "--quiet",
+            "weight-decay",
+            "--impl",
+            "scratch",
+            "--penalty",
+            "l1,l1-prox",
+            "--wd",
+            "1",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = summary(out.path());
+    let small = |penalty: &str| {
+        num(
+            rows.iter().find(|r| r["penalty"] == penalty).unwrap(),
+            "w_small",
+        )
+    };
+    assert!(small("l1-prox") > 0.5, "{rows:?}");
+    assert!(small("l1") < 0.1, "{rows:?}");
+    assert!(out
+        .path()
+        .join("weight-decay/scratch-l1-prox-wd1.csv")
+        .is_file());
+}
+
 #[test]
 fn the_optimizer_is_named_and_adamw_decays_more_than_adam_at_equal_lambda() {
     let out = tempfile::tempdir().unwrap();
@@ -167,8 +200,19 @@ fn a_validation_split_changes_nothing_else_and_the_sweep_marks_one_lambda_per_gr
 #[test]
 fn bad_exercise_flags_are_refused_naming_the_flag() {
     let out = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &[&str]); 6] = [
-        (&["--penalty", "l3"], &["--penalty", "l2", "l1"]),
+    let cases: [(&[&str], &[&str]); 7] = [
+        (&["--penalty", "l3"], &["--penalty", "l2", "l1", "l1-prox"]),
+        (
+            &[
+                "--impl",
+                "concise",
+                "--optimizer",
+                "adam",
+                "--penalty",
+                "l1-prox",
+            ],
+            &["--penalty l1-prox is a proximal step for SGD"],
+        ),
         (
             &["--optimizer", "rmsprop"],
             &["--optimizer", "sgd", "adam", "adamw"],

@@ -125,13 +125,14 @@ fn weight_decay_matches_pytorch_exactly() {
 }
 
 /// The L1 penalty (exercise 3): λ‖w‖₁ in every example's loss (scratch) or beside the mean
-/// loss (concise), differentiated by autograd on both sides: exactly the same numbers.
+/// loss (concise), differentiated by autograd on both sides, and its proximal step
+/// (soft-thresholding after each SGD step): exactly the same numbers.
 #[test]
-fn the_l1_penalty_matches_pytorch_exactly() {
+fn the_l1_penalties_match_pytorch_exactly() {
     if python().is_none() {
         return;
     }
-    compare_weight_decay(&["--penalty", "l1"], 0.0);
+    compare_weight_decay(&["--penalty", "l1,l1-prox", "--wd", "0,1,3"], 0.0);
 }
 
 /// Adam and AdamW, the weight decaying and the bias not, λ 0 and 3: within 1e-5 relative at

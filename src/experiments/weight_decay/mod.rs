@@ -54,7 +54,7 @@ pub struct Config {
     pub n_test: usize,
     #[arg(long, allow_negative_numbers = true, default_value_t = 200, value_parser = positive_usize)]
     pub num_inputs: usize,
-    /// Penalty on the weight: l2 (λ‖w‖²/2, the book's) or l1 (λ‖w‖₁); several (comma-separated) train each
+    /// Penalty on the weight: l2 (λ‖w‖²/2, the book's), l1 (λ‖w‖₁ by its subgradient) or l1-prox (λ‖w‖₁ by soft-thresholding); several (comma-separated) train each
     #[arg(long, value_enum, value_delimiter = ',', default_value = "l2")]
     pub penalty: Vec<Penalty>,
     /// Optimizer of the concise version: sgd (the book's), adam (λ·w added to the gradient, then normalised), adamw (decoupled decay); several train each
@@ -73,6 +73,10 @@ pub enum Penalty {
     L2,
     /// λ‖w‖₁, by its subgradient λ·sign(w)
     L1,
+    /// λ‖w‖₁ by a proximal step: after each SGD step on the data loss, w ← sign(w)·max(|w| − t, 0) with t what the subgradient step would subtract
+    #[value(name = "l1-prox")]
+    #[serde(rename = "l1-prox")]
+    L1Prox,
 }
 
 impl Penalty {
@@ -80,6 +84,7 @@ impl Penalty {
         match self {
             Penalty::L2 => "l2",
             Penalty::L1 => "l1",
+            Penalty::L1Prox => "l1-prox",
         }
     }
 }
@@ -311,7 +316,9 @@ pub fn l1_penalty(w: &Tensor) -> Tensor {
 
 /// Trains with the penalty (λ‖w‖²/2, or λ‖w‖₁) added to every example's loss and the book's
 /// minibatch SGD. Autograd differentiates ‖w‖₁ to its subgradient sign(w) (0 at 0), so the L1
-/// update is w −= lr·(Σ ∂loss/∂w + B·λ·sign(w)) / batch_size.
+/// update is w −= lr·(Σ ∂loss/∂w + B·λ·sign(w)) / batch_size. With `l1-prox` the step is on the
+/// data loss alone, then w is soft-thresholded by lr·λ·B/batch_size (the proximal step of the
+/// same penalty).
 pub fn train_scratch(
     cfg: &Config,
     setting: Setting,
@@ -325,6 +332,7 @@ pub fn train_scratch(
         let p = match penalty {
             Penalty::L2 => l2_penalty(&w),
             Penalty::L1 => l1_penalty(&w),
+            Penalty::L1Prox => return squared_loss(y_hat, y),
         };
         squared_loss(y_hat, y) + p * lambd
     };
@@ -333,13 +341,23 @@ pub fn train_scratch(
         lr: cfg.lr,
         batch_size: cfg.batch_size,
     };
+    let mut prox = SoftThreshold {
+        inner: &mut sgd,
+        weights: vec![w.shallow_clone()],
+        per_example: Some(cfg.lr * lambd / cfg.batch_size as f64),
+        per_step: 0.0,
+    };
+    let updater: &mut dyn Updater = match penalty {
+        Penalty::L1Prox => &mut prox,
+        _ => prox.inner,
+    };
     let (curve, status) = train(
         cfg,
         data,
         &net,
         &penalized,
         &squared_loss,
-        &mut sgd,
+        updater,
         progress,
     );
     let w_norm = w.norm().double_value(&[]);
@@ -362,7 +380,8 @@ pub fn concise_net(vs: &tnn::Path, num_inputs: usize) -> Linear {
 
 /// Trains [`concise_net`] with the setting's optimizer. With L2 the optimizer decays the
 /// weight group by λ and the bias group not at all; libtorch's optimizers have no L1, so with
-/// L1 the penalty λ‖w‖₁ of the decay group's variables is added to the loss instead.
+/// L1 the penalty λ‖w‖₁ of the decay group's variables is added to the loss instead, and with
+/// `l1-prox` (SGD only) the decay group is soft-thresholded by lr·λ after each step.
 pub fn train_concise(
     cfg: &Config,
     setting: Setting,
@@ -375,7 +394,7 @@ pub fn train_concise(
     let decaying = decay::decaying_variables(&vs);
     let (lambd, penalty) = (setting.wd, setting.penalty);
     let penalized = |y_hat: &Tensor, y: &Tensor| match penalty {
-        Penalty::L2 => mse(y_hat, y),
+        Penalty::L2 | Penalty::L1Prox => mse(y_hat, y),
         Penalty::L1 => {
             let l1 = decaying
                 .iter()
@@ -386,24 +405,52 @@ pub fn train_concise(
     };
     let optimizer_decay = match penalty {
         Penalty::L2 => lambd,
-        Penalty::L1 => 0.0,
+        Penalty::L1 | Penalty::L1Prox => 0.0,
     };
     let mut trainer = setting
         .optimizer
         .build(&vs, cfg.lr, optimizer_decay)
         .expect("an optimizer over a fresh VarStore");
+    let mut prox = SoftThreshold {
+        inner: &mut trainer,
+        weights: decaying.iter().map(Tensor::shallow_clone).collect(),
+        per_example: None,
+        per_step: cfg.lr * lambd,
+    };
+    let updater: &mut dyn Updater = match penalty {
+        Penalty::L1Prox => &mut prox,
+        _ => prox.inner,
+    };
     let forward = |x: &Tensor| net.forward(x);
-    let (curve, status) = train(
-        cfg,
-        data,
-        &forward,
-        &penalized,
-        &mse,
-        &mut trainer,
-        progress,
-    );
+    let (curve, status) = train(cfg, data, &forward, &penalized, &mse, updater, progress);
     let w_norm = net.weight.norm().double_value(&[]);
     Trained::new(curve, status, w_norm, (&net.weight, &net.bias))
+}
+
+/// An updater followed by the proximal step of λ‖w‖₁ on `weights`: soft-thresholding,
+/// w ← sign(w)·max(|w| − t, 0), which sets small weights to exactly 0 (ISTA). The threshold t
+/// is `per_step`, or `per_example` times the batch's examples (the scratch version's penalty is
+/// in every example's loss).
+struct SoftThreshold<'a> {
+    inner: &'a mut dyn Updater,
+    weights: Vec<Tensor>,
+    per_example: Option<f64>,
+    per_step: f64,
+}
+
+impl Updater for SoftThreshold<'_> {
+    fn update(&mut self, losses: &Tensor) {
+        self.inner.update(losses);
+        let t = self
+            .per_example
+            .map_or(self.per_step, |t| t * losses.size()[0] as f64);
+        tch::no_grad(|| {
+            for w in &mut self.weights {
+                let shrunk = w.sign() * (w.abs() - t).clamp_min(0.0);
+                w.copy_(&shrunk);
+            }
+        });
+    }
 }
 
 /// The book's `torch.optim.SGD([{"params": weight, "weight_decay": wd}, {"params": bias}])`:
@@ -727,12 +774,19 @@ impl Experiment for WeightDecay {
                 non_sgd.join(",")
             );
         }
+        if cfg.penalty.contains(&Penalty::L1Prox) && !non_sgd.is_empty() {
+            anyhow::bail!(
+                "--penalty l1-prox is a proximal step for SGD; with --optimizer {} use --penalty \
+                 l1 (the subgradient) or l2",
+                non_sgd.join(",")
+            );
+        }
         if cfg.engine == Engine::Fused
             && (!non_sgd.is_empty() || cfg.penalty.iter().any(|p| *p != Penalty::L2))
         {
             anyhow::bail!(
                 "--engine fused trains the book's SGD with the L2 penalty only; use --engine \
-                 autograd for --optimizer adam/adamw or --penalty l1"
+                 autograd for --optimizer adam/adamw or --penalty l1/l1-prox"
             );
         }
         Ok(())

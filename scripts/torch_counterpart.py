@@ -13,6 +13,7 @@ import argparse
 import csv
 import gzip
 import json
+import math
 import os
 import struct
 import sys
@@ -20,6 +21,7 @@ import time
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 BOOK_WD = dict(epochs=100, lr=0.003, batch_size=5, n_train=20, n_test=100, num_inputs=200)
 BOOK_DROPOUT = dict(epochs=10, lr=0.5, batch_size=256, dropout1=0.2, dropout2=0.5)
@@ -45,7 +47,8 @@ def update(updater, l):
     (told the batch's size, for a proximal step that scales with it)."""
     if hasattr(updater, "step"):
         updater.zero_grad()
-        l.mean().backward()
+        loss = l.mean() + updater.penalty() if hasattr(updater, "penalty") else l.mean()
+        loss.backward()
         updater.step()
     else:
         l.sum().backward()
@@ -294,30 +297,78 @@ def dropout_layer(X, dropout):
     return mask * X / (1.0 - dropout)
 
 
+def gaussian_noise(H, p):
+    """H multiplied by N(1, p/(1−p)) noise: dropout's mean and variance (Srivastava et al.)."""
+    if p == 0:
+        return H
+    return H * (torch.randn_like(H) * math.sqrt(p / (1.0 - p)) + 1.0)
+
+
+class Noise:
+    """The training noise of the exercises, drawn as the Rust binary draws it: `bernoulli`
+    (dropout), `gaussian`, `dropconnect` (on the following layer's weights), and input noise σ."""
+
+    def __init__(self, kind, rates, input_sigma):
+        self.kind, self.rates, self.input_sigma = kind, rates, input_sigma
+
+    def input(self, X, training):
+        return X + torch.randn_like(X) * self.input_sigma if training and self.input_sigma > 0 else X
+
+    def activations(self, H, k, training):
+        if training and self.kind == "bernoulli":
+            return dropout_layer(H, self.rates[k])
+        if training and self.kind == "gaussian":
+            return gaussian_noise(H, self.rates[k])
+        return H
+
+    def weight(self, W, k, training):
+        return dropout_layer(W, self.rates[k]) if training and self.kind == "dropconnect" else W
+
+
 class Net(nn.Module):
-    def __init__(self, num_inputs, num_outputs, num_hiddens1, num_hiddens2, dropout1, dropout2, device):
+    def __init__(self, num_inputs, num_outputs, num_hiddens1, num_hiddens2, dropout1, dropout2, device,
+                 noise=None):
         super().__init__()
         self.num_inputs, self.dropout1, self.dropout2 = num_inputs, dropout1, dropout2
+        self.noise = noise or Noise("bernoulli", (dropout1, dropout2), 0.0)
         self.lin1 = nn.Linear(num_inputs, num_hiddens1, device=device)
         self.lin2 = nn.Linear(num_hiddens1, num_hiddens2, device=device)
         self.lin3 = nn.Linear(num_hiddens2, num_outputs, device=device)
         self.relu = nn.ReLU()
 
     def forward(self, X):
-        H1 = self.relu(self.lin1(X.reshape((-1, self.num_inputs))))
-        if self.training:
-            H1 = dropout_layer(H1, self.dropout1)
-        H2 = self.relu(self.lin2(H1))
-        if self.training:
-            H2 = dropout_layer(H2, self.dropout2)
-        return self.lin3(H2)
+        noise, t = self.noise, self.training
+        H1 = self.relu(self.lin1(noise.input(X.reshape((-1, self.num_inputs)), t)))
+        H1 = noise.activations(H1, 0, t)
+        H2 = self.relu(F.linear(H1, noise.weight(self.lin2.weight, 0, t), self.lin2.bias))
+        H2 = noise.activations(H2, 1, t)
+        return F.linear(H2, noise.weight(self.lin3.weight, 1, t), self.lin3.bias)
 
 
-def concise_net(dropout1, dropout2, device):
-    net = nn.Sequential(nn.Flatten(),
-                        nn.Linear(784, 256, device=device), nn.ReLU(), nn.Dropout(dropout1),
-                        nn.Linear(256, 256, device=device), nn.ReLU(), nn.Dropout(dropout2),
-                        nn.Linear(256, 10, device=device))
+class ConciseNoisy(nn.Module):
+    """The concise model with another noise than nn.Dropout: the same layers, in the same order."""
+
+    def __init__(self, noise, device):
+        super().__init__()
+        self.noise = noise
+        self.layers = nn.ModuleList([nn.Linear(784, 256, device=device), nn.Linear(256, 256, device=device),
+                                     nn.Linear(256, 10, device=device)])
+
+    def forward(self, X):
+        noise, t, (l1, l2, l3) = self.noise, self.training, self.layers
+        H1 = noise.activations(torch.relu(l1(noise.input(X.flatten(1), t))), 0, t)
+        H2 = noise.activations(torch.relu(F.linear(H1, noise.weight(l2.weight, 0, t), l2.bias)), 1, t)
+        return F.linear(H2, noise.weight(l3.weight, 1, t), l3.bias)
+
+
+def concise_net(dropout1, dropout2, device, noise=None):
+    if noise is None or (noise.kind == "bernoulli" and noise.input_sigma == 0):
+        net = nn.Sequential(nn.Flatten(),
+                            nn.Linear(784, 256, device=device), nn.ReLU(), nn.Dropout(dropout1),
+                            nn.Linear(256, 256, device=device), nn.ReLU(), nn.Dropout(dropout2),
+                            nn.Linear(256, 10, device=device))
+    else:
+        net = ConciseNoisy(noise, device)
 
     def init_weights(m):
         if type(m) == nn.Linear:
@@ -326,11 +377,39 @@ def concise_net(dropout1, dropout2, device):
     return net
 
 
+class PenalizedSGD:
+    """torch.optim.SGD on the mean loss plus λ·Σ‖W‖²/2 (the scratch version's weight decay)."""
+
+    def __init__(self, params, weights, lr, lambd):
+        self.opt, self.weights, self.lambd = torch.optim.SGD(params, lr=lr), weights, lambd
+
+    def zero_grad(self):
+        self.opt.zero_grad()
+
+    def penalty(self):
+        return sum((w.pow(2).sum() / 2 for w in self.weights), torch.zeros(())) * self.lambd
+
+    def step(self):
+        self.opt.step()
+
+
 def dropout_learner(cfg, impl, device):
-    """The model of either version and torch.optim.SGD(net.parameters(), lr)."""
-    net = Net(784, 10, 256, 256, cfg.dropout1, cfg.dropout2, device) if impl == "scratch" \
-        else concise_net(cfg.dropout1, cfg.dropout2, device)
-    return net, torch.optim.SGD(net.parameters(), lr=cfg.lr)
+    """The model of either version and SGD: concise decays its weights through a parameter group
+    (`--wd`), scratch adds the L2 term on its weights to the loss."""
+    noise = Noise(getattr(cfg, "noise", "bernoulli"), (cfg.dropout1, cfg.dropout2),
+                  getattr(cfg, "input_noise", 0.0))
+    wd = getattr(cfg, "wd", 0.0)
+    if impl == "scratch":
+        net = Net(784, 10, 256, 256, cfg.dropout1, cfg.dropout2, device, noise)
+        weights = [net.lin1.weight, net.lin2.weight, net.lin3.weight]
+        if wd > 0:
+            return net, PenalizedSGD(net.parameters(), weights, cfg.lr, wd)
+        return net, torch.optim.SGD(net.parameters(), lr=cfg.lr)
+    net = concise_net(cfg.dropout1, cfg.dropout2, device, noise)
+    weights = [p for n, p in net.named_parameters() if n.endswith("weight")]
+    biases = [p for n, p in net.named_parameters() if n.endswith("bias")]
+    return net, torch.optim.SGD([{"params": weights, "weight_decay": wd},
+                                 {"params": biases, "weight_decay": 0.0}], lr=cfg.lr)
 
 
 LOSS = nn.CrossEntropyLoss(reduction="none")
@@ -391,7 +470,8 @@ def dropout(cfg, impl_choice, args, device):
         curve, _ = dropout_train(cfg, impl, data, device, log)
         last = curve[-1]
         print(f"dropout, {impl}: loss {last[1]:.3f}, train acc {last[2]:.3f}, test acc {last[3]:.3f}")
-        write_csv(f"{out}/{impl}.csv", ["epoch", "train_loss", "train_acc", "test_acc", "seconds"], curve)
+        stem = impl + (f"-{cfg.noise}" if cfg.noise != "bernoulli" else "") + (f"-wd{fmt_num(cfg.wd)}" if cfg.wd > 0 else "")
+        write_csv(f"{out}/{stem}.csv", ["epoch", "train_loss", "train_acc", "test_acc", "seconds"], curve)
         summary.append((impl, last[1], last[2], last[3], sum(r[4] for r in curve)))
     write_csv(f"{out}/summary.csv",
               ["impl", "final_train_loss", "final_train_acc", "final_test_acc", "seconds"], summary)
@@ -567,6 +647,9 @@ def main(argv=None):
     for k, v in BOOK_DROPOUT.items():
         dr.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
     dr.add_argument("--data-dir")
+    dr.add_argument("--wd", type=float, default=0.0, help="weight decay on the weights")
+    dr.add_argument("--noise", choices=["bernoulli", "gaussian", "dropconnect"], default="bernoulli")
+    dr.add_argument("--input-noise", type=float, default=0.0, help="σ of N(0, σ²) added to the inputs")
     be = sub.add_parser("bench", help="timings for scripts/bench.sh, as JSON")
     be.add_argument("--epochs", type=int, default=2, help="timed dropout epochs after one warm-up")
     be.add_argument("--wd-runs", type=int, default=3)
@@ -588,7 +671,8 @@ def main(argv=None):
                      cfg.impl, args, device)
     if args.experiment in (None, "dropout"):
         cfg = args if args.experiment else dr.parse_args([])
-        dropout(cfg_of(cfg, BOOK_DROPOUT, data_dir=cfg.data_dir), cfg.impl, args, device)
+        extra = dict(wd=cfg.wd, noise=cfg.noise, input_noise=cfg.input_noise)
+        dropout(cfg_of(cfg, BOOK_DROPOUT, data_dir=cfg.data_dir, **extra), cfg.impl, args, device)
 
 
 def cfg_of(ns, book, **extra):

@@ -89,7 +89,12 @@ fn time_engine(
         cuda_graph,
         ..Default::default()
     };
-    let (_vs, mut learner) = dropout::learner(&dcfg, Version::Concise, dcfg.rates(), ctx);
+    let (_vs, mut learner) = dropout::learner(
+        &dcfg,
+        Version::Concise,
+        dropout::Setting::book(dcfg.rates()),
+        ctx,
+    );
     for epoch in 0..=cfg.epochs {
         let start = Instant::now();
         let sums = learner.train_epoch(&data.train);
@@ -128,7 +133,12 @@ fn ops_per_step(learner: &mut dyn Learner, train: &Split) -> Option<[i64; 2]> {
 
 fn count_ops_per_step(data: &FashionMnist, ctx: &Context) -> OpsPerStep {
     let cfg = dropout::Config::default();
-    let (_vs, mut autograd) = dropout::learner(&cfg, Version::Concise, cfg.rates(), ctx);
+    let (_vs, mut autograd) = dropout::learner(
+        &cfg,
+        Version::Concise,
+        dropout::Setting::book(cfg.rates()),
+        ctx,
+    );
     let vs = tch::nn::VarStore::new(ctx.device);
     let layers = dropout::concise_layers(&vs.root());
     let mut fused =

@@ -189,9 +189,10 @@ pub trait Experiment: Sized {
         runs: &[(Version, Self::Setting, &Run<Self>)],
         plots: bool,
     ) -> Result<()>;
-    /// Stores what a finished run leaves besides its curve, at `stem` plus an extension.
-    fn save(cfg: &Self::Config, run: &Run<Self>, stem: &Path) -> Result<()> {
-        let _ = (cfg, run, stem);
+    /// Stores what a finished run leaves besides its curve, at `stem` plus a suffix (with
+    /// its charts when `plots`).
+    fn save(cfg: &Self::Config, run: &Run<Self>, stem: &Path, plots: bool) -> Result<()> {
+        let _ = (cfg, run, stem, plots);
         Ok(())
     }
     /// A sweep's figures: the final figures against the settings.
@@ -295,7 +296,7 @@ pub fn run<E: Experiment>(cfg: &E::Config, ctx: &Context) -> Result<()> {
             let chart = ctx.plots.then(|| E::curve_chart(&title));
             record::write_curve(&dir, &stem, &run.curve, chart)?;
             if run.status == Status::Ok {
-                E::save(cfg, &run, &dir.join(&stem))?;
+                E::save(cfg, &run, &dir.join(&stem), ctx.plots)?;
             }
             let mut line = setting_cells::<E>(version, setting);
             line.extend([

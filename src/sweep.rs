@@ -118,7 +118,7 @@ where
                     runs_dir.join(format!("{}-seed{seed}", E::stem(version, setting, false)));
                 record::write_csv(&record::with_suffix(&stem, "csv"), &run.curve)?;
                 if run.status == Status::Ok {
-                    E::save(cfg, &run, &stem)?;
+                    E::save(cfg, &run, &stem, false)?;
                 }
                 interrupted |= run.status == Status::Interrupted;
                 runs.push(SweepRun {

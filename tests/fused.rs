@@ -133,14 +133,9 @@ fn statistics(
     };
     let mut stats = [0.0; 3];
     for &seed in seeds {
-        let (curve, _, _) = dropout::train(
-            &cfg,
-            version,
-            cfg.rates(),
-            data,
-            &ctx(seed),
-            &quiet(cfg.epochs),
-        );
+        let setting = dropout::Setting::book(cfg.rates());
+        let trained = dropout::train(&cfg, version, setting, data, &ctx(seed), &quiet(cfg.epochs));
+        let curve = trained.curve;
         let last = curve.last().unwrap();
         let late_test: f64 = curve.iter().rev().take(3).map(|e| e.test_acc).sum::<f64>() / 3.0;
         for (s, v) in stats
@@ -236,12 +231,22 @@ fn fused(version: Version, rates: [f64; 2], path: StepPath) -> (VarStore, FusedM
 
 /// The experiment's own autograd learner (the book's model and tch's SGD), same seed.
 fn autograd(version: Version, rates: [f64; 2]) -> (VarStore, Box<dyn Learner>) {
+    autograd_with_decay(version, rates, 0.0)
+}
+
+/// [`autograd`] with weight decay λ (concise: the optimizer's weight group; scratch: the L2
+/// term in the loss).
+fn autograd_with_decay(version: Version, rates: [f64; 2], wd: f64) -> (VarStore, Box<dyn Learner>) {
     let cfg = dropout::Config {
         lr: LR,
         batch_size: BATCH,
         ..Default::default()
     };
-    dropout::learner(&cfg, version, rates, &ctx(3))
+    let setting = dropout::Setting {
+        wd,
+        ..dropout::Setting::book(rates)
+    };
+    dropout::learner(&cfg, version, setting, &ctx(3))
 }
 
 /// One epoch with the order drawn from [`ORDER_SEED`]: the sum of the losses and the number
@@ -289,8 +294,14 @@ fn assert_trained(vs: &VarStore, version: Version, what: &str) {
 fn without_dropout_every_engine_and_path_takes_the_same_steps() {
     let _rng = rng_lock();
     let split = synthetic_split(ROWS, 21);
-    for version in [Version::Concise, Version::Scratch] {
-        let (vs_ref, mut reference) = autograd(version, [0.0, 0.0]);
+    // λ = 0.05 (SGD's decay folded into the fused update; the L2 term in the scratch model's
+    // loss; the optimizer's weight group for the concise one): large enough to move the
+    // weights by far more than the tolerance in two steps.
+    for (version, wd) in [Version::Concise, Version::Scratch]
+        .into_iter()
+        .flat_map(|v| [(v, 0.0), (v, 0.05)])
+    {
+        let (vs_ref, mut reference) = autograd_with_decay(version, [0.0, 0.0], wd);
         let (loss_ref, correct_ref) = epoch(reference.as_mut(), &split);
         assert_trained(&vs_ref, version, "autograd");
         for path in [
@@ -298,8 +309,9 @@ fn without_dropout_every_engine_and_path_takes_the_same_steps() {
             StepPath::TensorOps,
             StepPath::TensorOpsHostMasks,
         ] {
-            let what = format!("{version:?} {path:?} against autograd");
-            let (vs, mut learner) = fused(version, [0.0, 0.0], path);
+            let what = format!("{version:?} λ={wd} {path:?} against autograd");
+            let (vs, learner) = fused(version, [0.0, 0.0], path);
+            let mut learner = learner.with_weight_decay(wd);
             let (loss, correct) = epoch(&mut learner, &split);
             assert_same_parameters(&vs_ref, &vs, &what);
             assert!(

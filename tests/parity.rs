@@ -175,3 +175,40 @@ fn one_dropout_epoch_matches_pytorch_exactly_at_three_seeds() {
         }
     }
 }
+
+/// The §4.6 exercises, one epoch of each version at seed 1: weight decay (concise: a decaying
+/// weight group; scratch: the L2 term in the loss), Gaussian noise, and DropConnect with input
+/// noise — the counterpart draws the same numbers in the same order, so exactly the same
+/// results.
+#[test]
+fn the_dropout_exercises_match_pytorch_exactly() {
+    if python().is_none() {
+        return;
+    }
+    let Some(data) = real_data_dir() else { return };
+    let data = data.to_str().unwrap();
+    for extra in [
+        &["--wd", "1e-4"][..],
+        &["--noise", "gaussian"][..],
+        &["--noise", "dropconnect", "--input-noise", "0.1"][..],
+    ] {
+        let (rust, torch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut args = vec!["dropout", "--epochs", "1", "--data-dir", data];
+        args.extend_from_slice(extra);
+        run_rust(rust.path(), "1", &args);
+        run_torch(torch.path(), "1", &args);
+        let (r, t) = (rust.path().join("dropout"), torch.path().join("dropout"));
+        let curves: Vec<_> = files_under(&t)
+            .into_iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "csv") && f != Path::new("summary.csv"))
+            .collect();
+        assert_eq!(curves.len(), 2, "{extra:?}: {curves:?}");
+        for name in curves {
+            assert_columns_equal(
+                &r.join(&name),
+                &t.join(&name),
+                &["epoch", "train_loss", "train_acc", "test_acc"],
+            );
+        }
+    }
+}

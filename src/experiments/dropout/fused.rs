@@ -58,6 +58,8 @@ pub struct FusedMlp {
     epoch: Option<EpochBuffers>,
     /// Replay each epoch as a CUDA graph ([`StepPath::TensorOps`] on a CUDA device only).
     graphs: bool,
+    /// What SGD's weight decay multiplies each weight by per step: 1 − lr·λ (1: none).
+    decay: f64,
 }
 
 /// What a tensor-op epoch reads and writes besides the data and the parameters: the
@@ -112,6 +114,7 @@ impl FusedMlp {
             buffers: None,
             epoch: None,
             graphs: false,
+            decay: 1.0,
         }
     }
 
@@ -119,6 +122,13 @@ impl FusedMlp {
     /// side stream as the warm-up, then is captured). Only [`StepPath::TensorOps`] on a CUDA
     /// device can: elsewhere this is ignored. A failed capture is reported in one line and the
     /// epochs run eagerly.
+    /// SGD's weight decay λ on the weights (not the biases), folded into the update: each
+    /// step W ← (1 − lr·λ)·W − lr·∂loss/∂W, as `torch.optim.SGD(weight_decay=λ)` does.
+    pub fn with_weight_decay(mut self, lambda: f64) -> FusedMlp {
+        self.decay = 1.0 - self.lr * lambda;
+        self
+    }
+
     pub fn with_cuda_graph(mut self, on: bool) -> FusedMlp {
         self.graphs = on && self.path == StepPath::TensorOps && self.w[0].device().is_cuda();
         self
@@ -206,6 +216,7 @@ impl FusedMlp {
             );
             // z3 now holds g3 = −lr · ∂loss/∂z3, z2 and z1 the layers' outputs.
             let _ = z3.mm_out(&dd2, &w[2]);
+            decay(&w[2], self.decay);
             let _ = w[2].shallow_clone().addmm_(&z3.tr(), &z2);
             kernels::add_column_sums(kernels::as_slice_mut(&z3), kernels::as_slice_mut(&b[2]));
             kernels::relu_dropout_backward(
@@ -215,6 +226,7 @@ impl FusedMlp {
                 kernels::as_slice_mut(&b[1]),
             );
             let _ = dd2.mm_out(&dd1, &w[1]);
+            decay(&w[1], self.decay);
             let _ = w[1].shallow_clone().addmm_(&dd2.tr(), &z1);
             kernels::relu_dropout_backward(
                 kernels::as_slice_mut(&dd1),
@@ -222,6 +234,7 @@ impl FusedMlp {
                 scale(p[0]) as f32,
                 kernels::as_slice_mut(&b[0]),
             );
+            decay(&w[0], self.decay);
             let _ = w[0].shallow_clone().addmm_(&dd1.tr(), &x);
             (loss, correct)
         }
@@ -295,6 +308,7 @@ impl FusedMlp {
             &g3,
             &d2,
             &buffers.inverse_scale[2].narrow(0, 0, n),
+            self.decay,
         );
         let g1 = d1.threshold_backward(&g2.mm(&w[1]), 0.0);
         update(
@@ -303,6 +317,7 @@ impl FusedMlp {
             &g2,
             &d1,
             &buffers.inverse_scale[1].narrow(0, 0, n),
+            self.decay,
         );
         update(
             &w[0],
@@ -310,6 +325,7 @@ impl FusedMlp {
             &g1,
             &x,
             &buffers.inverse_scale[0].narrow(0, 0, n),
+            self.decay,
         );
     }
 
@@ -427,6 +443,13 @@ impl FusedMlp {
     }
 }
 
+/// W ← factor·W (SGD's weight decay), nothing when the factor is 1.
+fn decay(w: &Tensor, factor: f64) {
+    if factor != 1.0 {
+        let _ = w.shallow_clone().g_mul_scalar_(factor);
+    }
+}
+
 /// b + α·(d·Wᵀ): a layer whose input d is unscaled by α (one GEMM either way).
 fn scaled_linear(d: &Tensor, w: &Tensor, b: &Tensor, alpha: f64) -> Tensor {
     if alpha == 1.0 {
@@ -439,7 +462,8 @@ fn scaled_linear(d: &Tensor, w: &Tensor, b: &Tensor, alpha: f64) -> Tensor {
 
 /// W += ĝᵀ·input and b += ĝᵀ·v, where ĝ carries −lr and the folded scale 1/v (one GEMM and
 /// one GEMV).
-fn update(w: &Tensor, b: &Tensor, g: &Tensor, input: &Tensor, v: &Tensor) {
+fn update(w: &Tensor, b: &Tensor, g: &Tensor, input: &Tensor, v: &Tensor, factor: f64) {
+    decay(w, factor);
     let _ = w.shallow_clone().addmm_(&g.tr(), input);
     let _ = b.shallow_clone().addmv_(&g.tr(), v);
 }

@@ -6,14 +6,17 @@
 //! off in evaluation mode.
 pub mod fused;
 pub mod kernels;
+pub mod noise;
 
 use crate::cuda::GraphMode;
 use crate::data::fashion_mnist::{self, FashionMnist, NUM_CLASSES, NUM_INPUTS};
 use crate::data::{batches, Split};
 use crate::experiment::{self, fmt_num, Context, EpochRow, Experiment, Run, SettingStats, Stat};
-use crate::nn::{dropout_layer, Dropout, Linear};
+use crate::nn::decay;
+use crate::nn::{Dropout, Linear};
 use crate::options::{
-    defaults, positive_f64, positive_usize, probability, Engine, Version, VersionChoice,
+    defaults, non_negative_f64, positive_f64, positive_usize, probability, Engine, Version,
+    VersionChoice,
 };
 use crate::plot::Figure;
 use crate::progress;
@@ -23,10 +26,11 @@ use crate::sweep;
 use crate::train::{self, Learner, Sums};
 use anyhow::Result;
 use fused::FusedMlp;
+use noise::{Layers, NoiseKind, Perturbation};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tch::nn::{self as tnn, Module, ModuleT, OptimizerConfig};
+use tch::nn::{self as tnn, Module, ModuleT};
 use tch::{Reduction, Tensor};
 
 pub const NUM_HIDDENS1: i64 = 256;
@@ -63,6 +67,21 @@ pub struct Config {
     /// Never download the data set; fail if it is not found locally
     #[arg(long)]
     pub offline: bool,
+    /// Weight decay λ on the weights (never the biases); several (comma-separated) train each
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, default_value = "0", value_parser = non_negative_f64)]
+    pub wd: Vec<f64>,
+    /// Training noise at the hidden layers' rates: bernoulli (dropout, the book's), gaussian (N(1, p/(1−p))), dropconnect (on the following layer's weights); several train each
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "bernoulli")]
+    pub noise: Vec<NoiseKind>,
+    /// Standard deviation of N(0, σ²) noise added to the inputs while training (Bishop's noise)
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, value_parser = non_negative_f64)]
+    pub input_noise: f64,
+    /// After training, also the test accuracy with the noise left on: of one pass, and of the average of K passes' probabilities (Monte-Carlo dropout)
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_usize)]
+    pub mc_samples: Option<usize>,
+    /// Every epoch, the mean and variance of each hidden layer's activations on a fixed probe batch of the test set, in train and eval mode (<run>-activations.csv)
+    #[arg(long)]
+    pub track_activations: bool,
     /// Also store each trained model as `<impl>.safetensors` (PyTorch's parameter names)
     #[arg(
         long,
@@ -81,6 +100,37 @@ impl Default for Config {
 /// The two dropout probabilities of one model (after the first and the second hidden layer).
 pub type Rates = [f64; 2];
 
+/// One run's setting: the noise kind, its two rates, and the weight decay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Setting {
+    pub noise: NoiseKind,
+    pub rates: Rates,
+    pub wd: f64,
+}
+
+impl Setting {
+    /// The book's: dropout at `rates`, no weight decay.
+    pub fn book(rates: Rates) -> Setting {
+        Setting {
+            noise: NoiseKind::Bernoulli,
+            rates,
+            wd: 0.0,
+        }
+    }
+
+    /// ` gaussian, λ=0.0001`: what differs from the book's, for labels.
+    fn variant(self) -> String {
+        let mut v = String::new();
+        if self.noise != NoiseKind::Bernoulli {
+            v += &format!(" {}", self.noise.name());
+        }
+        if self.wd > 0.0 {
+            v += &format!(" λ={}", fmt_num(self.wd));
+        }
+        v
+    }
+}
+
 impl Config {
     /// Every combination of `--dropout1` × `--dropout2`.
     pub fn grid(&self) -> Vec<Rates> {
@@ -88,6 +138,28 @@ impl Config {
             .iter()
             .flat_map(|&p1| self.dropout2.iter().map(move |&p2| [p1, p2]))
             .collect()
+    }
+
+    /// Every setting: noise by noise, λ by λ, every pair of rates.
+    pub fn settings(&self) -> Vec<Setting> {
+        let mut settings = Vec::new();
+        for &noise in &self.noise {
+            for &wd in &self.wd {
+                for rates in self.grid() {
+                    settings.push(Setting { noise, rates, wd });
+                }
+            }
+        }
+        settings
+    }
+
+    /// The noise of a model at `setting`.
+    pub fn perturbation(&self, setting: Setting) -> Perturbation {
+        Perturbation {
+            kind: setting.noise,
+            rates: setting.rates,
+            input_sigma: self.input_noise,
+        }
     }
 
     /// The book's single setting, or the first of the grid.
@@ -106,14 +178,13 @@ impl Config {
 // ---------------------------------------------------------------- §4.6.4 from scratch
 
 /// The book's `Net`: three linear layers, ReLU, and `dropout_layer` after each hidden layer
-/// when (and only when) training.
+/// when (and only when) training — or, for the exercises, another noise ([`Perturbation`]).
 #[derive(Debug)]
 pub struct Net {
     lin1: Linear,
     lin2: Linear,
     lin3: Linear,
-    dropout1: f64,
-    dropout2: f64,
+    noise: Perturbation,
 }
 
 /// The book's `Net.__init__`: `lin1`, `lin2`, `lin3` with PyTorch's default initialisation.
@@ -126,29 +197,32 @@ pub fn scratch_layers(vs: &tnn::Path) -> [Linear; 3] {
 }
 
 impl Net {
+    /// The book's model: dropout `dropout1` and `dropout2`.
     pub fn new(vs: &tnn::Path, dropout1: f64, dropout2: f64) -> Net {
+        Net::with_noise(vs, Perturbation::dropout([dropout1, dropout2]))
+    }
+
+    pub fn with_noise(vs: &tnn::Path, noise: Perturbation) -> Net {
         let [lin1, lin2, lin3] = scratch_layers(vs);
         Net {
             lin1,
             lin2,
             lin3,
-            dropout1,
-            dropout2,
+            noise,
         }
     }
 }
 
 impl ModuleT for Net {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let mut h1 = self.lin1.forward(&x.reshape([-1, NUM_INPUTS])).relu();
-        if train {
-            h1 = dropout_layer(&h1, self.dropout1);
-        }
-        let mut h2 = self.lin2.forward(&h1).relu();
-        if train {
-            h2 = dropout_layer(&h2, self.dropout2);
-        }
-        self.lin3.forward(&h2)
+        let x = self.noise.input(&x.reshape([-1, NUM_INPUTS]), train);
+        let h1 = self.lin1.forward(&x).relu();
+        let h1 = self.noise.activations(&h1, 0, train);
+        let w2 = self.noise.weight(&self.lin2.weight, 0, train);
+        let h2 = h1.linear(&w2, Some(&self.lin2.bias)).relu();
+        let h2 = self.noise.activations(&h2, 1, train);
+        let w3 = self.noise.weight(&self.lin3.weight, 1, train);
+        h2.linear(&w3, Some(&self.lin3.bias))
     }
 }
 
@@ -172,18 +246,62 @@ pub fn concise_layers(vs: &tnn::Path) -> [Linear; 3] {
 }
 
 /// `nn.Sequential(Flatten, Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear)` over
-/// [`concise_layers`].
-pub fn concise_net(vs: &tnn::Path, dropout1: f64, dropout2: f64) -> tnn::SequentialT {
-    let [lin1, lin2, lin3] = concise_layers(vs);
-    tnn::seq_t()
-        .add_fn(|x| x.flatten(1, -1))
-        .add(lin1)
-        .add_fn(|x| x.relu())
-        .add(Dropout { p: dropout1 })
-        .add(lin2)
-        .add_fn(|x| x.relu())
-        .add(Dropout { p: dropout2 })
-        .add(lin3)
+/// [`concise_layers`], with libtorch's dropout (off in evaluation mode) — or another noise.
+pub struct ConciseNet {
+    layers: [Linear; 3],
+    noise: Perturbation,
+}
+
+/// The book's concise model with dropout `dropout1` and `dropout2`.
+pub fn concise_net(vs: &tnn::Path, dropout1: f64, dropout2: f64) -> ConciseNet {
+    concise_net_with(vs, Perturbation::dropout([dropout1, dropout2]))
+}
+
+pub fn concise_net_with(vs: &tnn::Path, noise: Perturbation) -> ConciseNet {
+    ConciseNet {
+        layers: concise_layers(vs),
+        noise,
+    }
+}
+
+impl std::fmt::Debug for ConciseNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConciseNet")
+            .field("noise", &self.noise)
+            .finish()
+    }
+}
+
+impl ModuleT for ConciseNet {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let [lin1, lin2, lin3] = &self.layers;
+        let noise = &self.noise;
+        let hidden = |h: Tensor, k: usize| match noise.kind {
+            NoiseKind::Bernoulli => Dropout { p: noise.rates[k] }.forward_t(&h, train),
+            _ => noise.activations(&h, k, train),
+        };
+        let x = noise.input(&x.flatten(1, -1), train);
+        let h1 = hidden(lin1.forward(&x).relu(), 0);
+        let w2 = noise.weight(&lin2.weight, 0, train);
+        let h2 = hidden(h1.linear(&w2, Some(&lin2.bias)).relu(), 1);
+        let w3 = noise.weight(&lin3.weight, 1, train);
+        h2.linear(&w3, Some(&lin3.bias))
+    }
+}
+
+/// The three layers' (weight, bias) of a model of `version` in `vs`.
+pub fn layers(vs: &tnn::VarStore, version: Version) -> Layers {
+    let names = match version {
+        Version::Scratch => ["lin1", "lin2", "lin3"],
+        Version::Concise => ["1", "4", "7"],
+    };
+    let v = vs.variables();
+    names.map(|n| {
+        (
+            v[&format!("{n}.weight")].shallow_clone(),
+            v[&format!("{n}.bias")].shallow_clone(),
+        )
+    })
 }
 
 // ---------------------------------------------------------------- training (train_ch3)
@@ -207,6 +325,8 @@ pub struct AutogradLearner {
     net: Box<dyn ModuleT>,
     trainer: tnn::Optimizer,
     batch_size: usize,
+    /// Scratch weight decay: λ and the weights of the L2 term λ·Σ‖W‖²/2 added to the loss.
+    penalty: Option<(f64, Vec<Tensor>)>,
 }
 
 /// The book's loss: cross-entropy per example (`reduction='none'`).
@@ -214,29 +334,39 @@ pub fn loss(y_hat: &Tensor, y: &Tensor) -> Tensor {
     y_hat.cross_entropy_loss::<Tensor>(y, None, Reduction::None, -100, 0.0)
 }
 
-/// Seeds the generator, then builds the model of `version` and its trainer for the
-/// configured engine. Returns the variables too (for `--save-weights`).
+/// Seeds the generator, then builds the model of `version` at `setting` and its trainer for
+/// the configured engine. Returns the variables too (for `--save-weights`).
 pub fn learner(
     cfg: &Config,
     version: Version,
-    [p1, p2]: Rates,
+    setting: Setting,
     ctx: &Context,
 ) -> (tnn::VarStore, Box<dyn Learner>) {
     tch::manual_seed(ctx.seed);
     let vs = tnn::VarStore::new(ctx.device);
+    let noise = cfg.perturbation(setting);
     let learner: Box<dyn Learner> = match cfg.engine {
         Engine::Autograd => {
             let net: Box<dyn ModuleT> = match version {
-                Version::Scratch => Box::new(Net::new(&vs.root(), p1, p2)),
-                Version::Concise => Box::new(concise_net(&vs.root(), p1, p2)),
+                Version::Scratch => Box::new(Net::with_noise(&vs.root(), noise)),
+                Version::Concise => Box::new(concise_net_with(&vs.root(), noise)),
             };
-            let trainer = tnn::Sgd::default()
-                .build(&vs, cfg.lr)
+            // Concise: the optimizer decays the weights' group. Scratch: the L2 term on its
+            // weights, added to the loss (book §4.5's way).
+            let (optimizer_decay, penalty) = match version {
+                Version::Concise => (setting.wd, None),
+                Version::Scratch if setting.wd > 0.0 => {
+                    (0.0, Some((setting.wd, decay::decaying_variables(&vs))))
+                }
+                Version::Scratch => (0.0, None),
+            };
+            let trainer = decay::optimizer(tnn::Sgd::default(), &vs, cfg.lr, optimizer_decay)
                 .expect("SGD over a fresh VarStore");
             Box::new(AutogradLearner {
                 net,
                 trainer,
                 batch_size: cfg.batch_size,
+                penalty,
             })
         }
         Engine::Fused => {
@@ -247,26 +377,63 @@ pub fn learner(
             // Refused earlier (`Config::cuda_graphs` in `run`) where `on` is impossible.
             let graphs = cfg.cuda_graphs(ctx.device).unwrap_or(false);
             Box::new(
-                FusedMlp::new(&layers, [p1, p2], cfg.lr, cfg.batch_size).with_cuda_graph(graphs),
+                FusedMlp::new(&layers, setting.rates, cfg.lr, cfg.batch_size)
+                    .with_weight_decay(setting.wd)
+                    .with_cuda_graph(graphs),
             )
         }
     };
     (vs, learner)
 }
 
+/// SGD on the mean loss plus λ·Σ‖W‖²/2 (the scratch version's weight decay).
+struct Penalized<'a> {
+    trainer: &'a mut tnn::Optimizer,
+    lambda: f64,
+    weights: &'a [Tensor],
+}
+
+impl train::Updater for Penalized<'_> {
+    fn update(&mut self, losses: &Tensor) {
+        let l2 = self
+            .weights
+            .iter()
+            .map(|w| w.pow_tensor_scalar(2).sum(None) / 2)
+            .fold(
+                Tensor::zeros([], (tch::Kind::Float, losses.device())),
+                |a, b| a + b,
+            );
+        self.trainer.zero_grad();
+        (losses.mean(None) + l2 * self.lambda).backward();
+        self.trainer.step();
+    }
+}
+
 impl Learner for AutogradLearner {
-    /// One pass over shuffled training batches with dropout on; the sums stay on the device.
+    /// One pass over shuffled training batches with dropout on; the sums (of the data loss,
+    /// without a penalty) stay on the device.
     fn train_epoch(&mut self, train: &Split) -> Sums {
         let mut sums = Sums::new(train.x.device());
         let net = &self.net;
         let train_mode = |x: &Tensor| net.forward_t(x, true);
-        train::train_epoch(
-            batches::shuffled(train, self.batch_size),
-            &train_mode,
-            &loss,
-            &mut self.trainer,
-            Some(&mut sums),
-        );
+        let batches = batches::shuffled(train, self.batch_size);
+        match &self.penalty {
+            Some((lambda, weights)) => {
+                let mut updater = Penalized {
+                    trainer: &mut self.trainer,
+                    lambda: *lambda,
+                    weights,
+                };
+                train::train_epoch(batches, &train_mode, &loss, &mut updater, Some(&mut sums))
+            }
+            None => train::train_epoch(
+                batches,
+                &train_mode,
+                &loss,
+                &mut self.trainer,
+                Some(&mut sums),
+            ),
+        }
         sums
     }
 
@@ -296,19 +463,83 @@ impl EpochRow for Epoch {
     }
 }
 
+/// One line of `<run>-activations.csv`: a hidden layer's activations on the probe batch after
+/// an epoch.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ActivationRow {
+    pub epoch: usize,
+    /// `hidden1` or `hidden2`.
+    pub layer: &'static str,
+    /// `relu` (after the nonlinearity) or `noise` (as the next layer sees it).
+    pub stage: &'static str,
+    /// `train` (noise on) or `eval` (noise off).
+    pub mode: &'static str,
+    pub mean: f64,
+    pub var: f64,
+}
+
+/// Rows of the probe batch (the first of the test set) for `--track-activations`.
+pub const PROBE_ROWS: i64 = 1000;
+
+/// The activation statistics after `epoch`, train and eval mode (the train-mode noise drawn
+/// on the host, so probing never moves what training draws).
+fn probe(
+    cfg: &Config,
+    setting: Setting,
+    layers: &Layers,
+    data: &FashionMnist,
+    epoch: usize,
+) -> Vec<ActivationRow> {
+    let _guard = tch::no_grad_guard();
+    let x = data.test.x.narrow(0, 0, PROBE_ROWS.min(data.test.len()));
+    let noise = cfg.perturbation(setting);
+    let mut rows = Vec::new();
+    for (mode, train) in [("train", true), ("eval", false)] {
+        let mut rng = kernels::Rng::new(epoch as u64);
+        let hidden = noise.probe(layers, &x, train, &mut rng);
+        for (layer, (relu, seen)) in ["hidden1", "hidden2"].into_iter().zip(hidden) {
+            for (stage, t) in [("relu", relu), ("noise", seen)] {
+                let t = t.to_kind(tch::Kind::Double);
+                rows.push(ActivationRow {
+                    epoch,
+                    layer,
+                    stage,
+                    mode,
+                    mean: t.mean(None).double_value(&[]),
+                    var: t.var(false).double_value(&[]),
+                });
+            }
+        }
+    }
+    rows
+}
+
+/// A trained model: its finished epochs, variables and end; the activation statistics
+/// (`--track-activations`) and the Monte-Carlo test accuracies (`--mc-samples`).
+pub struct Trained {
+    pub curve: Vec<Epoch>,
+    pub vs: tnn::VarStore,
+    pub status: Status,
+    pub activations: Vec<ActivationRow>,
+    /// Test accuracy of one stochastic pass, and of the average of K passes.
+    pub mc: Option<(f64, f64)>,
+}
+
 /// Trains a freshly seeded model like the book's `train_ch3`: per epoch the running train
 /// loss and accuracy (dropout on), then the test accuracy (dropout off), read in one transfer.
 /// Ends early when the loss becomes NaN or infinite (that epoch is not kept) or a stop is
-/// requested (Ctrl-C). Returns the finished epochs, the model's variables and how it ended.
+/// requested (Ctrl-C).
 pub fn train(
     cfg: &Config,
     version: Version,
-    rates: Rates,
+    setting: Setting,
     data: &FashionMnist,
     ctx: &Context,
     progress: &progress::Epochs,
-) -> (Vec<Epoch>, tnn::VarStore, Status) {
-    let (vs, mut learner) = learner(cfg, version, rates, ctx);
+) -> Trained {
+    let (vs, mut learner) = learner(cfg, version, setting, ctx);
+    let params = layers(&vs, version);
+    let mut activations = Vec::new();
     let (curve, status) = experiment::train_epochs(cfg.epochs, progress, |epoch| {
         let start = Instant::now();
         let sums = learner.train_epoch(&data.train);
@@ -318,6 +549,9 @@ pub fn train(
         let test_correct = learner.count_correct(&data.test);
         let [loss_sum, correct, test_correct] =
             train::read(&[sums.loss(), sums.correct(), &test_correct]);
+        if cfg.track_activations {
+            activations.extend(probe(cfg, setting, &params, data, epoch));
+        }
         Some(Epoch {
             epoch,
             train_loss: loss_sum / sums.count() as f64,
@@ -326,15 +560,30 @@ pub fn train(
             seconds: start.elapsed().as_secs_f64(),
         })
     });
-    (curve, vs, status)
+    let mc = match (cfg.mc_samples, status) {
+        (Some(k), Status::Ok) => {
+            let noise = cfg.perturbation(setting);
+            Some(noise.mc_accuracy(&params, &data.test.x, &data.test.y, k))
+        }
+        _ => None,
+    };
+    Trained {
+        curve,
+        vs,
+        status,
+        activations,
+        mc,
+    }
 }
 
-/// What a run is called in messages and progress lines.
-pub fn label(version: Version, [p1, p2]: Rates) -> String {
+/// What a run is called in messages and progress lines: `dropout (0.2, 0.5), scratch`.
+pub fn label(version: Version, setting: Setting) -> String {
+    let [p1, p2] = setting.rates;
     format!(
-        "dropout ({}, {}), {}",
+        "dropout ({}, {}){}, {}",
         fmt_num(p1),
         fmt_num(p2),
+        setting.variant(),
         version.name()
     )
 }
@@ -350,63 +599,168 @@ pub fn save_weights(vs: &tnn::VarStore, path: &Path) -> Result<()> {
 
 // ---------------------------------------------------------------- the experiment
 
-/// §4.6 as a command: `dropout`, its runs one per version and pair of rates.
+/// §4.6 as a command: `dropout`, its runs one per version and setting (noise, rates, λ).
 pub struct DropoutMlp;
+
+/// What a run leaves besides its curve.
+pub struct Model {
+    /// The trained variables (for `--save-weights`).
+    pub vs: tnn::VarStore,
+    /// `--track-activations`.
+    pub activations: Vec<ActivationRow>,
+}
+
+impl DropoutMlp {
+    /// Settings that differ only in the pair of rates (same version, noise and λ), in order.
+    fn same_but_rates(a: &SettingStats<Setting>, b: &SettingStats<Setting>) -> bool {
+        a.version == b.version && a.setting.noise == b.setting.noise && a.setting.wd == b.setting.wd
+    }
+
+    /// A figure of one statistic against λ, one curve per version, noise and pair of rates.
+    fn against_lambda(
+        cfg: &Config,
+        settings: &[SettingStats<Setting>],
+        stat: &str,
+        title: &str,
+        seeds: usize,
+    ) -> (Figure, Vec<crate::plot::Series>) {
+        let mut series = Vec::new();
+        let mut seen: Vec<(Version, NoiseKind, Rates)> = Vec::new();
+        for s in settings {
+            let key = (s.version, s.setting.noise, s.setting.rates);
+            if seen.contains(&key) {
+                continue;
+            }
+            seen.push(key);
+            let rows: Vec<&SettingStats<Setting>> = cfg
+                .wd
+                .iter()
+                .filter_map(|&wd| {
+                    settings.iter().find(|o| {
+                        (o.version, o.setting.noise, o.setting.rates) == key && o.setting.wd == wd
+                    })
+                })
+                .collect();
+            let (points, errors) = sweep::at_settings(&rows, |s| s.stat(stat));
+            let [p1, p2] = key.2;
+            let mut name = format!("{} ({}, {})", key.0.name(), fmt_num(p1), fmt_num(p2));
+            if cfg.noise.len() > 1 {
+                name += &format!(" {}", key.1.name());
+            }
+            let color = series.len();
+            series.push(
+                crate::plot::Series::line(name, points, color)
+                    .with_markers()
+                    .with_errors(errors),
+            );
+        }
+        let figure = Figure {
+            title: sweep::title(title, cfg.epochs, seeds),
+            x_label: "λ (weight decay)".into(),
+            y_label: "accuracy".into(),
+            log_y: false,
+            x_categories: Some(cfg.wd.iter().map(|&l| fmt_num(l)).collect()),
+        };
+        (figure, series)
+    }
+}
 
 impl Experiment for DropoutMlp {
     const NAME: &'static str = "dropout";
-    const SETTING_COLUMNS: &'static [&'static str] = &["dropout1", "dropout2"];
-    const SWEEP_TABLE: &'static [&'static str] =
-        &["impl", "p1", "p2", "status", "train acc", "test acc", "gap"];
+    const SETTING_COLUMNS: &'static [&'static str] = &["noise", "dropout1", "dropout2", "wd"];
+    const SWEEP_TABLE: &'static [&'static str] = &[
+        "impl",
+        "noise",
+        "p1",
+        "p2",
+        "λ",
+        "status",
+        "train acc",
+        "test acc",
+        "gap",
+    ];
     type Config = Config;
-    type Setting = Rates;
+    type Setting = Setting;
     /// Fashion-MNIST, on the device, loaded once for every run.
     type Data = FashionMnist;
     type Row = Epoch;
-    /// The trained variables (for `--save-weights`).
-    type Model = tnn::VarStore;
+    type Model = Model;
 
-    fn settings(cfg: &Config) -> Vec<Rates> {
-        cfg.grid()
+    fn settings(cfg: &Config) -> Vec<Setting> {
+        cfg.settings()
     }
 
-    fn setting_cells([p1, p2]: Rates) -> Vec<Cell> {
-        vec![Cell::Float(p1), Cell::Float(p2)]
-    }
-
-    fn finals(_: &Config) -> Vec<&'static str> {
-        vec!["final_train_loss", "final_train_acc", "final_test_acc"]
-    }
-
-    fn sweep_stats(_: &Config) -> Vec<(&'static str, Stat)> {
+    fn setting_cells(s: Setting) -> Vec<Cell> {
         vec![
+            Cell::text(s.noise.name()),
+            Cell::Float(s.rates[0]),
+            Cell::Float(s.rates[1]),
+            Cell::Float(s.wd),
+        ]
+    }
+
+    fn finals(cfg: &Config) -> Vec<&'static str> {
+        let mut finals = vec!["final_train_loss", "final_train_acc", "final_test_acc"];
+        if cfg.mc_samples.is_some() {
+            finals.extend(["test_acc_stochastic", "test_acc_mc"]);
+        }
+        finals
+    }
+
+    fn sweep_stats(cfg: &Config) -> Vec<(&'static str, Stat)> {
+        let mut stats = vec![
             ("train_loss", Stat::Final(0)),
             ("train_acc", Stat::Final(1)),
             ("test_acc", Stat::Final(2)),
             ("gap", Stat::Gap),
-        ]
+        ];
+        if cfg.mc_samples.is_some() {
+            stats.extend([
+                ("test_acc_stochastic", Stat::Final(3)),
+                ("test_acc_mc", Stat::Final(4)),
+            ]);
+        }
+        stats
     }
 
     fn versions(cfg: &Config) -> Vec<Version> {
         cfg.versions.versions()
     }
 
-    /// Pair of rates by pair of rates, each version in turn.
-    fn schedule(cfg: &Config) -> Vec<(Version, Vec<Rates>)> {
-        cfg.grid()
+    /// Setting by setting, each version in turn.
+    fn schedule(cfg: &Config) -> Vec<(Version, Vec<Setting>)> {
+        cfg.settings()
             .into_iter()
-            .flat_map(|rates| {
+            .flat_map(|s| {
                 cfg.versions
                     .versions()
                     .into_iter()
-                    .map(move |v| (v, vec![rates]))
+                    .map(move |v| (v, vec![s]))
             })
             .collect()
     }
 
-    /// Refuses `--cuda-graph on` where it cannot apply, then loads Fashion-MNIST.
+    /// Refuses what cannot run (`--cuda-graph on` where it cannot apply, a noise the fused
+    /// engine lacks, Gaussian noise at a rate of 1), then loads Fashion-MNIST.
     fn prepare(cfg: &Config, ctx: &Context) -> Result<FashionMnist> {
         cfg.cuda_graphs(ctx.device)?;
+        if cfg.engine == Engine::Fused
+            && (cfg.noise.iter().any(|n| *n != NoiseKind::Bernoulli) || cfg.input_noise > 0.0)
+        {
+            anyhow::bail!(
+                "--engine fused implements the book's dropout (--noise bernoulli) without \
+                 --input-noise; use --engine autograd for --noise gaussian/dropconnect or \
+                 --input-noise"
+            );
+        }
+        if cfg.noise.contains(&NoiseKind::Gaussian)
+            && cfg.dropout1.iter().chain(&cfg.dropout2).any(|&p| p >= 1.0)
+        {
+            anyhow::bail!(
+                "--noise gaussian at a rate of 1 has infinite variance (p/(1−p)); choose \
+                 --dropout1/--dropout2 below 1"
+            );
+        }
         let source = fashion_mnist::Source::new(cfg.data_dir.clone(), cfg.offline);
         let data = fashion_mnist::load(&source, ctx.device)?;
         if progress::mode() != progress::Mode::Quiet {
@@ -423,46 +777,67 @@ impl Experiment for DropoutMlp {
         cfg: &Config,
         data: &FashionMnist,
         version: Version,
-        settings: &[Rates],
+        settings: &[Setting],
         ctx: &Context,
     ) -> Vec<Run<Self>> {
         settings
             .iter()
-            .map(|&rates| {
-                let progress = progress::Epochs::new(ctx.tagged(label(version, rates)), cfg.epochs);
-                let (curve, vs, status) = train(cfg, version, rates, data, ctx, &progress);
-                let last = curve.last();
+            .map(|&setting| {
+                let progress =
+                    progress::Epochs::new(ctx.tagged(label(version, setting)), cfg.epochs);
+                let trained = train(cfg, version, setting, data, ctx, &progress);
+                let last = trained.curve.last();
+                let mut finals = vec![
+                    last.map_or(f64::NAN, |e| e.train_loss),
+                    last.map_or(f64::NAN, |e| e.train_acc),
+                    last.map_or(f64::NAN, |e| e.test_acc),
+                ];
+                if cfg.mc_samples.is_some() {
+                    let (single, mc) = trained.mc.unwrap_or((f64::NAN, f64::NAN));
+                    finals.extend([single, mc]);
+                }
                 Run {
-                    finals: vec![
-                        last.map_or(f64::NAN, |e| e.train_loss),
-                        last.map_or(f64::NAN, |e| e.train_acc),
-                        last.map_or(f64::NAN, |e| e.test_acc),
-                    ],
-                    seconds: curve.iter().fold(0.0, |t, e| t + e.seconds),
-                    curve,
-                    status,
-                    model: vs,
+                    finals,
+                    seconds: trained.curve.iter().fold(0.0, |t, e| t + e.seconds),
+                    curve: trained.curve,
+                    status: trained.status,
+                    model: Model {
+                        vs: trained.vs,
+                        activations: trained.activations,
+                    },
                 }
             })
             .collect()
     }
 
-    fn label(version: Version, rates: Rates) -> String {
-        label(version, rates)
+    fn label(version: Version, setting: Setting) -> String {
+        label(version, setting)
     }
 
-    /// `<impl>`, or `<impl>-p<p1>-<p2>` among several pairs of rates.
-    fn stem(version: Version, [p1, p2]: Rates, alone: bool) -> String {
-        if alone {
-            version.name().to_string()
-        } else {
-            format!("{}-p{}-{}", version.name(), fmt_num(p1), fmt_num(p2))
+    /// `<impl>[-<noise>][-wd<λ>]` alone, `<impl>[-<noise>]-p<p1>-<p2>[-wd<λ>]` among several
+    /// settings (naming the noise when it is not the book's dropout, λ when not 0).
+    fn stem(version: Version, s: Setting, alone: bool) -> String {
+        let mut stem = version.name().to_string();
+        if s.noise != NoiseKind::Bernoulli {
+            stem += &format!("-{}", s.noise.name());
         }
+        if !alone {
+            stem += &format!("-p{}-{}", fmt_num(s.rates[0]), fmt_num(s.rates[1]));
+        }
+        if s.wd > 0.0 {
+            stem += &format!("-wd{}", fmt_num(s.wd));
+        }
+        stem
     }
 
     fn report(run: &Run<Self>) -> String {
         let [loss, train_acc, test_acc] = [run.finals[0], run.finals[1], run.finals[2]];
-        format!("loss {loss:.3}, train acc {train_acc:.3}, test acc {test_acc:.3}")
+        let mut report =
+            format!("loss {loss:.3}, train acc {train_acc:.3}, test acc {test_acc:.3}");
+        if let [single, mc] = run.finals[3..] {
+            report += &format!(", with the noise on: one pass {single:.3}, Monte-Carlo {mc:.3}");
+        }
+        report
     }
 
     fn advice(cfg: &Config) -> String {
@@ -494,7 +869,7 @@ impl Experiment for DropoutMlp {
     /// (with two runs or more).
     fn write_overview_charts(
         dir: &Path,
-        runs: &[(Version, Rates, &Run<Self>)],
+        runs: &[(Version, Setting, &Run<Self>)],
         plots: bool,
     ) -> Result<()> {
         let path = dir.join("compare.svg");
@@ -503,8 +878,8 @@ impl Experiment for DropoutMlp {
             return Ok(());
         }
         let mut series = Vec::new();
-        for (i, (version, rates, run)) in runs.iter().enumerate() {
-            let name = label(*version, *rates);
+        for (i, (version, setting, run)) in runs.iter().enumerate() {
+            let name = label(*version, *setting);
             let name = name.trim_start_matches("dropout ");
             series.extend(experiment::train_test_curves(
                 &run.curve,
@@ -529,19 +904,30 @@ impl Experiment for DropoutMlp {
         )
     }
 
-    /// `--save-weights`: the trained parameters under PyTorch's names.
-    fn save(cfg: &Config, run: &Run<Self>, stem: &Path) -> Result<()> {
-        if !cfg.save_weights {
-            return Ok(());
+    /// `--save-weights`: the trained parameters under PyTorch's names; `--track-activations`:
+    /// `<run>-activations.csv` and its chart.
+    fn save(cfg: &Config, run: &Run<Self>, stem: &Path, plots: bool) -> Result<()> {
+        if cfg.save_weights {
+            save_weights(&run.model.vs, &record::with_suffix(stem, "safetensors"))?;
         }
-        save_weights(&run.model, &record::with_suffix(stem, "safetensors"))
+        if cfg.track_activations {
+            let dir = stem.parent().unwrap_or(Path::new("."));
+            let name = stem
+                .file_name()
+                .map_or("run".into(), |n| n.to_string_lossy());
+            let name = format!("{name}-activations");
+            write_activations(dir, &name, &run.model.activations, plots)?;
+        }
+        Ok(())
     }
 
     /// `summary.svg`: final train and test accuracy against the rate with more values (x),
-    /// one pair of curves per value of the other rate and per version.
+    /// one pair of curves per value of the other rate, per version (and noise and λ when
+    /// there are several); with several λ also `summary-wd.svg` (test accuracy against λ) and
+    /// `summary-gap.svg` (the gap against λ), one curve per version, noise and pair of rates.
     fn sweep_charts(
         cfg: &Config,
-        settings: &[SettingStats<Rates>],
+        settings: &[SettingStats<Setting>],
         seeds: usize,
     ) -> Vec<experiment::SweepChart> {
         let first_on_x = cfg.dropout1.len() >= cfg.dropout2.len();
@@ -551,19 +937,30 @@ impl Experiment for DropoutMlp {
             (&cfg.dropout2, &cfg.dropout1, "p2 (dropout2)", "p1")
         };
         let mut series = Vec::new();
-        for version in cfg.versions.versions() {
+        let mut groups: Vec<&SettingStats<Setting>> = Vec::new();
+        for s in settings {
+            if !groups.iter().any(|g| Self::same_but_rates(g, s)) {
+                groups.push(s);
+            }
+        }
+        for group in groups {
             for &other in others {
-                let rows: Vec<&SettingStats<Rates>> = xs
+                let rows: Vec<&SettingStats<Setting>> = xs
                     .iter()
                     .filter_map(|&x| {
                         let rates = if first_on_x { [x, other] } else { [other, x] };
                         settings
                             .iter()
-                            .find(|s| s.version == version && s.setting == rates)
+                            .find(|s| Self::same_but_rates(group, s) && s.setting.rates == rates)
                     })
                     .collect();
                 let color = series.len() / 2;
-                let suffix = format!("{} {other_name}={}", version.name(), fmt_num(other));
+                let suffix = format!(
+                    "{}{} {other_name}={}",
+                    group.version.name(),
+                    group.setting.variant(),
+                    fmt_num(other)
+                );
                 series.extend(sweep::train_test_series(
                     &rows,
                     ["train_acc", "test_acc"],
@@ -579,14 +976,36 @@ impl Experiment for DropoutMlp {
             log_y: false,
             x_categories: Some(xs.iter().map(|&p| fmt_num(p)).collect()),
         };
-        vec![("summary.svg".into(), figure, series)]
+        let mut charts = vec![("summary.svg".to_string(), figure, series)];
+        if cfg.wd.len() > 1 {
+            let (f, s) = Self::against_lambda(
+                cfg,
+                settings,
+                "test_acc",
+                "dropout × weight decay: test accuracy",
+                seeds,
+            );
+            charts.push(("summary-wd.svg".into(), f, s));
+            let (mut f, s) = Self::against_lambda(
+                cfg,
+                settings,
+                "gap",
+                "dropout × weight decay: train − test accuracy",
+                seeds,
+            );
+            f.y_label = "gap (train − test accuracy)".into();
+            charts.push(("summary-gap.svg".into(), f, s));
+        }
+        charts
     }
 
-    fn sweep_table_row(s: &SettingStats<Rates>) -> Vec<String> {
+    fn sweep_table_row(s: &SettingStats<Setting>) -> Vec<String> {
         vec![
             s.version.name().to_string(),
-            fmt_num(s.setting[0]),
-            fmt_num(s.setting[1]),
+            s.setting.noise.name().to_string(),
+            fmt_num(s.setting.rates[0]),
+            fmt_num(s.setting.rates[1]),
+            fmt_num(s.setting.wd),
             s.status.name().to_string(),
             format!("{:.4}", s.stat("train_acc").0),
             format!("{:.4}", s.stat("test_acc").0),
@@ -597,4 +1016,39 @@ impl Experiment for DropoutMlp {
     fn memory_flags(c: &Config) -> String {
         format!("--batch-size (now {})", c.batch_size)
     }
+}
+
+/// `<stem>.csv` of the activation statistics and `<stem>.svg`: each hidden layer's variance
+/// against epoch, after the ReLU and after the noise, in train and eval mode.
+fn write_activations(dir: &Path, stem: &str, rows: &[ActivationRow], plots: bool) -> Result<()> {
+    record::write_csv(&dir.join(format!("{stem}.csv")), rows)?;
+    let svg = dir.join(format!("{stem}.svg"));
+    if !plots {
+        record::remove_stale(&svg);
+        return Ok(());
+    }
+    let mut series = Vec::new();
+    for layer in ["hidden1", "hidden2"] {
+        for (stage, mode) in [("relu", "eval"), ("relu", "train"), ("noise", "train")] {
+            let points: Vec<(f64, f64)> = rows
+                .iter()
+                .filter(|r| r.layer == layer && r.stage == stage && r.mode == mode)
+                .map(|r| (r.epoch as f64, r.var))
+                .collect();
+            let color = series.len();
+            let s = crate::plot::Series::line(format!("{layer} {stage} ({mode})"), points, color);
+            series.push(if mode == "eval" { s.with_markers() } else { s });
+        }
+    }
+    record::write_chart(
+        &svg,
+        &Figure {
+            title: "variance of the hidden activations on the probe batch".into(),
+            x_label: "epoch".into(),
+            y_label: "variance".into(),
+            log_y: false,
+            x_categories: None,
+        },
+        &series,
+    )
 }

@@ -510,8 +510,10 @@ fn two_real_epochs_of_the_concise_model_learn() {
         header,
         [
             "impl",
+            "noise",
             "dropout1",
             "dropout2",
+            "wd",
             "status",
             "epochs",
             "final_train_loss",
@@ -521,7 +523,10 @@ fn two_real_epochs_of_the_concise_model_learn() {
         ]
     );
     assert_eq!(rows.len(), 1);
-    assert_eq!(&rows[0][..5], ["concise", "0.2", "0.5", "ok", "2"]);
+    assert_eq!(
+        &rows[0][..7],
+        ["concise", "bernoulli", "0.2", "0.5", "0.0", "ok", "2"]
+    );
     let err = stderr(&o);
     assert_eq!(
         err.matches("dropout (0.2, 0.5), concise epoch").count(),

@@ -86,12 +86,30 @@ def make_sgd(params, lr, batch_size):
     return sgd
 
 
+def tidy(v):
+    """A number as the Rust binary writes it: a value that is exactly a 32-bit float, written
+    with many digits, in the shortest text that reads back as that f32 (108.51725, not
+    108.51725006103516); any other value as Python writes it."""
+    if not isinstance(v, float) or not math.isfinite(v):
+        return v
+    text = repr(v)
+    digits = len(text.split("e")[0].replace("-", "").replace(".", "").lstrip("0"))
+    as_f32 = struct.unpack("f", struct.pack("f", v))[0]
+    if digits <= 9 or as_f32 != v:
+        return v
+    for precision in range(1, 10):
+        short = f"{v:.{precision}g}"
+        if struct.unpack("f", struct.pack("f", float(short)))[0] == v:
+            return short
+    return v
+
+
 def write_csv(path, header, rows):
     tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{os.getpid()}.tmp"
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(header)
-        w.writerows(rows)
+        w.writerows([[tidy(v) for v in row] for row in rows])
     os.replace(tmp, path)
 
 
@@ -144,15 +162,16 @@ def squared_loss(y_hat, y):
 
 def wd_train(cfg, data, net, train_loss, eval_loss, updater):
     (Xtr, ytr), (Xte, yte) = data
-    losses = []
+    losses, elapsed, start = [], [], time.perf_counter()
     for _ in range(cfg.epochs):
         for X, y in batches(Xtr, ytr, cfg.batch_size, shuffle=True):
             update(updater, train_loss(net(X), y))
         with torch.no_grad():
             losses.append(eval_loss(net(Xtr), ytr).mean())
             losses.append(eval_loss(net(Xte), yte).mean())
+        elapsed.append(time.perf_counter() - start)
     losses = torch.stack(losses).double().tolist()
-    return [(i + 1, losses[2 * i], losses[2 * i + 1]) for i in range(cfg.epochs)]
+    return [(i + 1, losses[2 * i], losses[2 * i + 1], elapsed[i]) for i in range(cfg.epochs)]
 
 
 def wd_scratch(cfg, setting, data, device):
@@ -229,7 +248,7 @@ def weight_decay(cfg, impl_choice, args, device):
             name = " ".join([impl] + variant(setting))
             print(f"weight decay, {name} λ={fmt_num(setting['wd'])}: L2 norm of w: {w_norm:.6f}")
             stem = "-".join([impl] + variant(setting)) + f"-wd{fmt_num(setting['wd'])}"
-            write_csv(f"{out}/{stem}.csv", ["epoch", "train_loss", "test_loss"], curve)
+            write_csv(f"{out}/{stem}.csv", ["epoch", "train_loss", "test_loss", "elapsed_s"], curve)
             summary.append((impl, setting["optimizer"], setting["penalty"], setting["wd"], w_norm,
                             curve[-1][1], curve[-1][2], seconds))
     write_csv(f"{out}/summary.csv", ["impl", "optimizer", "penalty", "wd", "w_norm", "final_train_loss",
@@ -471,7 +490,9 @@ def dropout(cfg, impl_choice, args, device):
         last = curve[-1]
         print(f"dropout, {impl}: loss {last[1]:.3f}, train acc {last[2]:.3f}, test acc {last[3]:.3f}")
         stem = impl + (f"-{cfg.noise}" if cfg.noise != "bernoulli" else "") + (f"-wd{fmt_num(cfg.wd)}" if cfg.wd > 0 else "")
-        write_csv(f"{out}/{stem}.csv", ["epoch", "train_loss", "train_acc", "test_acc", "seconds"], curve)
+        elapsed = [sum(r[4] for r in curve[:i + 1]) for i in range(len(curve))]
+        write_csv(f"{out}/{stem}.csv", ["epoch", "train_loss", "train_acc", "test_acc", "seconds", "elapsed_s"],
+                  [row + (e,) for row, e in zip(curve, elapsed)])
         summary.append((impl, last[1], last[2], last[3], sum(r[4] for r in curve)))
     write_csv(f"{out}/summary.csv",
               ["impl", "final_train_loss", "final_train_acc", "final_test_acc", "seconds"], summary)

@@ -11,6 +11,7 @@ use crate::plot::{Figure, Series};
 use crate::progress;
 use crate::record::{self, Cell};
 use crate::stop::{self, Status};
+use crate::workbook;
 use anyhow::Result;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -112,8 +113,17 @@ impl<S> SettingStats<S> {
     }
 }
 
-/// A figure of a sweep: its file name, the figure and its series.
-pub type SweepChart = (String, Figure, Vec<Series>);
+/// A figure of a sweep: its file name, its title and its panels.
+pub type SweepChart = (String, String, Vec<(Figure, Vec<Series>)>);
+
+/// `v` rounded to 12 significant digits: a figure derived by subtraction (a generalization
+/// gap) without the subtraction's noise (`0.0667`, not `0.06669999999999998`).
+pub fn round_derived(v: f64) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    format!("{v:.11e}").parse().unwrap_or(v)
+}
 
 /// A book section as a command: what it trains and what it reports.
 pub trait Experiment: Sized {
@@ -257,7 +267,9 @@ pub fn train_test_curves<R>(
     let points = |f: fn(&R) -> f64| curve.iter().map(|e| (epoch(e), f(e))).collect();
     [
         Series::line(train_name, points(train), color),
-        Series::line(test_name, points(test), color).with_markers(),
+        Series::line(test_name, points(test), color)
+            .with_markers()
+            .dashed(),
     ]
 }
 
@@ -282,6 +294,7 @@ pub fn run<E: Experiment>(cfg: &E::Config, ctx: &Context) -> Result<()> {
     header.push("seconds".into());
     let mut summary: Vec<Vec<Cell>> = Vec::new();
     let mut done: Vec<(Version, E::Setting, Run<E>)> = Vec::new();
+    let mut curves: Vec<(String, String, Vec<u8>)> = Vec::new();
     let mut outcome = stop::Outcome::default();
     'schedule: for (version, settings) in E::schedule(cfg) {
         let runs = E::train(cfg, &data, version, &settings, ctx);
@@ -294,7 +307,7 @@ pub fn run<E: Experiment>(cfg: &E::Config, ctx: &Context) -> Result<()> {
             let stem = E::stem(version, setting, alone);
             let title = E::curve_title(version, setting, &run);
             let chart = ctx.plots.then(|| E::curve_chart(&title));
-            record::write_curve(&dir, &stem, &run.curve, chart)?;
+            let bytes = record::write_curve(&dir, &stem, &run.curve, chart)?;
             if run.status == Status::Ok {
                 E::save(cfg, &run, &dir.join(&stem), ctx.plots)?;
             }
@@ -306,6 +319,7 @@ pub fn run<E: Experiment>(cfg: &E::Config, ctx: &Context) -> Result<()> {
             line.extend(run.finals.iter().map(|&v| Cell::Float(v)));
             line.push(Cell::Float(run.seconds));
             summary.push(line);
+            curves.push((stem, title, bytes));
             done.push((version, setting, run));
             if stop {
                 break 'schedule;
@@ -315,12 +329,26 @@ pub fn run<E: Experiment>(cfg: &E::Config, ctx: &Context) -> Result<()> {
     let runs: Vec<(Version, E::Setting, &Run<E>)> =
         done.iter().map(|(v, s, r)| (*v, *s, r)).collect();
     E::write_overview_charts(&dir, &runs, ctx.plots)?;
-    record::write_table(&dir.join("summary.csv"), &header, &summary)?;
-    record::write_json(
-        &dir.join("run.json"),
-        &record::RunInfo::new(E::NAME, cfg, ctx.seed, ctx.device_requested, ctx.device)
-            .with_status(outcome.status()),
-    )?;
+    let summary_bytes = record::table_bytes(&header, &summary)?;
+    record::write_atomic(&dir.join("summary.csv"), &summary_bytes)?;
+    let info = record::RunInfo::new(E::NAME, cfg, ctx.seed, ctx.device_requested, ctx.device)
+        .with_status(outcome.status());
+    record::write_json(&dir.join("run.json"), &info)?;
+    let xlsx = dir.join("results.xlsx");
+    if ctx.plots {
+        let mut book = workbook::Book::new();
+        book.add_table("summary", &summary_bytes)?;
+        for (stem, title, bytes) in &curves {
+            let table = book.add_table(stem, bytes)?;
+            for (i, spec) in E::curve_chart(title).workbook_specs().iter().enumerate() {
+                book.add_chart(&table, spec, i as u32)?;
+            }
+        }
+        book.add_json("run", &serde_json::to_value(&info)?)?;
+        book.save(&xlsx)?;
+    } else {
+        record::remove_stale(&xlsx);
+    }
     outcome.result(&dir)?;
     Ok(())
 }

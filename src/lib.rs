@@ -19,6 +19,7 @@ pub mod record;
 pub mod stop;
 pub mod sweep;
 pub mod train;
+pub mod workbook;
 
 /// Version of the tch crate this binary was built with.
 pub const TCH_VERSION: &str = "0.24.0";

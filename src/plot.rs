@@ -2,10 +2,17 @@
 //! figures, drawn beside every CSV curve and for every sweep.
 //!
 //! Every series is one `<polyline>` of stroke width 2 (axes, ticks and error bars have width 1),
-//! with `<circle>` markers when it has them; legend keys are a short bar (and a dot for marked
-//! series), so the charts are easy to check.
+//! solid, or dashed through `stroke-dasharray`, with `<circle>` markers when it has them. The
+//! legend sits to the right of the plot, never over the data; its keys are drawn as the series
+//! are (a bar, two bars for a dashed series, a dot for marked ones). Axes:
+//! - a logarithmic y axis labels its decades in one style (`1e-3`), starts at the decade below
+//!   the smallest value and ends a fifth of a decade above the largest;
+//! - a logarithmic x axis (`x_log`, for λ) draws 0 one decade left of the smallest positive
+//!   value, labelled `0`;
+//! - several panels stack vertically under one title (loss and accuracy of a dropout run; one
+//!   panel per p2 in a dropout sweep).
 use anyhow::{anyhow, Result};
-use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::ops::Range;
 
@@ -16,8 +23,10 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
     /// Index into the palette: series that belong together share a colour.
     pub color: usize,
-    /// Circles on the points (the book draws test curves differently from train curves).
+    /// Circles on the points.
     pub markers: bool,
+    /// Drawn dashed (test curves beside solid train curves).
+    pub dashed: bool,
     /// A ± error bar at every point (standard deviations over seeds).
     pub errors: Option<Vec<f64>>,
 }
@@ -29,12 +38,18 @@ impl Series {
             points,
             color,
             markers: false,
+            dashed: false,
             errors: None,
         }
     }
 
     pub fn with_markers(mut self) -> Series {
         self.markers = true;
+        self
+    }
+
+    pub fn dashed(mut self) -> Series {
+        self.dashed = true;
         self
     }
 
@@ -45,15 +60,30 @@ impl Series {
     }
 }
 
-/// Titles and axes of a chart.
+/// Titles and axes of a chart (or of one panel).
 #[derive(Debug, Clone, Default)]
 pub struct Figure {
     pub title: String,
     pub x_label: String,
     pub y_label: String,
     pub log_y: bool,
-    /// Names of the x positions 0, 1, 2, … (a sweep's settings), instead of numbers.
+    /// A logarithmic x axis on which 0 is drawn one decade left of the smallest positive x.
+    pub x_log: bool,
+    /// Names of the x positions 0, 1, 2, …, instead of numbers.
     pub x_categories: Option<Vec<String>>,
+}
+
+impl Figure {
+    /// The x value a point at `x` stands for (a category's own value when it is a number).
+    pub fn x_value(&self, x: f64) -> f64 {
+        match &self.x_categories {
+            Some(names) if x >= 0.0 => names
+                .get(x.round() as usize)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(x),
+            _ => x,
+        }
+    }
 }
 
 const PALETTE: [RGBColor; 8] = [
@@ -66,16 +96,82 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(0x8c, 0x56, 0x4b),
     RGBColor(0x7f, 0x7f, 0x7f),
 ];
-const SIZE: (u32, u32) = (720, 450);
+/// Width of the plot and of the legend beside it, height of a panel, of the title band.
+const PLOT_WIDTH: u32 = 640;
+const LEGEND_WIDTH: u32 = 250;
+const PANEL_HEIGHT: u32 = 400;
+const TITLE_HEIGHT: u32 = 34;
+/// The opacity that marks a dashed series' polyline until it gets its dash array.
+const DASH_MARK: f64 = 0.999;
+const DASH_MARK_ATTR: &str = "opacity=\"0.999\"";
 
 fn usable(log_y: bool) -> impl Fn(&(f64, f64)) -> bool {
     move |&(x, y)| x.is_finite() && y.is_finite() && (!log_y || y > 0.0)
 }
 
-/// The chart as an SVG document. With `log_y` the y axis is logarithmic and values ≤ 0 are
-/// left out; NaN and infinite values are always left out.
+/// One panel under a title: see [`panels`].
 pub fn line_chart(figure: &Figure, series: &[Series]) -> Result<String> {
+    panels(&figure.title, &[(figure.clone(), series.to_vec())])
+}
+
+/// Panels stacked under `title`, each with its own axes and legend (a panel's own title is
+/// drawn only when there are several). NaN and infinite values are left out, and values ≤ 0
+/// on a logarithmic y axis.
+pub fn panels(title: &str, panels: &[(Figure, Vec<Series>)]) -> Result<String> {
+    let height = TITLE_HEIGHT + PANEL_HEIGHT * panels.len().max(1) as u32;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (PLOT_WIDTH + LEGEND_WIDTH, height))
+            .into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        let (head, body) = root.split_vertically(TITLE_HEIGHT);
+        head.draw(&Text::new(
+            title.to_string(),
+            (12, 8),
+            ("sans-serif", 19).into_font(),
+        ))
+        .map_err(plot_error)?;
+        let areas = body.split_evenly((panels.len().max(1), 1));
+        for ((figure, series), area) in panels.iter().zip(areas) {
+            let caption = (panels.len() > 1).then_some(figure.title.as_str());
+            draw_panel(&area, figure, series, caption)?;
+        }
+        root.present().map_err(plot_error)?;
+    }
+    Ok(svg.replace(DASH_MARK_ATTR, "opacity=\"1\" stroke-dasharray=\"7 4\""))
+}
+
+/// Where `x` is drawn: itself, or on a log axis its log10 with 0 at `zero`.
+fn x_position(figure: &Figure, zero: f64) -> impl Fn(f64) -> f64 + '_ {
+    move |x| {
+        if !figure.x_log {
+            x
+        } else if x > 0.0 {
+            x.log10()
+        } else {
+            zero
+        }
+    }
+}
+
+fn draw_panel(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    figure: &Figure,
+    series: &[Series],
+    caption: Option<&str>,
+) -> Result<()> {
     let ok = usable(figure.log_y);
+    let smallest_positive = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .filter(|&x| x > 0.0 && x.is_finite())
+        .fold(f64::INFINITY, f64::min);
+    let zero = if smallest_positive.is_finite() {
+        smallest_positive.log10().floor() - 1.0
+    } else {
+        -1.0
+    };
+    let tx = x_position(figure, zero);
     let spread = |s: &Series, i: usize, sign: f64| {
         let y = s.points[i].1;
         let e = s
@@ -86,49 +182,54 @@ pub fn line_chart(figure: &Figure, series: &[Series]) -> Result<String> {
             .unwrap_or(0.0);
         y + sign * if e.is_finite() { e } else { 0.0 }
     };
-    let mut ys = Vec::new();
-    let mut xs = Vec::new();
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
     for s in series {
         for (i, p) in s.points.iter().enumerate() {
             if ok(p) {
-                xs.push(p.0);
+                xs.push(tx(p.0));
                 ys.extend([p.1, spread(s, i, 1.0), spread(s, i, -1.0)]);
             }
         }
     }
     ys.retain(|&y| y.is_finite() && (!figure.log_y || y > 0.0));
     let (x0, x1) = bounds(&xs, 0.0, 1.0);
-    let (x0, x1) = if figure.x_categories.is_some() {
-        (x0 - 0.3, x1 + 0.3)
+    let x_pad = if figure.x_categories.is_some() || figure.x_log {
+        0.3
     } else {
-        (x0, x1)
+        0.0
     };
-    // Room above the data for the legend (upper right): its share of the plot's height.
-    let legend = ((18 * series.len() + 20) as f64 / 340.0).min(0.6);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_error)?;
-        if figure.log_y {
-            let (y0, y1) = bounds(&ys, 0.1, 1.0);
-            let (l0, l1) = ((y0 / 1.5).log10(), (y1 * 1.5).log10());
-            let top = 10f64.powf(l0 + (l1 - l0) / (1.0 - legend));
-            draw(&root, figure, series, x0..x1, (y0 / 1.5..top).log_scale())?;
-        } else {
-            let (y0, y1) = bounds(&ys, 0.0, 1.0);
-            let pad = (y1 - y0) * 0.05;
-            let (y0, y1) = (y0 - pad, y1 + pad);
-            draw(
-                &root,
-                figure,
-                series,
-                x0..x1,
-                y0..y0 + (y1 - y0) / (1.0 - legend),
-            )?;
-        }
-        root.present().map_err(plot_error)?;
+    let x_range = x0 - x_pad..x1 + x_pad;
+    let (plot, legend) = area.split_horizontally(PLOT_WIDTH);
+    if figure.log_y {
+        let (y0, y1) = bounds(&ys, 0.1, 1.0);
+        // The decade below the smallest value, a hair lower so its tick is drawn and labelled.
+        let lo = 10f64.powf(y0.log10().floor()) / 1.02;
+        let hi = (y1 * 10f64.powf(0.2)).max(lo * 10.0);
+        draw_axes(
+            &plot,
+            figure,
+            series,
+            caption,
+            x_range,
+            (lo..hi).log_scale(),
+            &tx,
+            zero,
+        )?;
+    } else {
+        let (y0, y1) = bounds(&ys, 0.0, 1.0);
+        let pad = (y1 - y0) * 0.05;
+        draw_axes(
+            &plot,
+            figure,
+            series,
+            caption,
+            x_range,
+            y0 - pad..y1 + pad,
+            &tx,
+            zero,
+        )?;
     }
-    Ok(svg)
+    draw_legend(&legend, series)
 }
 
 /// The smallest and largest value, widened when they coincide; `lo..hi` when there is none.
@@ -150,25 +251,33 @@ fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("cannot draw the chart: {e:?}")
 }
 
-fn draw<Y>(
-    root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+#[allow(clippy::too_many_arguments)]
+fn draw_axes<Y>(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
     figure: &Figure,
     series: &[Series],
+    caption: Option<&str>,
     x_range: Range<f64>,
     y_range: Y,
+    tx: &dyn Fn(f64) -> f64,
+    zero: f64,
 ) -> Result<()>
 where
-    Y: AsRangedCoord<Value = f64>,
-    Y::CoordDescType: ValueFormatter<f64>,
+    Y: plotters::coord::ranged1d::AsRangedCoord<Value = f64>,
+    Y::CoordDescType: plotters::coord::ranged1d::ValueFormatter<f64>,
 {
-    let mut chart = ChartBuilder::on(root)
-        .caption(&figure.title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(64)
-        .build_cartesian_2d(x_range, y_range)
+    let mut builder = ChartBuilder::on(area);
+    if let Some(caption) = caption {
+        builder.caption(caption, ("sans-serif", 15));
+    }
+    let mut chart = builder
+        .margin(10)
+        .x_label_area_size(42)
+        .y_label_area_size(66)
+        .build_cartesian_2d(x_range.clone(), y_range)
         .map_err(plot_error)?;
     let categories = figure.x_categories.clone();
+    let x_log = figure.x_log;
     let x_format = move |x: &f64| match &categories {
         Some(names) => {
             let i = x.round();
@@ -178,36 +287,53 @@ where
                 String::new()
             }
         }
+        None if x_log => {
+            if (x - zero).abs() < 1e-6 {
+                "0".into()
+            } else if (x - x.round()).abs() < 1e-6 && *x > zero {
+                decade(x.round() as i32)
+            } else {
+                String::new()
+            }
+        }
         None => tick(*x),
     };
+    let log_y = figure.log_y;
+    let y_format = move |y: &f64| if log_y { log_tick(*y) } else { tick(*y) };
     let mut mesh = chart.configure_mesh();
     mesh.x_desc(figure.x_label.as_str())
         .y_desc(figure.y_label.as_str())
         .x_label_formatter(&x_format)
+        .y_label_formatter(&y_format)
+        .axis_desc_style(("sans-serif", 14))
         .light_line_style(WHITE.mix(0.0))
         .bold_line_style(BLACK.mix(0.08));
     if let Some(names) = &figure.x_categories {
         mesh.x_labels(names.len() * 2 + 3);
+    } else if figure.x_log {
+        let span = (x_range.end - x_range.start).ceil() as usize;
+        mesh.x_labels(span * 4 + 1);
     }
-    mesh.y_label_formatter(&|y: &f64| tick(*y));
     mesh.draw().map_err(plot_error)?;
 
     let ok = usable(figure.log_y);
     for s in series {
         let color = PALETTE[s.color % PALETTE.len()];
-        let points: Vec<(f64, f64)> = s.points.iter().copied().filter(&ok).collect();
-        let line = LineSeries::new(points.clone(), color.stroke_width(2));
-        let line = if s.markers { line.point_size(2) } else { line };
-        let markers = s.markers;
-        chart
-            .draw_series(line)
-            .map_err(plot_error)?
-            .label(s.name.as_str())
-            .legend(move |(x, y)| {
-                let key = Rectangle::new([(x, y - 1), (x + 18, y + 1)], color.filled());
-                let dot = Circle::new((x + 9, y), if markers { 3 } else { 0 }, color.filled());
-                EmptyElement::at((0, 0)) + key + dot
-            });
+        let points: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .copied()
+            .filter(&ok)
+            .map(|(x, y)| (tx(x), y))
+            .collect();
+        let style = if s.dashed {
+            color.mix(DASH_MARK).stroke_width(2)
+        } else {
+            color.stroke_width(2)
+        };
+        let line = LineSeries::new(points.clone(), style);
+        let line = if s.markers { line.point_size(3) } else { line };
+        chart.draw_series(line).map_err(plot_error)?;
         if let Some(errors) = &s.errors {
             let bars = s.points.iter().zip(errors).filter_map(|(&(x, y), &e)| {
                 let lo = if figure.log_y && y - e <= 0.0 {
@@ -216,23 +342,66 @@ where
                     y - e
                 };
                 (ok(&(x, y)) && e.is_finite() && e > 0.0)
-                    .then(|| ErrorBar::new_vertical(x, lo, y, y + e, color.stroke_width(1), 8))
+                    .then(|| ErrorBar::new_vertical(tx(x), lo, y, y + e, color.stroke_width(1), 8))
             });
             chart.draw_series(bars).map_err(plot_error)?;
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(plot_error)?;
     Ok(())
 }
 
-/// A tick label: short, without trailing zeros.
+/// The legend to the right of the plot: each series' key drawn as the series is, and its name.
+fn draw_legend(area: &DrawingArea<SVGBackend<'_>, Shift>, series: &[Series]) -> Result<()> {
+    for (i, s) in series.iter().enumerate() {
+        let color = PALETTE[s.color % PALETTE.len()];
+        let y = 24 + 19 * i as i32;
+        if s.dashed {
+            for x in [4, 16] {
+                area.draw(&Rectangle::new(
+                    [(x, y - 1), (x + 8, y + 1)],
+                    color.filled(),
+                ))
+                .map_err(plot_error)?;
+            }
+        } else {
+            area.draw(&Rectangle::new([(4, y - 1), (28, y + 1)], color.filled()))
+                .map_err(plot_error)?;
+        }
+        if s.markers {
+            area.draw(&Circle::new((16, y), 3, color.filled()))
+                .map_err(plot_error)?;
+        }
+        area.draw(&Text::new(
+            s.name.clone(),
+            (36, y - 7),
+            ("sans-serif", 12).into_font(),
+        ))
+        .map_err(plot_error)?;
+    }
+    Ok(())
+}
+
+/// A decade's label on a logarithmic axis: `1e-3`, `1e0`, `1e2`.
+fn decade(k: i32) -> String {
+    format!("1e{k}")
+}
+
+/// A tick on a logarithmic axis, in one style: `1e-3`, `2e-3`, `1e2` (powers of ten and their
+/// multiples).
+fn log_tick(v: f64) -> String {
+    if v <= 0.0 || !v.is_finite() {
+        return String::new();
+    }
+    let k = v.log10().floor() as i32;
+    let m = (v / 10f64.powi(k) * 100.0).round() / 100.0;
+    if (m - 1.0).abs() < 1e-9 {
+        decade(k)
+    } else {
+        format!("{}e{k}", tick(m))
+    }
+}
+
+/// A tick label on a linear axis: short, without trailing zeros.
 fn tick(v: f64) -> String {
     if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e5) {
         format!("{v:.0e}")
@@ -264,6 +433,15 @@ mod tests {
             .collect()
     }
 
+    fn texts(svg: &str) -> Vec<String> {
+        let doc = roxmltree::Document::parse(svg).unwrap();
+        doc.descendants()
+            .filter(|n| n.has_tag_name("text"))
+            .filter_map(|n| n.text())
+            .map(|t| t.trim().to_string())
+            .collect()
+    }
+
     #[test]
     fn draws_every_series_and_skips_values_a_log_axis_cannot_show() {
         let svg = line_chart(
@@ -272,12 +450,13 @@ mod tests {
                 x_label: "epoch".into(),
                 y_label: "loss".into(),
                 log_y: true,
-                x_categories: None,
+                ..Default::default()
             },
             &[
                 Series::line("train", vec![(1.0, 10.0), (2.0, 0.0), (3.0, 0.1)], 0),
                 Series::line("test", vec![(1.0, 5.0), (2.0, f64::NAN), (3.0, 1.0)], 1)
-                    .with_markers(),
+                    .with_markers()
+                    .dashed(),
             ],
         )
         .unwrap();
@@ -286,34 +465,115 @@ mod tests {
             svg.contains("t &lt;1&gt; &amp; more"),
             "the title is escaped"
         );
+        let doc = roxmltree::Document::parse(&svg).unwrap();
+        let dashed = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("polyline") && n.attribute("stroke-dasharray").is_some())
+            .count();
+        assert_eq!(
+            dashed, 1,
+            "the test curve is dashed, the train curve is not"
+        );
+    }
+
+    /// One tick style on a log axis, the lowest value inside a labelled decade, headroom of a
+    /// fifth of a decade.
+    #[test]
+    fn a_log_axis_labels_its_decades_in_one_style_around_the_data() {
+        let svg = line_chart(
+            &Figure {
+                log_y: true,
+                ..Default::default()
+            },
+            &[Series::line("loss", vec![(1.0, 0.0025), (2.0, 200.0)], 0)],
+        )
+        .unwrap();
+        let labels = texts(&svg);
+        for decade in ["1e-3", "1e-2", "1e0", "1e2"] {
+            assert!(labels.iter().any(|t| t == decade), "{decade} in {labels:?}");
+        }
+        assert!(
+            !labels
+                .iter()
+                .any(|t| t == "1e3" || t == "1000" || t == "10000"),
+            "{labels:?}"
+        );
+        assert!(
+            !labels.iter().any(|t| t == "100" || t == "0.01"),
+            "one style: {labels:?}"
+        );
+    }
+
+    #[test]
+    fn a_log_x_axis_puts_zero_one_decade_left() {
+        let svg = line_chart(
+            &Figure {
+                x_log: true,
+                ..Default::default()
+            },
+            &[Series::line(
+                "λ",
+                vec![(0.0, 1.0), (0.1, 2.0), (1.0, 3.0), (10.0, 4.0)],
+                0,
+            )],
+        )
+        .unwrap();
+        let labels = texts(&svg);
+        for l in ["0", "1e-1", "1e0", "1e1"] {
+            assert!(labels.iter().any(|t| t == l), "{l} in {labels:?}");
+        }
+        assert_eq!(polylines(&svg), vec![4]);
+    }
+
+    #[test]
+    fn panels_stack_under_one_title_with_their_own_labels() {
+        let svg = panels(
+            "run",
+            &[
+                (
+                    Figure {
+                        title: "loss".into(),
+                        y_label: "loss".into(),
+                        ..Default::default()
+                    },
+                    vec![Series::line("train loss", vec![(1.0, 0.5), (2.0, 0.4)], 0)],
+                ),
+                (
+                    Figure {
+                        title: "accuracy".into(),
+                        y_label: "accuracy".into(),
+                        ..Default::default()
+                    },
+                    vec![Series::line("test acc", vec![(1.0, 0.8), (2.0, 0.85)], 1)],
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(polylines(&svg), vec![2, 2]);
+        let labels = texts(&svg);
+        for l in ["run", "loss", "accuracy", "train loss", "test acc"] {
+            assert!(labels.iter().any(|t| t == l), "{l} in {labels:?}");
+        }
     }
 
     #[test]
     fn categories_name_the_x_positions_and_error_bars_are_drawn() {
         let s = Series::line("test", vec![(0.0, 1.0), (1.0, 2.0), (2.0, 1.5)], 0)
             .with_errors(vec![0.1, 0.2, 0.0]);
-        let svg = line_chart(
-            &Figure {
-                title: "sweep".into(),
-                x_label: "λ".into(),
-                y_label: "loss".into(),
-                log_y: false,
-                x_categories: Some(vec!["0".into(), "0.3".into(), "30".into()]),
-            },
-            &[s],
-        )
-        .unwrap();
+        let figure = Figure {
+            title: "sweep".into(),
+            x_label: "λ".into(),
+            y_label: "loss".into(),
+            x_categories: Some(vec!["0".into(), "0.3".into(), "30".into()]),
+            ..Default::default()
+        };
+        let svg = line_chart(&figure, &[s]).unwrap();
         assert_eq!(polylines(&svg), vec![3]);
-        let doc = roxmltree::Document::parse(&svg).unwrap();
-        let texts: Vec<&str> = doc
-            .descendants()
-            .filter(|n| n.has_tag_name("text"))
-            .filter_map(|n| n.text())
-            .map(str::trim)
-            .collect();
+        let labels = texts(&svg);
         for name in ["0", "0.3", "30", "λ", "test"] {
-            assert!(texts.contains(&name), "{name} in {texts:?}");
+            assert!(labels.iter().any(|t| t == name), "{name} in {labels:?}");
         }
+        assert_eq!(figure.x_value(2.0), 30.0);
     }
 
     #[test]

@@ -86,6 +86,48 @@ pub fn csv_bytes<R: Serialize + Default>(rows: &[R]) -> Result<Vec<u8>> {
     for row in rows {
         w.serialize(row)?;
     }
+    tidy(&w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?)
+}
+
+/// A number as the CSV files write it: a value that is exactly a 32-bit float (what the
+/// models compute) in the shortest text that reads back as that f32 (`108.51725`, not its f64
+/// expansion `108.51725006103516`); every other value as the shortest text that reads back as
+/// itself. Short values (nine significant digits or fewer) are left as they are.
+pub fn tidy_number(field: &str) -> Option<String> {
+    let v: f64 = field.parse().ok()?;
+    let digits = field
+        .split(['e', 'E'])
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(char::is_ascii_digit)
+        .skip_while(|&c| c == '0')
+        .count();
+    if !v.is_finite() || digits <= 9 || (v as f32) as f64 != v {
+        return None;
+    }
+    let f = v as f32;
+    Some(if f != 0.0 && (f.abs() < 1e-4 || f.abs() >= 1e9) {
+        format!("{f:e}")
+    } else {
+        format!("{f}")
+    })
+}
+
+/// CSV bytes with every field rewritten by [`tidy_number`] where it applies.
+fn tidy(bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(bytes);
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for record in reader.records() {
+        let record = record?;
+        let fields: Vec<String> = record
+            .iter()
+            .map(|f| tidy_number(f).unwrap_or_else(|| f.to_string()))
+            .collect();
+        w.write_record(&fields)?;
+    }
     w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))
 }
 
@@ -129,6 +171,11 @@ impl Serialize for Cell {
 /// CSV with the columns known only at run time (an experiment's settings and figures): the
 /// header, then one line per row, written atomically.
 pub fn write_table(path: &Path, header: &[String], rows: &[Vec<Cell>]) -> Result<()> {
+    write_atomic(path, &table_bytes(header, rows)?)
+}
+
+/// The CSV bytes [`write_table`] writes.
+pub fn table_bytes(header: &[String], rows: &[Vec<Cell>]) -> Result<Vec<u8>> {
     let mut w = csv::WriterBuilder::new()
         .has_headers(false)
         .from_writer(Vec::new());
@@ -142,49 +189,57 @@ pub fn write_table(path: &Path, header: &[String], rows: &[Vec<Cell>]) -> Result
         );
         w.serialize(row)?;
     }
-    write_atomic(
-        path,
-        &w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?,
-    )
+    tidy(&w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?)
 }
 
-/// A curve as `<stem>.csv` (every field of every row) and, with a chart, `<stem>.svg` (the
-/// named `series` against `x`), both written atomically. Without a chart (`--no-plot`) an
-/// older `<stem>.svg` is removed, so no stale figure sits beside the new CSV.
+/// A curve as `<stem>.csv` (every field of every row) and, with a chart, `<stem>.svg` (its
+/// panels), both written atomically; returns the CSV bytes (for the workbook). Without a chart
+/// (`--no-plot`) an older `<stem>.svg` is removed, so no stale figure sits beside the new CSV.
 pub fn write_curve<R: Serialize + Default>(
     dir: &Path,
     stem: &str,
     rows: &[R],
     chart: Option<Chart<'_, R>>,
-) -> Result<()> {
-    write_csv(&dir.join(format!("{stem}.csv")), rows)?;
+) -> Result<Vec<u8>> {
+    let bytes = csv_bytes(rows)?;
+    write_atomic(&dir.join(format!("{stem}.csv")), &bytes)?;
     let svg_path = dir.join(format!("{stem}.svg"));
     let Some(chart) = chart else {
         remove_stale(&svg_path);
-        return Ok(());
+        return Ok(bytes);
     };
-    let series: Vec<plot::Series> = chart
-        .series
+    let panels: Vec<(plot::Figure, Vec<plot::Series>)> = chart
+        .panels
         .iter()
-        .enumerate()
-        .map(|(i, &(name, y))| {
-            let s =
-                plot::Series::line(name, rows.iter().map(|r| ((chart.x)(r), y(r))).collect(), i);
-            if name.starts_with("test") {
-                s.with_markers()
-            } else {
-                s
-            }
+        .map(|panel| {
+            let series = panel
+                .series
+                .iter()
+                .enumerate()
+                .map(|(i, line)| {
+                    let points = rows.iter().map(|r| ((chart.x.2)(r), (line.2)(r))).collect();
+                    let s = plot::Series::line(line.0, points, panel.color_offset + i);
+                    if line.0.starts_with("test") {
+                        s.with_markers().dashed()
+                    } else {
+                        s
+                    }
+                })
+                .collect();
+            let figure = plot::Figure {
+                title: panel.y_label.to_string(),
+                x_label: chart.x.0.to_string(),
+                y_label: panel.y_label.to_string(),
+                log_y: panel.log_y,
+                ..Default::default()
+            };
+            (figure, series)
         })
         .collect();
-    let figure = plot::Figure {
-        title: chart.title.to_string(),
-        x_label: chart.x_label.to_string(),
-        y_label: chart.y_label.to_string(),
-        log_y: chart.log_y,
-        x_categories: None,
-    };
-    write_chart(&svg_path, &figure, &series)
+    let svg = plot::panels(chart.title, &panels)
+        .with_context(|| format!("cannot draw '{}'", svg_path.display()))?;
+    write_atomic(&svg_path, svg.as_bytes())?;
+    Ok(bytes)
 }
 
 /// Removes a figure an earlier run left that this run does not draw (`--no-plot`), so no stale
@@ -200,19 +255,64 @@ pub fn write_chart(path: &Path, figure: &plot::Figure, series: &[plot::Series]) 
     write_atomic(path, svg.as_bytes())
 }
 
+/// An SVG of panels under one title, written atomically.
+pub fn write_panels(
+    path: &Path,
+    title: &str,
+    panels: &[(plot::Figure, Vec<plot::Series>)],
+) -> Result<()> {
+    let svg =
+        plot::panels(title, panels).with_context(|| format!("cannot draw '{}'", path.display()))?;
+    write_atomic(path, svg.as_bytes())
+}
+
 /// One number of a row.
 pub type Field<R> = fn(&R) -> f64;
 
-/// How [`write_curve`] draws its rows. Curves whose name starts with "test" get markers (the
-/// book draws them dashed).
+/// How [`write_curve`] draws its rows, and the workbook charts them: panels of lines against
+/// one x. Lines whose legend starts with "test" are dashed, with markers.
 pub struct Chart<'a, R> {
     pub title: &'a str,
-    pub x_label: &'a str,
+    /// The x axis: its label, its CSV column, its value.
+    pub x: (&'a str, &'a str, Field<R>),
+    pub panels: &'a [Panel<'a, R>],
+}
+
+/// One panel of a [`Chart`].
+pub struct Panel<'a, R> {
     pub y_label: &'a str,
-    pub x: Field<R>,
-    /// Each curve's legend and value.
-    pub series: &'a [(&'a str, Field<R>)],
     pub log_y: bool,
+    /// Each line's legend, CSV column and value.
+    pub series: &'a [(&'a str, &'a str, Field<R>)],
+    /// Where its colours start in the palette (so panels do not repeat each other's).
+    pub color_offset: usize,
+}
+
+impl<R> Chart<'_, R> {
+    /// The workbook's native charts of this chart: one per panel.
+    pub fn workbook_specs(&self) -> Vec<crate::workbook::ChartSpec<'_>> {
+        self.panels
+            .iter()
+            .map(|p| crate::workbook::ChartSpec {
+                title: self.title,
+                x: self.x.1,
+                x_label: self.x.0,
+                y_label: p.y_label,
+                log_y: p.log_y,
+                lines: p
+                    .series
+                    .iter()
+                    .map(|&(name, column, _)| crate::workbook::Line {
+                        name,
+                        column,
+                        dashed: name.starts_with("test"),
+                        markers: name.starts_with("test"),
+                    })
+                    .collect(),
+                color_offset: p.color_offset,
+            })
+            .collect()
+    }
 }
 
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {

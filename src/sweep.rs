@@ -139,6 +139,10 @@ where
             }
         }
     }
+    let runs_bytes = record::table_bytes(
+        &header,
+        &runs.iter().map(|r| r.cells::<E>()).collect::<Vec<_>>(),
+    )?;
     let settings = summarise::<E>(cfg, &runs, seeds.len());
     let mut header: Vec<String> = names(&["impl"]).collect();
     header.extend(names(E::SETTING_COLUMNS));
@@ -165,14 +169,34 @@ where
             line
         })
         .collect();
-    record::write_table(&dir.join("summary.csv"), &header, &lines)?;
-    for (name, figure, series) in E::sweep_charts(cfg, &settings, seeds.len()) {
-        let svg = dir.join(name);
+    let summary_bytes = record::table_bytes(&header, &lines)?;
+    record::write_atomic(&dir.join("summary.csv"), &summary_bytes)?;
+    let mut book = crate::workbook::Book::new();
+    book.add_table("summary", &summary_bytes)?;
+    book.add_table("runs", &runs_bytes)?;
+    for (name, title, panels) in E::sweep_charts(cfg, &settings, seeds.len()) {
+        let svg = dir.join(&name);
         if ctx.plots {
-            record::write_chart(&svg, &figure, &series)?;
+            record::write_panels(&svg, &title, &panels)?;
+            for (i, (figure, series)) in panels.iter().enumerate() {
+                let sheet = format!("{} {}", name.trim_end_matches(".svg"), i + 1);
+                let mut figure = figure.clone();
+                if panels.len() > 1 {
+                    figure.title = format!("{title}: {}", figure.title);
+                } else {
+                    figure.title = title.clone();
+                }
+                book.add_figure(&sheet, &figure, series)?;
+            }
         } else {
             record::remove_stale(&svg);
         }
+    }
+    let xlsx = dir.join("results.xlsx");
+    if ctx.plots {
+        book.save(&xlsx)?;
+    } else {
+        record::remove_stale(&xlsx);
     }
     print_table(E::SWEEP_TABLE, settings.iter().map(E::sweep_table_row));
     for note in E::sweep_notes(cfg, &settings) {
@@ -240,36 +264,34 @@ fn finish(dir: &Path, runs: usize, diverged: usize, interrupted: bool) -> Result
     Ok(())
 }
 
-/// One point per setting (x = its position, y = a mean) and the matching ± sd, for a
-/// `Series` on a categorical x axis.
+/// One point per setting (x = `x(setting)`, y = a mean) and the matching ± sd.
 pub fn at_settings<S>(
     rows: &[&SettingStats<S>],
+    x: impl Fn(&S) -> f64,
     f: impl Fn(&SettingStats<S>) -> (f64, f64),
 ) -> (Vec<(f64, f64)>, Vec<f64>) {
-    let points = rows
-        .iter()
-        .enumerate()
-        .map(|(x, s)| (x as f64, f(s).0))
-        .collect();
+    let points = rows.iter().map(|s| (x(&s.setting), f(s).0)).collect();
     let errors = rows.iter().map(|s| f(s).1).collect();
     (points, errors)
 }
 
 /// The pair of curves a sweep figure draws for one group of settings: the mean ± sd of the
-/// statistics `train` (a line) and `test` (with markers), named `train <suffix>` and
-/// `test <suffix>`, in one colour.
+/// statistics `train` (solid) and `test` (dashed, with markers), named `train <suffix>` and
+/// `test <suffix>`, in one colour, at x = `x(setting)`.
 pub fn train_test_series<S>(
     rows: &[&SettingStats<S>],
+    x: impl Fn(&S) -> f64 + Copy,
     [train, test]: [&str; 2],
     suffix: &str,
     color: usize,
 ) -> [crate::plot::Series; 2] {
     use crate::plot::Series;
-    let (points, errors) = at_settings(rows, |s| s.stat(train));
+    let (points, errors) = at_settings(rows, x, |s| s.stat(train));
     let train = Series::line(format!("train {suffix}"), points, color).with_errors(errors);
-    let (points, errors) = at_settings(rows, |s| s.stat(test));
+    let (points, errors) = at_settings(rows, x, |s| s.stat(test));
     let test = Series::line(format!("test {suffix}"), points, color)
         .with_markers()
+        .dashed()
         .with_errors(errors);
     [train, test]
 }

@@ -488,7 +488,14 @@ fn two_real_epochs_of_the_concise_model_learn() {
     let (header, rows) = read_csv(&dir.join("concise.csv"));
     assert_eq!(
         header,
-        ["epoch", "train_loss", "train_acc", "test_acc", "seconds"]
+        [
+            "epoch",
+            "train_loss",
+            "train_acc",
+            "test_acc",
+            "seconds",
+            "elapsed_s"
+        ]
     );
     assert_eq!(rows.len(), 2);
     let (series, texts) = svg_series(&dir.join("concise.svg"));

@@ -55,17 +55,19 @@ fn a_weight_decay_sweep_summarises_every_setting_over_its_seeds() {
             let got_mean = num(&s[&format!("{metric}_mean")]);
             let got_sd = num(&s[&format!("{metric}_std")]);
             assert!(
-                (got_mean - mean).abs() <= 1e-9 * mean.abs().max(1.0),
+                (got_mean - mean).abs() <= 1e-6 * mean.abs().max(1e-3),
                 "{metric} mean"
             );
             assert!(
-                (got_sd - sd).abs() <= 1e-9 * sd.abs().max(1.0),
+                (got_sd - sd).abs() <= 1e-6 * mean.abs().max(1e-3),
                 "{metric} sd"
             );
         }
         for r in &of {
             let gap = num(&r["final_test_loss"]) - num(&r["final_train_loss"]);
-            assert!((num(&r["gap"]) - gap).abs() < 1e-9 * gap.abs().max(1.0));
+            // The losses are f32 values written in their shortest f32 form; the gap was taken
+            // from the exact values: equal to f32 precision.
+            assert!((num(&r["gap"]) - gap).abs() < 1e-6 * gap.abs().max(1e-3));
         }
     }
     // Seeds differ: the data and the initialisation are drawn again.
@@ -88,7 +90,13 @@ fn a_weight_decay_sweep_summarises_every_setting_over_its_seeds() {
         series, [3; 4],
         "train and test of both versions, at 3 λ each"
     );
-    for label in ["0", "1", "3", "train scratch", "test concise"] {
+    for label in [
+        "0",
+        "1e0",
+        "λ (weight decay)",
+        "train scratch",
+        "test concise",
+    ] {
         assert!(texts.iter().any(|t| t == label), "{label} in {texts:?}");
     }
     assert_eq!(

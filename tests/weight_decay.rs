@@ -137,7 +137,7 @@ fn default_run_writes_the_curves_and_shows_the_effect_of_decay() {
         for wd in ["0", "3"] {
             let path = dir.join(format!("{name}-wd{wd}.csv"));
             let (header, rows) = read_csv(&path);
-            assert_eq!(header, ["epoch", "train_loss", "test_loss"]);
+            assert_eq!(header, ["epoch", "train_loss", "test_loss", "elapsed_s"]);
             assert_eq!(rows.len(), 100, "{}", path.display());
             assert_eq!(rows[99][0], "100");
             let (series, _) = svg_series(&dir.join(format!("{name}-wd{wd}.svg")));

@@ -318,6 +318,8 @@ pub struct Epoch {
     pub test_acc: f64,
     /// Wall time of this epoch (training and test pass).
     pub seconds: f64,
+    /// Seconds since the run started, at the end of this epoch.
+    pub elapsed_s: f64,
 }
 
 /// A model of either version with tch's SGD optimizer, trained op by op with autograd.
@@ -540,6 +542,7 @@ pub fn train(
     let (vs, mut learner) = learner(cfg, version, setting, ctx);
     let params = layers(&vs, version);
     let mut activations = Vec::new();
+    let begin = Instant::now();
     let (curve, status) = experiment::train_epochs(cfg.epochs, progress, |epoch| {
         let start = Instant::now();
         let sums = learner.train_epoch(&data.train);
@@ -558,6 +561,7 @@ pub fn train(
             train_acc: correct / sums.count() as f64,
             test_acc: test_correct / data.test.len() as f64,
             seconds: start.elapsed().as_secs_f64(),
+            elapsed_s: begin.elapsed().as_secs_f64(),
         })
     });
     let mc = match (cfg.mc_samples, status) {
@@ -616,13 +620,13 @@ impl DropoutMlp {
         a.version == b.version && a.setting.noise == b.setting.noise && a.setting.wd == b.setting.wd
     }
 
-    /// A figure of one statistic against λ, one curve per version, noise and pair of rates.
+    /// A panel of one statistic against λ (a log axis, 0 drawn apart), one curve per
+    /// version, noise and pair of rates.
     fn against_lambda(
         cfg: &Config,
         settings: &[SettingStats<Setting>],
         stat: &str,
-        title: &str,
-        seeds: usize,
+        y_label: &str,
     ) -> (Figure, Vec<crate::plot::Series>) {
         let mut series = Vec::new();
         let mut seen: Vec<(Version, NoiseKind, Rates)> = Vec::new();
@@ -632,16 +636,11 @@ impl DropoutMlp {
                 continue;
             }
             seen.push(key);
-            let rows: Vec<&SettingStats<Setting>> = cfg
-                .wd
+            let rows: Vec<&SettingStats<Setting>> = settings
                 .iter()
-                .filter_map(|&wd| {
-                    settings.iter().find(|o| {
-                        (o.version, o.setting.noise, o.setting.rates) == key && o.setting.wd == wd
-                    })
-                })
+                .filter(|o| (o.version, o.setting.noise, o.setting.rates) == key)
                 .collect();
-            let (points, errors) = sweep::at_settings(&rows, |s| s.stat(stat));
+            let (points, errors) = sweep::at_settings(&rows, |s| s.wd, |s| s.stat(stat));
             let [p1, p2] = key.2;
             let mut name = format!("{} ({}, {})", key.0.name(), fmt_num(p1), fmt_num(p2));
             if cfg.noise.len() > 1 {
@@ -655,11 +654,10 @@ impl DropoutMlp {
             );
         }
         let figure = Figure {
-            title: sweep::title(title, cfg.epochs, seeds),
             x_label: "λ (weight decay)".into(),
-            y_label: "accuracy".into(),
-            log_y: false,
-            x_categories: Some(cfg.wd.iter().map(|&l| fmt_num(l)).collect()),
+            y_label: y_label.into(),
+            x_log: true,
+            ..Default::default()
         };
         (figure, series)
     }
@@ -846,22 +844,32 @@ impl Experiment for DropoutMlp {
 
     /// Final train accuracy − final test accuracy.
     fn gap(finals: &[f64]) -> f64 {
-        finals[1] - finals[2]
+        experiment::round_derived(finals[1] - finals[2])
     }
 
     /// Train loss, train accuracy and test accuracy against epoch (the book's figure).
+    /// Two panels: the training loss; the train and test accuracy.
     fn curve_chart<'a>(title: &'a str) -> record::Chart<'a, Epoch> {
         record::Chart {
             title,
-            x_label: "epoch",
-            y_label: "",
-            x: |e| e.epoch as f64,
-            series: &[
-                ("train loss", |e| e.train_loss),
-                ("train acc", |e| e.train_acc),
-                ("test acc", |e| e.test_acc),
+            x: ("epoch", "epoch", |e| e.epoch as f64),
+            panels: &[
+                record::Panel {
+                    y_label: "loss",
+                    log_y: false,
+                    series: &[("train loss", "train_loss", |e| e.train_loss)],
+                    color_offset: 0,
+                },
+                record::Panel {
+                    y_label: "accuracy",
+                    log_y: false,
+                    series: &[
+                        ("train acc", "train_acc", |e| e.train_acc),
+                        ("test acc", "test_acc", |e| e.test_acc),
+                    ],
+                    color_offset: 1,
+                },
             ],
-            log_y: false,
         }
     }
 
@@ -897,8 +905,7 @@ impl Experiment for DropoutMlp {
                 title: "dropout: train and test accuracy of every run".into(),
                 x_label: "epoch".into(),
                 y_label: "accuracy".into(),
-                log_y: false,
-                x_categories: None,
+                ..Default::default()
             },
             &series,
         )
@@ -921,80 +928,85 @@ impl Experiment for DropoutMlp {
         Ok(())
     }
 
-    /// `summary.svg`: final train and test accuracy against the rate with more values (x),
-    /// one pair of curves per value of the other rate, per version (and noise and λ when
-    /// there are several); with several λ also `summary-wd.svg` (test accuracy against λ) and
-    /// `summary-gap.svg` (the gap against λ), one curve per version, noise and pair of rates.
+    /// `summary.svg`: final train (solid) and test (dashed) accuracy against the rate with
+    /// more values, one panel per value of the other rate, one pair of curves per version
+    /// (and noise and λ when there are several); with several λ also `summary-wd.svg` (test
+    /// accuracy against λ) and `summary-gap.svg` (the gap against λ), one curve per version,
+    /// noise and pair of rates.
     fn sweep_charts(
         cfg: &Config,
         settings: &[SettingStats<Setting>],
         seeds: usize,
     ) -> Vec<experiment::SweepChart> {
         let first_on_x = cfg.dropout1.len() >= cfg.dropout2.len();
-        let (xs, others, x_name, other_name) = if first_on_x {
-            (&cfg.dropout1, &cfg.dropout2, "p1 (dropout1)", "p2")
+        let (others, x_name, other_name) = if first_on_x {
+            (
+                &cfg.dropout2,
+                "p1 (dropout after the first hidden layer)",
+                "p2",
+            )
         } else {
-            (&cfg.dropout2, &cfg.dropout1, "p2 (dropout2)", "p1")
+            (
+                &cfg.dropout1,
+                "p2 (dropout after the second hidden layer)",
+                "p1",
+            )
         };
-        let mut series = Vec::new();
+        type Rate = fn(&Setting) -> f64;
+        let (x_of, other_of): (Rate, Rate) = if first_on_x {
+            (|s| s.rates[0], |s| s.rates[1])
+        } else {
+            (|s| s.rates[1], |s| s.rates[0])
+        };
         let mut groups: Vec<&SettingStats<Setting>> = Vec::new();
         for s in settings {
             if !groups.iter().any(|g| Self::same_but_rates(g, s)) {
                 groups.push(s);
             }
         }
-        for group in groups {
-            for &other in others {
-                let rows: Vec<&SettingStats<Setting>> = xs
+        let mut panels = Vec::new();
+        for &other in others {
+            let mut series = Vec::new();
+            for (color, group) in groups.iter().enumerate() {
+                let rows: Vec<&SettingStats<Setting>> = settings
                     .iter()
-                    .filter_map(|&x| {
-                        let rates = if first_on_x { [x, other] } else { [other, x] };
-                        settings
-                            .iter()
-                            .find(|s| Self::same_but_rates(group, s) && s.setting.rates == rates)
-                    })
+                    .filter(|s| Self::same_but_rates(group, s) && other_of(&s.setting) == other)
                     .collect();
-                let color = series.len() / 2;
-                let suffix = format!(
-                    "{}{} {other_name}={}",
-                    group.version.name(),
-                    group.setting.variant(),
-                    fmt_num(other)
-                );
+                let name = format!("{}{}", group.version.name(), group.setting.variant());
                 series.extend(sweep::train_test_series(
                     &rows,
+                    x_of,
                     ["train_acc", "test_acc"],
-                    &suffix,
+                    &name,
                     color,
                 ));
             }
+            let figure = Figure {
+                title: format!("{other_name} = {}", fmt_num(other)),
+                x_label: x_name.into(),
+                y_label: "accuracy".into(),
+                ..Default::default()
+            };
+            panels.push((figure, series));
         }
-        let figure = Figure {
-            title: sweep::title("dropout: final accuracy", cfg.epochs, seeds),
-            x_label: x_name.into(),
-            y_label: "accuracy".into(),
-            log_y: false,
-            x_categories: Some(xs.iter().map(|&p| fmt_num(p)).collect()),
-        };
-        let mut charts = vec![("summary.svg".to_string(), figure, series)];
+        let mut charts = vec![(
+            "summary.svg".to_string(),
+            sweep::title("dropout: final accuracy", cfg.epochs, seeds),
+            panels,
+        )];
         if cfg.wd.len() > 1 {
-            let (f, s) = Self::against_lambda(
-                cfg,
-                settings,
-                "test_acc",
-                "dropout × weight decay: test accuracy",
-                seeds,
-            );
-            charts.push(("summary-wd.svg".into(), f, s));
-            let (mut f, s) = Self::against_lambda(
-                cfg,
-                settings,
-                "gap",
-                "dropout × weight decay: train − test accuracy",
-                seeds,
-            );
-            f.y_label = "gap (train − test accuracy)".into();
-            charts.push(("summary-gap.svg".into(), f, s));
+            let test = Self::against_lambda(cfg, settings, "test_acc", "test accuracy");
+            charts.push((
+                "summary-wd.svg".into(),
+                sweep::title("dropout × weight decay: test accuracy", cfg.epochs, seeds),
+                vec![test],
+            ));
+            let gap = Self::against_lambda(cfg, settings, "gap", "train − test accuracy");
+            charts.push((
+                "summary-gap.svg".into(),
+                sweep::title("dropout × weight decay: the gap", cfg.epochs, seeds),
+                vec![gap],
+            ));
         }
         charts
     }
@@ -1046,8 +1058,7 @@ fn write_activations(dir: &Path, stem: &str, rows: &[ActivationRow], plots: bool
             title: "variance of the hidden activations on the probe batch".into(),
             x_label: "epoch".into(),
             y_label: "variance".into(),
-            log_y: false,
-            x_categories: None,
+            ..Default::default()
         },
         &series,
     )

@@ -41,8 +41,8 @@ pub struct Column<R> {
     pub status: Status,
 }
 
-/// Makes a curve row from (epoch, train loss, test loss).
-pub type MakeRow<R> = fn(usize, f64, f64) -> R;
+/// Makes a curve row from (epoch, train loss, test loss, seconds since the start).
+pub type MakeRow<R> = fn(usize, f64, f64, f64) -> R;
 
 /// Trains one model per λ from the initial weight `w0` (`[inputs, 1]`) and bias `b0`, column k
 /// of the weight matrix being the model with `lambdas[k]`, with [`Loops::Host`] on the CPU and
@@ -119,6 +119,7 @@ pub fn train<R: EpochRow>(
 /// NaN or infinite (the columns are independent), all of them on a stop request. A column
 /// whose status is still `Ok` is still training.
 struct Columns<'a, R> {
+    start: std::time::Instant,
     lambdas: &'a [f64],
     curves: Vec<Vec<R>>,
     status: Vec<Status>,
@@ -129,6 +130,7 @@ impl<'a, R: EpochRow> Columns<'a, R> {
     fn new(lambdas: &'a [f64], row: MakeRow<R>) -> Columns<'a, R> {
         let k = lambdas.len();
         Columns {
+            start: std::time::Instant::now(),
             lambdas,
             curves: vec![Vec::new(); k],
             status: vec![Status::Ok; k],
@@ -152,7 +154,12 @@ impl<'a, R: EpochRow> Columns<'a, R> {
                 continue;
             }
             let (train_loss, test_loss) = (losses[j], losses[k + j]);
-            let row = (self.row)(epoch, train_loss, test_loss);
+            let row = (self.row)(
+                epoch,
+                train_loss,
+                test_loss,
+                self.start.elapsed().as_secs_f64(),
+            );
             if row.finite() {
                 self.curves[j].push(row);
                 figures.push(format!(

@@ -199,6 +199,8 @@ pub struct Epoch {
     pub epoch: usize,
     pub train_loss: f64,
     pub test_loss: f64,
+    /// Seconds since the run started, at the end of this epoch.
+    pub elapsed_s: f64,
 }
 
 impl EpochRow for Epoch {
@@ -215,11 +217,12 @@ impl EpochRow for Epoch {
 }
 
 impl Epoch {
-    fn new(epoch: usize, train_loss: f64, test_loss: f64) -> Epoch {
+    fn new(epoch: usize, train_loss: f64, test_loss: f64, elapsed_s: f64) -> Epoch {
         Epoch {
             epoch,
             train_loss,
             test_loss,
+            elapsed_s,
         }
     }
 }
@@ -472,6 +475,7 @@ fn train(
     updater: &mut dyn Updater,
     progress: &progress::Epochs,
 ) -> (Vec<Epoch>, Status) {
+    let start = Instant::now();
     experiment::train_epochs(cfg.epochs, progress, |epoch| {
         let shuffled = batches::shuffled(&data.train, cfg.batch_size);
         train::train_epoch(shuffled, net, train_loss, updater, None);
@@ -482,7 +486,8 @@ fn train(
             &train::evaluate_loss(&data.train, net, eval_loss),
             &train::evaluate_loss(&data.test, net, eval_loss),
         ]);
-        Some(Epoch::new(epoch, train_loss, test_loss))
+        let elapsed = start.elapsed().as_secs_f64();
+        Some(Epoch::new(epoch, train_loss, test_loss, elapsed))
     })
 }
 
@@ -852,18 +857,23 @@ impl Experiment for WeightDecay {
 
     /// Final test loss − final train loss.
     fn gap(finals: &[f64]) -> f64 {
-        finals[4] - finals[3]
+        experiment::round_derived(finals[4] - finals[3])
     }
 
     /// Train and test loss against epoch, log scale (the book's figure).
     fn curve_chart<'a>(title: &'a str) -> record::Chart<'a, Epoch> {
         record::Chart {
             title,
-            x_label: "epoch",
-            y_label: "loss",
-            x: |e| e.epoch as f64,
-            series: &[("train", |e| e.train_loss), ("test", |e| e.test_loss)],
-            log_y: true,
+            x: ("epoch", "epoch", |e| e.epoch as f64),
+            panels: &[record::Panel {
+                y_label: "loss",
+                log_y: true,
+                series: &[
+                    ("train", "train_loss", |e| e.train_loss),
+                    ("test", "test_loss", |e| e.test_loss),
+                ],
+                color_offset: 0,
+            }],
         }
     }
 
@@ -921,7 +931,7 @@ impl Experiment for WeightDecay {
                         x_label: "epoch".into(),
                         y_label: "loss".into(),
                         log_y: true,
-                        x_categories: None,
+                        ..Default::default()
                     },
                     &series,
                 )?;
@@ -933,9 +943,10 @@ impl Experiment for WeightDecay {
         Ok(())
     }
 
-    /// `summary.svg`: final train and test loss (mean ± sd over the seeds) against λ, one pair
-    /// of curves per version, optimizer and penalty; `summary-w.svg`: ‖w‖ against λ, one curve
-    /// each (Adam's coupled decay against AdamW's at equal λ).
+    /// `summary.svg`: final train and test loss (mean ± sd over the seeds) against λ (a log
+    /// axis, 0 drawn apart), one pair of curves per version, optimizer and penalty;
+    /// `summary-w.svg`: ‖w‖ against λ, one curve each (Adam's coupled decay against AdamW's at
+    /// equal λ).
     fn sweep_charts(
         cfg: &Config,
         settings: &[SettingStats<Setting>],
@@ -943,41 +954,41 @@ impl Experiment for WeightDecay {
     ) -> Vec<experiment::SweepChart> {
         let mut losses = Vec::new();
         let mut norms = Vec::new();
+        let wd = |s: &Setting| s.wd;
         for (i, range) in Self::groups(settings).into_iter().enumerate() {
             let rows: Vec<&SettingStats<Setting>> = settings[range].iter().collect();
             let name = Self::group_name(rows[0].version, rows[0].setting);
             losses.extend(sweep::train_test_series(
                 &rows,
+                wd,
                 ["train_loss", "test_loss"],
                 &name,
                 i,
             ));
-            let (points, errors) = sweep::at_settings(&rows, |s| s.stat("w_norm"));
-            norms.push(Series::line(format!("‖w‖ {name}"), points, i).with_errors(errors));
+            let (points, errors) = sweep::at_settings(&rows, wd, |s| s.stat("w_norm"));
+            norms.push(
+                Series::line(format!("‖w‖ {name}"), points, i)
+                    .with_markers()
+                    .with_errors(errors),
+            );
         }
-        let categories = Some(cfg.wd.iter().map(|&l| fmt_num(l)).collect::<Vec<_>>());
+        let axes = |y_label: &str| Figure {
+            x_label: "λ (weight decay)".into(),
+            y_label: y_label.into(),
+            log_y: true,
+            x_log: true,
+            ..Default::default()
+        };
         vec![
             (
                 "summary.svg".into(),
-                Figure {
-                    title: sweep::title("weight decay: final loss", cfg.epochs, seeds),
-                    x_label: "λ".into(),
-                    y_label: "loss".into(),
-                    log_y: true,
-                    x_categories: categories.clone(),
-                },
-                losses,
+                sweep::title("weight decay: final loss", cfg.epochs, seeds),
+                vec![(axes("loss"), losses)],
             ),
             (
                 "summary-w.svg".into(),
-                Figure {
-                    title: sweep::title("weight decay: ‖w‖", cfg.epochs, seeds),
-                    x_label: "λ".into(),
-                    y_label: "‖w‖".into(),
-                    log_y: true,
-                    x_categories: categories,
-                },
-                norms,
+                sweep::title("weight decay: ‖w‖", cfg.epochs, seeds),
+                vec![(axes("‖w‖"), norms)],
             ),
         ]
     }

@@ -196,7 +196,7 @@ fn draw_panel(
     let x_pad = if figure.x_categories.is_some() || figure.x_log {
         0.3
     } else {
-        0.0
+        (x1 - x0) * 0.03
     };
     let x_range = x0 - x_pad..x1 + x_pad;
     let (plot, legend) = area.split_horizontally(PLOT_WIDTH);

@@ -8,7 +8,7 @@ use crate::device::DeviceChoice;
 use crate::experiment::{self, Context, Experiment};
 use crate::experiments::dropout::{self, DropoutMlp};
 use crate::experiments::weight_decay::{self, WeightDecay};
-use crate::options::{defaults, parse_device, positive_usize, serialize_display};
+use crate::options::{defaults, parse_device, serialize_display, thread_count};
 use crate::sweep::{self, SweepArgs};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -49,8 +49,8 @@ pub struct Global {
     /// Directory the results are written to
     #[arg(long, global = true, default_value = "results")]
     pub out: PathBuf,
-    /// Intra-op CPU threads (default: libtorch's choice, usually one per core)
-    #[arg(long, global = true, allow_negative_numbers = true, value_parser = positive_usize)]
+    /// Intra-op CPU threads (default: libtorch's choice, usually one per core; at most 4 per logical CPU)
+    #[arg(long, global = true, allow_negative_numbers = true, value_parser = thread_count)]
     pub threads: Option<usize>,
     /// No progress bars or per-epoch lines (results and errors are still printed)
     #[arg(long, short, global = true)]
@@ -83,6 +83,9 @@ pub enum Sweep {
     WeightDecay(SweepArgs<weight_decay::Config>),
     /// Every combination of --dropout1 × --dropout2 (e.g. 0,0.2,0.5 × 0,0.5,0.8), once per seed
     Dropout(SweepArgs<dropout::Config>),
+    /// Summarises a sweep whose shards (--shard K/N) all finished: summary.csv, figures and
+    /// workbook from the runs in <dir>, refused when runs are missing or of other configurations
+    Merge(sweep::MergeArgs),
 }
 
 impl Command {
@@ -93,6 +96,14 @@ impl Command {
             Command::Dropout(cfg) => experiment::run::<DropoutMlp>(cfg, ctx),
             Command::Sweep(Sweep::WeightDecay(s)) => sweep::run::<WeightDecay>(s, ctx),
             Command::Sweep(Sweep::Dropout(s)) => sweep::run::<DropoutMlp>(s, ctx),
+            Command::Sweep(Sweep::Merge(m)) => match sweep::experiment_of(&m.dir)?.as_str() {
+                WeightDecay::NAME => sweep::merge::<WeightDecay>(&m.dir, ctx.plots),
+                DropoutMlp::NAME => sweep::merge::<DropoutMlp>(&m.dir, ctx.plots),
+                other => anyhow::bail!(
+                    "'{}' holds runs of '{other}', which this build does not know",
+                    m.dir.display()
+                ),
+            },
             Command::Bench(cfg) => crate::bench::run(cfg, ctx),
             Command::Doctor => crate::doctor::run(),
         }
@@ -105,7 +116,9 @@ impl Command {
             Command::Dropout(cfg) => DropoutMlp::memory_flags(cfg),
             Command::Sweep(Sweep::WeightDecay(s)) => WeightDecay::memory_flags(&s.experiment),
             Command::Sweep(Sweep::Dropout(s)) => DropoutMlp::memory_flags(&s.experiment),
-            Command::Bench(_) | Command::Doctor => "--batch-size".into(),
+            Command::Sweep(Sweep::Merge(_)) | Command::Bench(_) | Command::Doctor => {
+                "--batch-size".into()
+            }
         }
     }
 }

@@ -133,6 +133,9 @@ pub trait Experiment: Sized {
     const SETTING_COLUMNS: &'static [&'static str];
     /// The header of the table a sweep prints.
     const SWEEP_TABLE: &'static [&'static str];
+    /// The configuration's fields (as saved in `run.json`) that a sweep varies: left out of the
+    /// fingerprint that tells whether a finished run belongs to a sweep (`--resume`, shards).
+    const SWEPT_KEYS: &'static [&'static str];
 
     /// The hyper-parameters (the subcommand's flags), saved in `run.json`.
     type Config: Serialize;
@@ -280,10 +283,31 @@ pub fn setting_cells<E: Experiment>(version: Version, setting: E::Setting) -> Ve
         .collect()
 }
 
+/// The most settings one command trains (the product of its list flags' lengths).
+pub const MAX_SETTINGS: usize = 10_000;
+
+/// Refuses a grid of more than [`MAX_SETTINGS`] settings before anything is loaded or trained.
+pub fn check_grid<E: Experiment>(cfg: &E::Config) -> Result<()> {
+    let n = E::settings(cfg).len();
+    if n > MAX_SETTINGS {
+        anyhow::bail!(
+            "the flags {} make {n} settings, more than the {MAX_SETTINGS} one command trains; \
+             shorten the lists (or split the grid over several --out directories)",
+            E::SWEPT_KEYS
+                .iter()
+                .map(|k| format!("--{}", k.replace('_', "-")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// Every run the flags ask for, in the schedule's order; writes `<out>/<NAME>/{<run>.csv and
 /// its chart, summary.csv, run.json}` and the overview charts. A diverged run is recorded and
 /// the others go on; the command then fails. An interruption records what finished and stops.
 pub fn run<E: Experiment>(cfg: &E::Config, ctx: &Context) -> Result<()> {
+    check_grid::<E>(cfg)?;
     let data = E::prepare(cfg, ctx)?;
     let dir = record::experiment_dir(&ctx.out, E::NAME)?;
     let alone = E::settings(cfg).len() == 1;

@@ -6,7 +6,7 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 /// One version of an experiment: the book's from-scratch code or its concise code.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Version {
     #[default]
@@ -24,7 +24,7 @@ impl Version {
 }
 
 /// `--impl`: which versions to run.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VersionChoice {
     Concise,
@@ -44,7 +44,7 @@ impl VersionChoice {
 }
 
 /// `--engine`: how a model is trained.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
     /// The book's code op by op with autograd and tch's optimizer: PyTorch's numbers on the CPU
@@ -128,6 +128,41 @@ pub fn probability(s: &str) -> Result<f64, String> {
 }
 
 /// A whole number ≥ 1 (epochs, batch sizes, set sizes).
+/// The most intra-op threads `--threads` accepts: four per logical CPU. libtorch starts every
+/// thread asked for; 100000 exhausted the process table of the machine that tried it.
+pub fn max_threads() -> usize {
+    4 * std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `--threads`: 1 to [`max_threads`].
+pub fn thread_count(s: &str) -> Result<usize, String> {
+    let n = positive_usize(s)?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if n > max_threads() {
+        return Err(format!(
+            "{n} threads is more than this machine can use: at most {} (4 per logical CPU, \
+             {cpus} here); leave --threads out for one per core",
+            max_threads()
+        ));
+    }
+    Ok(n)
+}
+
+/// The most Monte-Carlo passes `--mc-samples` accepts (each is a pass over the test set).
+pub const MAX_MC_SAMPLES: usize = 10_000;
+
+/// `--mc-samples`: 1 to [`MAX_MC_SAMPLES`].
+pub fn mc_samples(s: &str) -> Result<usize, String> {
+    let n = positive_usize(s)?;
+    if n > MAX_MC_SAMPLES {
+        return Err(format!(
+            "at most {MAX_MC_SAMPLES} passes (each is a pass over the whole test set), got {n}; \
+             the accuracy of the average settles within a few hundred"
+        ));
+    }
+    Ok(n)
+}
+
 pub fn positive_usize(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(0) => Err("must be at least 1, got 0".to_string()),

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     #[default]

@@ -170,17 +170,29 @@ fn assert_sheet_is_the_csv(sheet: &str, rows: &[Vec<Value>], csv_path: &Path) {
     }
 }
 
-/// The cell values of sheet number `n` (1-based, in the order the sheets were made) of an
-/// .xlsx file, by reference (`B2`), as the file stores them.
-fn xlsx_values(xlsx: &Path, n: usize) -> HashMap<String, String> {
+/// A file inside an .xlsx (a zip), as text.
+fn xlsx_part(xlsx: &Path, part: &str) -> String {
     let o = Command::new("unzip")
         .arg("-p")
         .arg(xlsx)
-        .arg(format!("xl/worksheets/sheet{n}.xml"))
+        .arg(part)
         .output()
         .unwrap();
-    assert!(o.status.success(), "unzip: {}", stderr(&o));
-    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(o.status.success(), "unzip {part}: {}", stderr(&o));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// The cell values of the sheet named `sheet` of an .xlsx file, by reference (`B2`), as the
+/// file stores them.
+fn xlsx_values(xlsx: &Path, sheet: &str) -> HashMap<String, String> {
+    let book = xlsx_part(xlsx, "xl/workbook.xml");
+    let doc = roxmltree::Document::parse(&book).unwrap();
+    let n = 1 + doc
+        .descendants()
+        .filter(|s| s.has_tag_name("sheet"))
+        .position(|s| s.attribute("name") == Some(sheet))
+        .unwrap_or_else(|| panic!("no sheet {sheet} in {}", xlsx.display()));
+    let text = xlsx_part(xlsx, &format!("xl/worksheets/sheet{n}.xml"));
     let doc = roxmltree::Document::parse(&text).unwrap();
     doc.descendants()
         .filter(|c| c.has_tag_name("c") && c.attribute("t").is_none())
@@ -192,8 +204,8 @@ fn xlsx_values(xlsx: &Path, n: usize) -> HashMap<String, String> {
 }
 
 /// Every number of the CSV file is, as a float, exactly the number in the workbook's cell.
-fn assert_xlsx_holds_the_csv(xlsx: &Path, n: usize, csv_path: &Path) {
-    let cells = xlsx_values(xlsx, n);
+fn assert_xlsx_holds_the_csv(xlsx: &Path, sheet: &str, csv_path: &Path) {
+    let cells = xlsx_values(xlsx, sheet);
     let (header, records) = read_csv(csv_path);
     for (r, record) in records.iter().enumerate() {
         for (c, field) in record.iter().enumerate() {
@@ -249,9 +261,11 @@ fn workbooks_open_in_libreoffice_with_the_csvs_numbers_under_a_german_locale() {
         let sheets = read_fods(&converted.path().join("results.fods"));
         let (summary, _) = &sheets["summary"];
         assert_sheet_is_the_csv("summary", summary, &dir.join("summary.csv"));
+        assert_xlsx_holds_the_csv(&xlsx, "summary", &dir.join("summary.csv"));
         for curve in curves {
             let (rows, charts) = &sheets[*curve];
             assert_sheet_is_the_csv(curve, rows, &dir.join(format!("{curve}.csv")));
+            assert_xlsx_holds_the_csv(&xlsx, curve, &dir.join(format!("{curve}.csv")));
             assert_eq!(
                 *charts, charts_per_curve,
                 "{experiment}/{curve}: its native charts"

@@ -99,11 +99,17 @@ fn a_weight_decay_sweep_summarises_every_setting_over_its_seeds() {
     ] {
         assert!(texts.iter().any(|t| t == label), "{label} in {texts:?}");
     }
-    assert_eq!(
-        files_under(&dir.join("runs")).len(),
-        18,
-        "every run's curve"
-    );
+    let runs_files = files_under(&dir.join("runs"));
+    for ext in [".csv", ".json"] {
+        assert_eq!(
+            runs_files
+                .iter()
+                .filter(|f| f.to_string_lossy().ends_with(ext))
+                .count(),
+            18,
+            "every run's curve and record ({ext}): {runs_files:?}"
+        );
+    }
     assert!(stdout(&o).contains("sweep: 18 runs summarised"));
 }
 

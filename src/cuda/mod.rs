@@ -280,7 +280,9 @@ pub fn count_ops(f: impl FnOnce()) -> Result<OpCounts> {
 }
 
 /// `--cuda-graph`: whether the fused engine replays each training epoch as a CUDA graph.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[derive(
+    clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum GraphMode {
     /// On for the fused engine on a CUDA device, off otherwise

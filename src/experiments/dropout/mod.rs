@@ -15,8 +15,8 @@ use crate::experiment::{self, fmt_num, Context, EpochRow, Experiment, Run, Setti
 use crate::nn::decay;
 use crate::nn::{Dropout, Linear};
 use crate::options::{
-    defaults, non_negative_f64, positive_f64, positive_usize, probability, Engine, Version,
-    VersionChoice,
+    defaults, mc_samples, non_negative_f64, positive_f64, positive_usize, probability, Engine,
+    Version, VersionChoice,
 };
 use crate::plot::Figure;
 use crate::progress;
@@ -37,7 +37,7 @@ pub const NUM_HIDDENS1: i64 = 256;
 pub const NUM_HIDDENS2: i64 = 256;
 
 /// Hyper-parameters of §4.6, the book's values as defaults.
-#[derive(clap::Args, Debug, Clone, Serialize)]
+#[derive(clap::Args, Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Config {
     /// Which version of the book's code to run
     #[arg(long = "impl", value_enum, default_value_t = VersionChoice::Both)]
@@ -77,7 +77,7 @@ pub struct Config {
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, value_parser = non_negative_f64)]
     pub input_noise: f64,
     /// After training, also the test accuracy with the noise left on: of one pass, and of the average of K passes' probabilities (Monte-Carlo dropout)
-    #[arg(long, allow_negative_numbers = true, value_parser = positive_usize)]
+    #[arg(long, allow_negative_numbers = true, value_parser = mc_samples)]
     pub mc_samples: Option<usize>,
     /// Every epoch, the mean and variance of each hidden layer's activations on a fixed probe batch of the test set, in train and eval mode (<run>-activations.csv)
     #[arg(long)]
@@ -677,6 +677,7 @@ impl Experiment for DropoutMlp {
         "test acc",
         "gap",
     ];
+    const SWEPT_KEYS: &'static [&'static str] = &["dropout1", "dropout2", "wd", "noise"];
     type Config = Config;
     type Setting = Setting;
     /// Fashion-MNIST, on the device, loaded once for every run.

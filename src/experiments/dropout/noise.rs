@@ -17,7 +17,7 @@ use serde::Serialize;
 use tch::{Kind, Tensor};
 
 /// `--noise`: what perturbs the hidden layers while training.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NoiseKind {
     /// Dropout, the book's: activations zeroed with probability p, the rest scaled by 1/(1−p)

@@ -30,7 +30,7 @@ use tch::nn::{self as tnn, Module};
 use tch::{Device, Kind, Reduction, Tensor};
 
 /// Hyper-parameters of §4.5, the book's values as defaults.
-#[derive(clap::Args, Debug, Clone, Serialize)]
+#[derive(clap::Args, Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Config {
     /// Weight decay λ values, comma-separated; every version runs once per λ
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true, default_value = "0,3", value_parser = non_negative_f64)]
@@ -66,7 +66,7 @@ pub struct Config {
 }
 
 /// `--penalty`: what is added to every example's loss (scratch) or decays the weights (concise).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Penalty {
     /// λ‖w‖²/2: weight decay, the book's
@@ -90,7 +90,7 @@ impl Penalty {
 }
 
 /// `--optimizer`: what updates the concise version (the scratch version is the book's own SGD).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Optimizer {
     /// The book's: λ·w added to the gradient
@@ -682,6 +682,7 @@ impl Experiment for WeightDecay {
         "‖w‖",
         "val loss",
     ];
+    const SWEPT_KEYS: &'static [&'static str] = &["wd", "penalty", "optimizer"];
     type Config = Config;
     type Setting = Setting;
     /// Nothing: each run draws its data from its own seed.

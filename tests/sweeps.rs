@@ -1,0 +1,352 @@
+//! Sweeps that survive interruption and divide over machines: `--resume`, `--shard K/N`,
+//! `sweep merge`, and the ceilings on flags that size a resource.
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A weight-decay sweep of six runs in three groups (one per seed), each run about a second.
+const SWEEP: &[&str] = &[
+    "sweep",
+    "weight-decay",
+    "--impl",
+    "concise",
+    "--wd",
+    "0,3",
+    "--seeds",
+    "0,1,2",
+    "--epochs",
+    "3000",
+];
+
+fn spawn(out: &Path, args: &[&str]) -> Child {
+    Command::new(BIN)
+        .args(["--device", "cpu", "--threads", "1", "-q", "--out"])
+        .arg(out)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// A CSV without its timing columns (`seconds`, `elapsed_s`): what must be identical.
+fn without_timings(path: &Path) -> Vec<Vec<String>> {
+    let (header, rows) = read_csv(path);
+    let keep: Vec<usize> = (0..header.len())
+        .filter(|&i| header[i] != "seconds" && header[i] != "elapsed_s")
+        .collect();
+    std::iter::once(header.clone())
+        .chain(rows)
+        .map(|r| keep.iter().map(|&i| r[i].clone()).collect())
+        .collect()
+}
+
+/// The sweep in `a` and in `b` wrote the same summary, runs table and curves (timings apart),
+/// and the same figures.
+fn assert_same_sweep(a: &Path, b: &Path) {
+    for name in ["summary.csv", "runs.csv"] {
+        assert_eq!(
+            without_timings(&a.join(name)),
+            without_timings(&b.join(name)),
+            "{name}"
+        );
+    }
+    let curves = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d.join("runs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(curves(a), curves(b), "the files under runs/");
+    for name in curves(a).iter().filter(|n| n.ends_with(".csv")) {
+        assert_eq!(
+            without_timings(&a.join("runs").join(name)),
+            without_timings(&b.join("runs").join(name)),
+            "runs/{name}"
+        );
+    }
+    for svg in ["summary.svg", "summary-w.svg"] {
+        assert_eq!(
+            std::fs::read_to_string(a.join(svg)).unwrap(),
+            std::fs::read_to_string(b.join(svg)).unwrap(),
+            "{svg}"
+        );
+    }
+    assert!(a.join("results.xlsx").exists() && b.join("results.xlsx").exists());
+}
+
+fn plain_sweep(out: &Path) {
+    let o = run(&[
+        &[
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "-q",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        SWEEP,
+    ]
+    .concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+fn wait(child: Child) -> std::process::Output {
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn an_interrupted_sweep_resumed_writes_what_an_uninterrupted_one_writes() {
+    let plain = tempfile::tempdir().unwrap();
+    plain_sweep(plain.path());
+
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("sweep/weight-decay");
+    let child = spawn(out.path(), SWEEP);
+    // Interrupt once seed 0's group has finished, in the middle of seed 1's.
+    let first_group_done = dir.join("runs/concise-wd3-seed0.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !first_group_done.exists() {
+        assert!(Instant::now() < deadline, "seed 0's runs never finished");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: a signal to our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let o = wait(child);
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    let runs = csv_rows(&dir.join("runs.csv"));
+    assert!(
+        runs.iter().any(|r| r["status"] == "interrupted") && runs.len() < 6,
+        "{runs:?}"
+    );
+
+    // Without --resume the directory is refused, nothing touched.
+    let before = std::fs::read(dir.join("runs.csv")).unwrap();
+    let o = run(&[
+        &[
+            "--device",
+            "cpu",
+            "-q",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        SWEEP,
+    ]
+    .concat());
+    assert_fails_with(&o, &["already holds a sweep", "--resume", "--overwrite"]);
+    assert_eq!(std::fs::read(dir.join("runs.csv")).unwrap(), before);
+
+    // A resumed sweep of another configuration is refused.
+    let other = [&SWEEP[..SWEEP.len() - 1], &["2999", "--resume"]].concat();
+    let o = run(&[
+        &[
+            "--device",
+            "cpu",
+            "-q",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        &other[..],
+    ]
+    .concat());
+    assert_fails_with(&o, &["holds runs of another configuration", "--overwrite"]);
+
+    let o = wait(spawn(out.path(), &[SWEEP, &["--resume"]].concat()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("kept 2 finished runs, trained 4"),
+        "seed 0's group kept, seed 1's (interrupted) and seed 2's trained: {}",
+        stderr(&o)
+    );
+    assert_same_sweep(&plain.path().join("sweep/weight-decay"), &dir);
+
+    // --overwrite starts over.
+    let o = wait(spawn(out.path(), &[SWEEP, &["--overwrite"]].concat()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("kept"), "{}", stderr(&o));
+    assert_same_sweep(&plain.path().join("sweep/weight-decay"), &dir);
+}
+
+#[test]
+fn a_resumed_sweep_trains_a_run_whose_files_are_incomplete_again() {
+    let out = tempfile::tempdir().unwrap();
+    let short: Vec<&str> = [&SWEEP[..SWEEP.len() - 1], &["20"]].concat();
+    plain_sweep_args(out.path(), &short);
+    let dir = out.path().join("sweep/weight-decay");
+    let plain = tempfile::tempdir().unwrap();
+    plain_sweep_args(plain.path(), &short);
+    // A curve cut short (a copy interrupted, a disk filled up) and a record lost.
+    let curve = dir.join("runs/concise-wd3-seed1.csv");
+    let text = std::fs::read_to_string(&curve).unwrap();
+    let cut: Vec<&str> = text.lines().take(5).collect();
+    std::fs::write(&curve, cut.join("\n") + "\n").unwrap();
+    std::fs::remove_file(dir.join("runs/concise-wd0-seed2.json")).unwrap();
+    let o = wait(spawn(out.path(), &[&short[..], &["--resume"]].concat()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("kept 2 finished runs, trained 4"),
+        "{}",
+        stderr(&o)
+    );
+    assert_same_sweep(&plain.path().join("sweep/weight-decay"), &dir);
+}
+
+fn plain_sweep_args(out: &Path, args: &[&str]) {
+    let o = wait(spawn(out, args));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn three_shards_at_once_then_merge_equal_the_unsharded_sweep() {
+    let plain = tempfile::tempdir().unwrap();
+    plain_sweep(plain.path());
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("sweep/weight-decay");
+    // All three in one directory at the same time.
+    let shards: Vec<Child> = (0..3)
+        .map(|k| {
+            spawn(
+                out.path(),
+                &[SWEEP, &["--shard", &format!("{k}/3")]].concat(),
+            )
+        })
+        .collect();
+    for (k, child) in shards.into_iter().enumerate() {
+        let o = wait(child);
+        assert!(o.status.success(), "shard {k}: {}", stderr(&o));
+        assert!(
+            stdout(&o).contains(&format!("shard {k}/3 trained 2 runs")),
+            "one group (seed) each: {}",
+            stdout(&o)
+        );
+    }
+    assert!(
+        !dir.join("summary.csv").exists(),
+        "shards leave the summary to merge"
+    );
+    // Merge refuses while a run is missing, naming it.
+    let record = dir.join("runs/concise-wd3-seed1.json");
+    let saved = std::fs::read(&record).unwrap();
+    std::fs::remove_file(&record).unwrap();
+    let o = run(&["sweep", "merge", dir.to_str().unwrap()]);
+    assert_fails_with(&o, &["1 of 6 runs are missing", "concise-wd3-seed1"]);
+    assert!(!dir.join("summary.csv").exists());
+    std::fs::write(&record, &saved).unwrap();
+
+    let o = run(&["-q", "sweep", "merge", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_sweep(&plain.path().join("sweep/weight-decay"), &dir);
+}
+
+#[test]
+fn merge_refuses_runs_of_different_sweeps_and_directories_without_runs() {
+    let short = |epochs: &'static str| -> Vec<&'static str> {
+        [&SWEEP[..SWEEP.len() - 1], &[epochs]].concat()
+    };
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    plain_sweep_args(a.path(), &short("20"));
+    plain_sweep_args(b.path(), &short("21"));
+    let dir = a.path().join("sweep/weight-decay");
+    // A run of the 21-epoch sweep copied in place of one of the 20-epoch sweep's.
+    for ext in ["csv", "json"] {
+        let name = format!("runs/concise-wd0-seed2.{ext}");
+        std::fs::copy(
+            b.path().join("sweep/weight-decay").join(&name),
+            dir.join(&name),
+        )
+        .unwrap();
+    }
+    let o = run(&["sweep", "merge", dir.to_str().unwrap()]);
+    assert_fails_with(&o, &["mixes runs of different sweeps", "concise-wd0-seed2"]);
+    // A shard of another configuration into that directory is refused too.
+    let o = run(&[
+        &["--device", "cpu", "-q", "--out", a.path().to_str().unwrap()],
+        &short("22")[..],
+        &["--shard", "0/2"],
+    ]
+    .concat());
+    assert_fails_with(&o, &["holds runs of another configuration"]);
+
+    let empty = tempfile::tempdir().unwrap();
+    let o = run(&["sweep", "merge", empty.path().to_str().unwrap()]);
+    assert_fails_with(
+        &o,
+        &[
+            "holds no finished run of a sweep",
+            "<out>/sweep/<experiment>",
+        ],
+    );
+    let o = run(&["sweep", "merge", "/nonexistent/sweep"]);
+    assert_fails_with(&o, &["'/nonexistent/sweep' is not a directory"]);
+}
+
+/// Flags that size a resource (threads, shards, seeds, settings, Monte-Carlo passes) have a
+/// ceiling, named in the message; nothing is started or written.
+#[test]
+fn flags_that_size_a_resource_are_capped() {
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let out = tempfile::tempdir().unwrap();
+    let o = run_on_cpu(out.path(), &["--threads", "100000", "weight-decay"]);
+    assert_fails_with(
+        &o,
+        &["--threads", &format!("at most {}", 4 * cpus), "logical CPU"],
+    );
+    let o = run_on_cpu(
+        out.path(),
+        &[
+            "--threads",
+            &format!("{}", 4 * cpus),
+            "weight-decay",
+            "--epochs",
+            "1",
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "the ceiling itself is allowed: {}",
+        stderr(&o)
+    );
+
+    let o = run_on_cpu(out.path(), &["dropout", "--mc-samples", "10001"]);
+    assert_fails_with(&o, &["--mc-samples", "at most 10000"]);
+    for (shard, needle) in [
+        ("3/3", "shard 3 of 3 does not exist"),
+        ("0/0", "number of shards must be 1 to 10000"),
+        ("0/10001", "number of shards must be 1 to 10000"),
+        ("1", "is not K/N"),
+    ] {
+        let o = run_on_cpu(out.path(), &["sweep", "weight-decay", "--shard", shard]);
+        assert_fails_with(&o, &["--shard", needle]);
+    }
+    let seeds: Vec<String> = (0..10_001).map(|s| s.to_string()).collect();
+    let o = run_on_cpu(
+        out.path(),
+        &["sweep", "weight-decay", "--seeds", &seeds.join(",")],
+    );
+    assert_fails_with(&o, &["--seeds lists 10001 seeds", "10000"]);
+    let lambdas: Vec<String> = (0..10_001).map(|s| format!("{s}")).collect();
+    let o = run_on_cpu(
+        out.path(),
+        &[
+            "weight-decay",
+            "--impl",
+            "concise",
+            "--wd",
+            &lambdas.join(","),
+        ],
+    );
+    assert_fails_with(&o, &["10001 settings", "--wd", "10000"]);
+    assert!(
+        files_under(out.path())
+            .iter()
+            .all(|f| !f.to_string_lossy().contains("sweep")),
+        "nothing written by the refused sweeps"
+    );
+}

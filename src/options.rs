@@ -170,3 +170,25 @@ pub fn positive_usize(s: &str) -> Result<usize, String> {
         Err(_) => Err(format!("'{s}' is not a whole number ≥ 1")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value that once exhausted a machine's process table is refused by the parser,
+    /// before libtorch sees it; the ceiling itself is accepted.
+    #[test]
+    fn a_thread_count_above_the_ceiling_is_refused() {
+        let err = thread_count("100000").unwrap_err();
+        assert!(err.contains(&format!("at most {}", max_threads())), "{err}");
+        assert!(thread_count(&(max_threads() + 1).to_string()).is_err());
+        assert_eq!(thread_count(&max_threads().to_string()), Ok(max_threads()));
+        assert!(thread_count("0").is_err());
+    }
+
+    #[test]
+    fn monte_carlo_passes_have_a_ceiling() {
+        assert!(mc_samples("10001").unwrap_err().contains("at most 10000"));
+        assert_eq!(mc_samples("10000"), Ok(10_000));
+    }
+}

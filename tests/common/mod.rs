@@ -174,3 +174,62 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// A CSV without its timing columns (`seconds`, `elapsed_s`): what must be identical.
+pub fn without_timings(path: &Path) -> Vec<Vec<String>> {
+    let (header, rows) = read_csv(path);
+    let keep: Vec<usize> = (0..header.len())
+        .filter(|&i| header[i] != "seconds" && header[i] != "elapsed_s")
+        .collect();
+    std::iter::once(header.clone())
+        .chain(rows)
+        .map(|r| keep.iter().map(|&i| r[i].clone()).collect())
+        .collect()
+}
+
+/// The sweep in `a` and in `b` wrote the same summary, runs table and curves (timings apart),
+/// and the same figures.
+pub fn assert_same_sweep(a: &Path, b: &Path) {
+    for name in ["summary.csv", "runs.csv"] {
+        assert_eq!(
+            without_timings(&a.join(name)),
+            without_timings(&b.join(name)),
+            "{name}"
+        );
+    }
+    let curves = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d.join("runs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(curves(a), curves(b), "the files under runs/");
+    for name in curves(a).iter().filter(|n| n.ends_with(".csv")) {
+        assert_eq!(
+            without_timings(&a.join("runs").join(name)),
+            without_timings(&b.join("runs").join(name)),
+            "runs/{name}"
+        );
+    }
+    let svgs = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".svg"))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(svgs(a), svgs(b), "the figures");
+    assert!(!svgs(a).is_empty(), "figures drawn");
+    for svg in svgs(a) {
+        assert_eq!(
+            std::fs::read_to_string(a.join(&svg)).unwrap(),
+            std::fs::read_to_string(b.join(&svg)).unwrap(),
+            "{svg}"
+        );
+    }
+    assert!(a.join("results.xlsx").exists() && b.join("results.xlsx").exists());
+}

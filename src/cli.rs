@@ -84,7 +84,7 @@ pub enum Sweep {
     /// Every combination of --dropout1 × --dropout2 (e.g. 0,0.2,0.5 × 0,0.5,0.8), once per seed
     Dropout(SweepArgs<dropout::Config>),
     /// Summarises a sweep whose shards (--shard K/N) all finished: summary.csv, figures and
-    /// workbook from the runs in <dir>, refused when runs are missing or of other configurations
+    /// workbook from the runs in DIR, refused when runs are missing or of other configurations
     Merge(sweep::MergeArgs),
 }
 

@@ -3,6 +3,7 @@
 //! The binary is a thin layer over this library, so the tests and benchmarks run the same code
 //! as the command line. Data flows one way: CLI → config → data on the device → model →
 //! train loop → records.
+pub mod atomic;
 pub mod bench;
 pub mod cli;
 pub mod cuda;

@@ -267,7 +267,7 @@ impl Book {
             .workbook
             .save_to_buffer()
             .with_context(|| format!("cannot build '{}'", path.display()))?;
-        crate::record::write_atomic(path, &bytes)
+        crate::atomic::write_atomic(path, &bytes)
     }
 }
 

@@ -79,8 +79,12 @@ pub struct Config {
     /// After training, also the test accuracy with the noise left on: of one pass, and of the average of K passes' probabilities (Monte-Carlo dropout)
     #[arg(long, allow_negative_numbers = true, value_parser = mc_samples)]
     pub mc_samples: Option<usize>,
-    /// Every epoch, the mean and variance of each hidden layer's activations on a fixed probe batch of the test set, in train and eval mode (<run>-activations.csv)
-    #[arg(long)]
+    /// Every epoch, the mean and variance of each hidden layer's activations on a fixed probe
+    /// batch of the test set, in train and eval mode (`<run>-activations.csv`)
+    #[arg(
+        long,
+        help = "Every epoch, the mean and variance of each hidden layer's activations on a fixed probe batch of the test set, in train and eval mode (<run>-activations.csv)"
+    )]
     pub track_activations: bool,
     /// Also store each trained model as `<impl>.safetensors` (PyTorch's parameter names)
     #[arg(

@@ -184,7 +184,7 @@ impl Data {
 const VALIDATION_SEED: i64 = 0x7a11d;
 
 /// `--n-val` examples from the same distribution, drawn after training from a generator seeded
-/// with the run's seed and [`VALIDATION_SEED`]: the same split for every run of a seed, and no
+/// with the run's seed and `VALIDATION_SEED`: the same split for every run of a seed, and no
 /// draw of the training (data, initialisation, batches) moves.
 pub fn validation_split(cfg: &Config, seed: i64, device: Device) -> Option<Split> {
     let n = cfg.n_val?;

@@ -238,9 +238,10 @@ fn plan<E: Experiment>(cfg: &E::Config, seeds: &[i64]) -> Vec<Planned<E::Setting
     runs
 }
 
-/// The finished runs recorded under `runs/`: a record is kept when its curve is whole (as
-/// many rows as it says) and the run did not stop for an interruption.
-fn finished_runs(runs_dir: &Path) -> Result<HashMap<String, RunRecord>> {
+/// The run records under `runs/`, by stem: every finished run whose curve is whole (as many
+/// rows as its record says), and every interrupted run (for the summary of an interrupted
+/// sweep; never kept by `--resume`). Damaged records and anything else are left out.
+fn read_records(runs_dir: &Path) -> Result<HashMap<String, RunRecord>> {
     let mut found = HashMap::new();
     let Ok(entries) = std::fs::read_dir(runs_dir) else {
         return Ok(found);
@@ -261,15 +262,25 @@ fn finished_runs(runs_dir: &Path) -> Result<HashMap<String, RunRecord>> {
         let Ok(record) = serde_json::from_str::<RunRecord>(&text) else {
             continue; // not a run record (or a damaged one): trained again
         };
-        let curve = runs_dir.join(format!("{stem}.csv"));
-        let rows = csv::Reader::from_path(&curve)
-            .ok()
-            .map(|mut r| r.records().filter(|r| r.is_ok()).count());
-        if record.status != Status::Interrupted && rows == Some(record.epochs) {
+        let whole = || {
+            let curve = runs_dir.join(format!("{stem}.csv"));
+            csv::Reader::from_path(&curve)
+                .ok()
+                .map(|mut r| r.records().filter(|r| r.is_ok()).count())
+                == Some(record.epochs)
+        };
+        if record.status == Status::Interrupted || whole() {
             found.insert(stem.to_string(), record);
         }
     }
     Ok(found)
+}
+
+/// Whether `records` holds `stem` as a finished run (one `--resume` keeps).
+fn finished(records: &HashMap<String, RunRecord>, stem: &str) -> bool {
+    records
+        .get(stem)
+        .is_some_and(|r| r.status != Status::Interrupted)
 }
 
 /// Files of a sweep directory that an earlier sweep left.
@@ -320,7 +331,6 @@ where
     experiment::check_grid::<E>(cfg)?;
     let data = E::prepare(cfg, ctx)?;
     let dir = record::experiment_dir(&record::experiment_dir(&ctx.out, "sweep")?, E::NAME)?;
-    let runs_dir = dir.join("runs");
     let fingerprint = fingerprint::<E>(cfg, ctx.device)?;
     if has_sweep(&dir) && !sweep.resume && sweep.shard.is_none() {
         if !sweep.overwrite {
@@ -332,9 +342,13 @@ where
         }
         clear(&dir)?;
     }
-    let runs_dir = record::experiment_dir(&dir, "runs").map(|_| runs_dir)?;
-    let recorded = finished_runs(&runs_dir)?;
-    if let Some((name, _)) = recorded.iter().find(|(_, r)| r.fingerprint != fingerprint) {
+    let runs_dir = record::experiment_dir(&dir, "runs")?;
+    // Read once; every run this process writes is added as it is written.
+    let mut records = read_records(&runs_dir)?;
+    if let Some((name, _)) = records
+        .iter()
+        .find(|(stem, r)| finished(&records, stem) && r.fingerprint != fingerprint)
+    {
         bail!(
             "'{}' holds runs of another configuration (e.g. runs/{name}.json); finish or merge \
              that sweep, choose another --out, or start over with --overwrite",
@@ -359,7 +373,7 @@ where
             // fused engine trains them as one model), so a run trained alone could differ.
             let group_runs = &planned[group_start..group_end];
             let missing: Vec<&Planned<E::Setting>> =
-                if group_runs.iter().all(|p| recorded.contains_key(&p.stem)) {
+                if group_runs.iter().all(|p| finished(&records, &p.stem)) {
                     Vec::new()
                 } else {
                     group_runs.iter().collect()
@@ -376,12 +390,14 @@ where
                 );
                 for (p, run) in missing.iter().zip(runs) {
                     interrupted |= run.status == Status::Interrupted;
-                    write_run::<E>(cfg, &runs_dir, p, &run, &fingerprint, &config, &seeds)?;
+                    let record =
+                        write_run::<E>(cfg, &runs_dir, p, &run, &fingerprint, &config, &seeds)?;
+                    records.insert(p.stem.clone(), record);
                     trained += 1;
                 }
             }
             if sweep.shard.is_none() {
-                let lines = lines::<E>(&planned, &finished_and_interrupted(&runs_dir)?);
+                let lines = lines::<E>(&planned, &records);
                 write_runs_csv::<E>(cfg, &dir, &lines)?;
             }
         }
@@ -413,7 +429,6 @@ where
     if kept > 0 {
         eprintln!("sweep: kept {kept} finished runs, trained {trained}");
     }
-    let records = finished_and_interrupted(&runs_dir)?;
     summarise_dir::<E>(
         cfg,
         &dir,
@@ -423,35 +438,6 @@ where
         ctx.plots,
         interrupted,
     )
-}
-
-/// Every run record under `runs/`, finished or interrupted (for the summary of an interrupted
-/// sweep), by stem.
-fn finished_and_interrupted(runs_dir: &Path) -> Result<HashMap<String, RunRecord>> {
-    let mut all = finished_runs(runs_dir)?;
-    if let Ok(entries) = std::fs::read_dir(runs_dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Some(stem) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".json"))
-            else {
-                continue;
-            };
-            if all.contains_key(stem) {
-                continue;
-            }
-            if let Ok(record) = serde_json::from_str::<RunRecord>(
-                &std::fs::read_to_string(&path).unwrap_or_default(),
-            ) {
-                if record.status == Status::Interrupted {
-                    all.insert(stem.to_string(), record);
-                }
-            }
-        }
-    }
-    Ok(all)
 }
 
 /// A trained run's curve (and what it saves), then its record — last, so a record exists only
@@ -464,7 +450,7 @@ fn write_run<E: Experiment>(
     fingerprint: &str,
     config: &serde_json::Value,
     seeds: &[i64],
-) -> Result<()> {
+) -> Result<RunRecord> {
     let stem = runs_dir.join(&p.stem);
     record::write_csv(&record::with_suffix(&stem, "csv"), &run.curve)?;
     if run.status == Status::Ok {
@@ -486,7 +472,8 @@ fn write_run<E: Experiment>(
     };
     let mut bytes = serde_json::to_vec_pretty(&record)?;
     bytes.push(b'\n');
-    record::write_atomic(&record::with_suffix(&stem, "json"), &bytes)
+    record::write_atomic(&record::with_suffix(&stem, "json"), &bytes)?;
+    Ok(record)
 }
 
 /// The lines of `runs.csv`: every planned run that has a record, in the plan's order.
@@ -539,7 +526,7 @@ where
     E::Config: Serialize + serde::de::DeserializeOwned,
 {
     let runs_dir = dir.join("runs");
-    let records = finished_and_interrupted(&runs_dir)?;
+    let records = read_records(&runs_dir)?;
     let Some((_, first)) = records.iter().min_by_key(|(stem, _)| *stem) else {
         bail!(
             "'{}' holds no finished run of a sweep (runs/*.json); run the shards first",
@@ -595,8 +582,6 @@ where
             list(&missing)
         );
     }
-    let lines = lines::<E>(&planned, &records);
-    write_runs_csv::<E>(&cfg, dir, &lines)?;
     summarise_dir::<E>(&cfg, dir, &planned, &records, seeds.len(), plots, false)
 }
 
@@ -609,7 +594,7 @@ pub fn experiment_of(dir: &Path) -> Result<String> {
             dir.display()
         );
     }
-    let records = finished_and_interrupted(&dir.join("runs"))?;
+    let records = read_records(&dir.join("runs"))?;
     match records.iter().min_by_key(|(stem, _)| *stem) {
         Some((_, r)) => Ok(r.experiment.clone()),
         None => bail!(

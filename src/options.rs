@@ -131,18 +131,22 @@ pub fn probability(s: &str) -> Result<f64, String> {
 /// The most intra-op threads `--threads` accepts: four per logical CPU. libtorch starts every
 /// thread asked for; 100000 exhausted the process table of the machine that tried it.
 pub fn max_threads() -> usize {
-    4 * std::thread::available_parallelism().map_or(1, |n| n.get())
+    4 * logical_cpus()
+}
+
+fn logical_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `--threads`: 1 to [`max_threads`].
 pub fn thread_count(s: &str) -> Result<usize, String> {
     let n = positive_usize(s)?;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if n > max_threads() {
         return Err(format!(
             "{n} threads is more than this machine can use: at most {} (4 per logical CPU, \
-             {cpus} here); leave --threads out for one per core",
-            max_threads()
+             {} here); leave --threads out for one per core",
+            max_threads(),
+            logical_cpus()
         ));
     }
     Ok(n)

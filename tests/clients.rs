@@ -12,17 +12,9 @@ use std::process::Command;
 
 /// A tool on PATH, or `None` (test skipped) outside CI; under CI a missing tool fails.
 fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    });
+    let found = which(name);
     if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but {name} is not installed (.ci/run installs it)"
-        );
-        eprintln!("skipped: {name} is not installed");
+        skip_outside_ci(&format!("{name} is not installed (.ci/run installs it)"));
     }
     found
 }

@@ -11,18 +11,9 @@ use std::time::{Duration, Instant};
 
 /// Three groups (seeds) of two runs, a second or two each on one core: long enough to cancel
 /// a task between its two runs.
-const SWEEP: &[&str] = &[
-    "sweep",
-    "weight-decay",
-    "--impl",
-    "concise",
-    "--wd",
-    "0,3",
-    "--seeds",
-    "0,1,2",
-    "--epochs",
-    "10000",
-];
+fn sweep<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    wd_sweep("10000", extra)
+}
 
 /// A running single-node cluster; dropping it cancels every job, waits for an empty queue (jobs
 /// outlive the daemons), shuts the daemons down and stops munged.
@@ -47,12 +38,10 @@ impl Cluster {
             .all(|t| which(t).is_some());
         let root = unsafe { libc::geteuid() } == 0;
         if !installed || !root {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but Slurm is not installed or this is not root (.ci/run installs \
-                 slurmctld slurmd slurm-client munge as root)"
+            skip_outside_ci(
+                "Slurm is not installed or this is not root (.ci/run installs slurmctld slurmd \
+                 slurm-client munge as root)",
             );
-            eprintln!("skipped: Slurm not installed, or not root");
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -291,21 +280,12 @@ impl Drop for Cluster {
     }
 }
 
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-            .map(|d| d.join(tool))
-            .find(|p| p.is_file())
-    })
-}
-
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// `scripts/slurm-sweep.sh` for SWEEP into `out`: the array job's and the merge job's ids.
+/// `scripts/slurm-sweep.sh` for `sweep` into `out`: the array job's and the merge job's ids.
 fn submit(cluster: &Cluster, out: &Path, quiet: bool, sweep: &[&str]) -> (String, String) {
     let o = cluster
         .slurm(repo_root().join("scripts/slurm-sweep.sh").to_str().unwrap())
@@ -337,25 +317,12 @@ fn a_sweep_as_a_slurm_job_array_equals_the_sweep_in_one_process_and_resumes_a_ca
     };
     eprintln!("cluster up in {:.1} s", started.elapsed().as_secs_f64());
     let plain = tempfile::tempdir().unwrap();
-    let o = run(&[
-        &[
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "-q",
-            "--out",
-            plain.path().to_str().unwrap(),
-        ],
-        SWEEP,
-    ]
-    .concat());
-    assert!(o.status.success(), "{}", stderr(&o));
+    succeed_on_one_core(plain.path(), &sweep(&[]));
     let plain = plain.path().join("sweep/weight-decay");
 
     // The array and its merge.
     let out = tempfile::tempdir().unwrap();
-    let (array, merge) = submit(&cluster, out.path(), true, SWEEP);
+    let (array, merge) = submit(&cluster, out.path(), true, &sweep(&[]));
     cluster.wait_jobs("the merge job", Duration::from_secs(240), |jobs| {
         let merge_state = jobs.iter().find(|j| j.0 == merge).map(|j| j.1.as_str());
         let failed = jobs.iter().find(|j| {
@@ -397,7 +364,7 @@ fn a_sweep_as_a_slurm_job_array_equals_the_sweep_in_one_process_and_resumes_a_ca
 
     // A task cancelled while it trains: the merge never runs; --resume finishes the sweep.
     let out = tempfile::tempdir().unwrap();
-    let (array, merge) = submit(&cluster, out.path(), false, SWEEP);
+    let (array, merge) = submit(&cluster, out.path(), false, &sweep(&[]));
     let task = format!("{array}_1");
     // Task 1 trains seed 1's group (λ = 0, then 3): cancelled as its second run starts (its
     // progress lines are in the task's log), so the group is half trained.
@@ -430,21 +397,7 @@ fn a_sweep_as_a_slurm_job_array_equals_the_sweep_in_one_process_and_resumes_a_ca
         .status()
         .unwrap()
         .success());
-    let o = run(&[
-        &[
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "-q",
-            "--out",
-            out.path().to_str().unwrap(),
-        ],
-        SWEEP,
-        &["--resume"],
-    ]
-    .concat());
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = succeed_on_one_core(out.path(), &sweep(&["--resume"]));
     let task_log = std::fs::read_to_string(&task_log).unwrap_or_default();
     assert!(
         stderr(&o).contains("kept 4 finished runs, trained 2"),

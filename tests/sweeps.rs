@@ -2,50 +2,12 @@
 //! `sweep merge`, and the ceilings on flags that size a resource.
 mod common;
 use common::*;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-/// A weight-decay sweep of six runs in three groups (one per seed), each run about a second.
-const SWEEP: &[&str] = &[
-    "sweep",
-    "weight-decay",
-    "--impl",
-    "concise",
-    "--wd",
-    "0,3",
-    "--seeds",
-    "0,1,2",
-    "--epochs",
-    "3000",
-];
-
-fn spawn(out: &Path, args: &[&str]) -> Child {
-    Command::new(BIN)
-        .args(["--device", "cpu", "--threads", "1", "-q", "--out"])
-        .arg(out)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn plain_sweep(out: &Path) {
-    let o = run(&[
-        &[
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "-q",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        SWEEP,
-    ]
-    .concat());
-    assert!(o.status.success(), "{}", stderr(&o));
+/// The sweep of these tests, each run about a second, then `extra`.
+fn sweep<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    wd_sweep("3000", extra)
 }
 
 fn wait(child: Child) -> std::process::Output {
@@ -55,11 +17,11 @@ fn wait(child: Child) -> std::process::Output {
 #[test]
 fn an_interrupted_sweep_resumed_writes_what_an_uninterrupted_one_writes() {
     let plain = tempfile::tempdir().unwrap();
-    plain_sweep(plain.path());
+    succeed_on_one_core(plain.path(), &sweep(&[]));
 
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("sweep/weight-decay");
-    let child = spawn(out.path(), SWEEP);
+    let child = spawn_on_one_core(out.path(), &sweep(&[]));
     // Interrupt once seed 0's group has finished, in the middle of seed 1's.
     let first_group_done = dir.join("runs/concise-wd3-seed0.json");
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -80,37 +42,15 @@ fn an_interrupted_sweep_resumed_writes_what_an_uninterrupted_one_writes() {
 
     // Without --resume the directory is refused, nothing touched.
     let before = std::fs::read(dir.join("runs.csv")).unwrap();
-    let o = run(&[
-        &[
-            "--device",
-            "cpu",
-            "-q",
-            "--out",
-            out.path().to_str().unwrap(),
-        ],
-        SWEEP,
-    ]
-    .concat());
+    let o = run_on_cpu(out.path(), &sweep(&[]));
     assert_fails_with(&o, &["already holds a sweep", "--resume", "--overwrite"]);
     assert_eq!(std::fs::read(dir.join("runs.csv")).unwrap(), before);
 
     // A resumed sweep of another configuration is refused.
-    let other = [&SWEEP[..SWEEP.len() - 1], &["2999", "--resume"]].concat();
-    let o = run(&[
-        &[
-            "--device",
-            "cpu",
-            "-q",
-            "--out",
-            out.path().to_str().unwrap(),
-        ],
-        &other[..],
-    ]
-    .concat());
+    let o = run_on_cpu(out.path(), &wd_sweep("2999", &["--resume"]));
     assert_fails_with(&o, &["holds runs of another configuration", "--overwrite"]);
 
-    let o = wait(spawn(out.path(), &[SWEEP, &["--resume"]].concat()));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = succeed_on_one_core(out.path(), &sweep(&["--resume"]));
     assert!(
         stderr(&o).contains("kept 2 finished runs, trained 4"),
         "seed 0's group kept, seed 1's (interrupted) and seed 2's trained: {}",
@@ -119,8 +59,7 @@ fn an_interrupted_sweep_resumed_writes_what_an_uninterrupted_one_writes() {
     assert_same_sweep(&plain.path().join("sweep/weight-decay"), &dir);
 
     // --overwrite starts over.
-    let o = wait(spawn(out.path(), &[SWEEP, &["--overwrite"]].concat()));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = succeed_on_one_core(out.path(), &sweep(&["--overwrite"]));
     assert!(!stderr(&o).contains("kept"), "{}", stderr(&o));
     assert_same_sweep(&plain.path().join("sweep/weight-decay"), &dir);
 }
@@ -128,19 +67,17 @@ fn an_interrupted_sweep_resumed_writes_what_an_uninterrupted_one_writes() {
 #[test]
 fn a_resumed_sweep_trains_a_run_whose_files_are_incomplete_again() {
     let out = tempfile::tempdir().unwrap();
-    let short: Vec<&str> = [&SWEEP[..SWEEP.len() - 1], &["20"]].concat();
-    plain_sweep_args(out.path(), &short);
+    succeed_on_one_core(out.path(), &wd_sweep("20", &[]));
     let dir = out.path().join("sweep/weight-decay");
     let plain = tempfile::tempdir().unwrap();
-    plain_sweep_args(plain.path(), &short);
+    succeed_on_one_core(plain.path(), &wd_sweep("20", &[]));
     // A curve cut short (a copy interrupted, a disk filled up) and a record lost.
     let curve = dir.join("runs/concise-wd3-seed1.csv");
     let text = std::fs::read_to_string(&curve).unwrap();
     let cut: Vec<&str> = text.lines().take(5).collect();
     std::fs::write(&curve, cut.join("\n") + "\n").unwrap();
     std::fs::remove_file(dir.join("runs/concise-wd0-seed2.json")).unwrap();
-    let o = wait(spawn(out.path(), &[&short[..], &["--resume"]].concat()));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = succeed_on_one_core(out.path(), &wd_sweep("20", &["--resume"]));
     assert!(
         stderr(&o).contains("kept 2 finished runs, trained 4"),
         "{}",
@@ -149,24 +86,17 @@ fn a_resumed_sweep_trains_a_run_whose_files_are_incomplete_again() {
     assert_same_sweep(&plain.path().join("sweep/weight-decay"), &dir);
 }
 
-fn plain_sweep_args(out: &Path, args: &[&str]) {
-    let o = wait(spawn(out, args));
-    assert!(o.status.success(), "{}", stderr(&o));
-}
-
 #[test]
 fn three_shards_at_once_then_merge_equal_the_unsharded_sweep() {
     let plain = tempfile::tempdir().unwrap();
-    plain_sweep(plain.path());
+    succeed_on_one_core(plain.path(), &sweep(&[]));
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("sweep/weight-decay");
     // All three in one directory at the same time.
     let shards: Vec<Child> = (0..3)
         .map(|k| {
-            spawn(
-                out.path(),
-                &[SWEEP, &["--shard", &format!("{k}/3")]].concat(),
-            )
+            let shard = format!("{k}/3");
+            spawn_on_one_core(out.path(), &sweep(&["--shard", &shard]))
         })
         .collect();
     for (k, child) in shards.into_iter().enumerate() {
@@ -198,13 +128,10 @@ fn three_shards_at_once_then_merge_equal_the_unsharded_sweep() {
 
 #[test]
 fn merge_refuses_runs_of_different_sweeps_and_directories_without_runs() {
-    let short = |epochs: &'static str| -> Vec<&'static str> {
-        [&SWEEP[..SWEEP.len() - 1], &[epochs]].concat()
-    };
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
-    plain_sweep_args(a.path(), &short("20"));
-    plain_sweep_args(b.path(), &short("21"));
+    succeed_on_one_core(a.path(), &wd_sweep("20", &[]));
+    succeed_on_one_core(b.path(), &wd_sweep("21", &[]));
     let dir = a.path().join("sweep/weight-decay");
     // A run of the 21-epoch sweep copied in place of one of the 20-epoch sweep's.
     for ext in ["csv", "json"] {
@@ -218,12 +145,7 @@ fn merge_refuses_runs_of_different_sweeps_and_directories_without_runs() {
     let o = run(&["sweep", "merge", dir.to_str().unwrap()]);
     assert_fails_with(&o, &["mixes runs of different sweeps", "concise-wd0-seed2"]);
     // A shard of another configuration into that directory is refused too.
-    let o = run(&[
-        &["--device", "cpu", "-q", "--out", a.path().to_str().unwrap()],
-        &short("22")[..],
-        &["--shard", "0/2"],
-    ]
-    .concat());
+    let o = run_on_cpu(a.path(), &wd_sweep("22", &["--shard", "0/2"]));
     assert_fails_with(&o, &["holds runs of another configuration"]);
 
     let empty = tempfile::tempdir().unwrap();

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_d2l-regularization");
 
@@ -232,4 +232,58 @@ pub fn assert_same_sweep(a: &Path, b: &Path) {
         );
     }
     assert!(a.join("results.xlsx").exists() && b.join("results.xlsx").exists());
+}
+
+/// The small weight-decay sweep of tests/sweeps.rs and tests/slurm.rs: six runs in three groups
+/// (one per seed, λ 0 and 3, concise), `epochs` each, then `extra`.
+pub fn wd_sweep<'a>(epochs: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "sweep",
+        "weight-decay",
+        "--impl",
+        "concise",
+        "--wd",
+        "0,3",
+        "--seeds",
+        "0,1,2",
+        "--epochs",
+        epochs,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Starts the binary quietly on one CPU thread with results under `out`, then `args`.
+pub fn spawn_on_one_core(out: &Path, args: &[&str]) -> Child {
+    Command::new(BIN)
+        .args(["--device", "cpu", "--threads", "1", "-q", "--out"])
+        .arg(out)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// [`spawn_on_one_core`], waited for; panics with its stderr unless it succeeded.
+pub fn succeed_on_one_core(out: &Path, args: &[&str]) -> Output {
+    let o = spawn_on_one_core(out, args).wait_with_output().unwrap();
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    o
+}
+
+/// A program on PATH (or in /usr/sbin, /sbin, where Debian puts daemons).
+pub fn which(name: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&paths)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A test that needs something missing (`what`, and how CI gets it): skipped with a message,
+/// except under CI, where it fails.
+pub fn skip_outside_ci(what: &str) {
+    assert!(std::env::var_os("CI").is_none(), "CI is set but {what}");
+    eprintln!("skipped: {what}");
 }

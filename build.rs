@@ -17,12 +17,17 @@ fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
     println!("cargo:rerun-if-changed=src/cuda/shim.cpp");
+    println!("cargo:rerun-if-changed=src/cpu/aten.cpp");
     println!("cargo::rustc-check-cfg=cfg(d2l_cuda_shim)");
+    println!("cargo::rustc-check-cfg=cfg(d2l_aten_capability)");
     let dir = std::env::var("DEP_TCH_LIBTORCH_LIB").unwrap_or_default();
     let lib = Path::new(&dir);
     let has_cuda = !dir.is_empty() && lib.join("libtorch_cuda.so").exists();
     if !dir.is_empty() {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+    }
+    if !dir.is_empty() {
+        build_aten_capability(lib);
     }
     if has_cuda {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
@@ -105,6 +110,35 @@ fn build_shim(torch_lib: &Path, cuda: &Cuda) {
     println!("cargo:rustc-link-arg=-l:{cudart}");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", cuda.lib.display());
     println!("cargo:rustc-cfg=d2l_cuda_shim");
+}
+
+/// `src/cpu/aten.cpp`: ATen's CPU capability (`at::get_cpu_capability`, a C++ string), for
+/// `run.json`. Skipped, with a warning, when libtorch's headers are not beside its libraries.
+fn build_aten_capability(torch_lib: &Path) {
+    let Some(include) = torch_lib.parent().map(|t| t.join("include")) else {
+        return;
+    };
+    if !include.join("ATen/Version.h").is_file() {
+        println!(
+            "cargo:warning=ATen's CPU capability will not be recorded: {} lacks ATen/Version.h",
+            include.display()
+        );
+        return;
+    }
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    cc::Build::new()
+        .cpp(true)
+        .file("src/cpu/aten.cpp")
+        .include(&include)
+        .flag("-std=c++17")
+        .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
+        .warnings(false)
+        .compile("d2l_aten_capability");
+    println!("cargo:rustc-link-search=native={}", torch_lib.display());
+    for name in ["torch_cpu", "c10"] {
+        println!("cargo:rustc-link-lib=dylib={name}");
+    }
+    println!("cargo:rustc-cfg=d2l_aten_capability");
 }
 
 /// `2.11.0+cu130` from a PyTorch wheel's `version.py` or a libtorch zip's `build-version`.

@@ -79,7 +79,13 @@ def main():
                    help="comma-separated PyTorch anchors for the dropout epoch: compile, graph "
                         "(default: both on a GPU, none on the CPU; 'none' for none)")
     p.add_argument("--out", default=os.path.join(REPO, "results", "bench"))
+    p.add_argument("--kernel-paths", action="store_true",
+                   help="instead: the Rust binary alone under each CPU kernel path (MKL's default "
+                        "branch, MKL_CBWR=AVX2, MKL_CBWR=COMPATIBLE, --reproducible), interleaved; "
+                        "what --reproducible costs")
     args = p.parse_args()
+    if args.kernel_paths:
+        return kernel_paths(args)
 
     import torch  # only for the device's name and the version
     device = args.device
@@ -177,6 +183,70 @@ def main():
                       "torch_version", "libtorch_version", "tch_version", "measured_utc"])
         for row in rows:
             w.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in row] + meta)
+    os.replace(tmp_path, path)
+    print(f"\nwritten: {os.path.relpath(path)}", file=sys.stderr)
+
+
+# The settings --kernel-paths compares: a name, the environment it adds, the flags it adds. The
+# first is the reference of the ratios.
+KERNEL_PATHS = [
+    ("default", {}, []),
+    ("MKL_CBWR=AVX2", {"MKL_CBWR": "AVX2"}, []),
+    ("MKL_CBWR=COMPATIBLE", {"MKL_CBWR": "COMPATIBLE"}, []),
+    ("--reproducible", {}, ["--reproducible"]),
+]
+
+
+def kernel_paths(args):
+    """The Rust binary's timings under each of KERNEL_PATHS, interleaved in every round, both
+    engines, with the kernels each process really ran (MKL's branch, ATen's capability)."""
+    if args.device != "cpu":
+        sys.exit("error: --kernel-paths measures CPU kernels: use --device cpu")
+    model = cpu_model()
+    data = ["--data-dir", args.data_dir] if args.data_dir else []
+    times = {name: {} for name, _, _ in KERNEL_PATHS}
+    ran = {}
+    for r in range(1, args.rounds + 1):
+        print(f"round {r}/{args.rounds}", file=sys.stderr)
+        for name, extra_env, flags in KERNEL_PATHS:
+            env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "MKL_DYNAMIC")}
+            env.update(extra_env)
+            res = run_json([args.bin, "--device", "cpu", "--threads", str(args.threads), *flags, "bench",
+                            "--epochs", str(args.epochs), "--wd-runs", str(args.wd_runs), *data], env)
+            k = res["cpu_kernels"]
+            ran[name] = f"MKL {k['mkl_branch']}{' (fixed)' if k['mkl_branch_fixed'] else ''}, ATen {k['aten_capability']}"
+            for engine in ("autograd", "fused"):
+                for key, _ in ROWS[:4]:
+                    times[name].setdefault((engine, key), []).extend(res[engine][key])
+    med = {n: {k: statistics.median(v) for k, v in d.items()} for n, d in times.items()}
+    base = KERNEL_PATHS[0][0]
+    print(f"\n{model}, {args.threads} threads; medians of {args.rounds} interleaved rounds; ratio to {base}\n")
+    for name, _, _ in KERNEL_PATHS:
+        print(f"- {name}: {ran[name]}")
+    print()
+    print("| measurement (seconds) | engine | " + " | ".join(n for n, _, _ in KERNEL_PATHS) + " |")
+    print("|---|---|" + "---:|" * len(KERNEL_PATHS))
+    rows = []
+    for key, label in ROWS[:4]:
+        for engine in ("autograd", "fused"):
+            b = med[base][(engine, key)]
+            cells = [f"{med[n][(engine, key)]:.4f}" + ("" if n == base else f" ({med[n][(engine, key)] / b:.2f}×)")
+                     for n, _, _ in KERNEL_PATHS]
+            print(f"| {label} | {engine} | " + " | ".join(cells) + " |")
+            rows.append([key, engine] + [med[n][(engine, key)] for n, _, _ in KERNEL_PATHS]
+                        + [med[n][(engine, key)] / b for n, _, _ in KERNEL_PATHS[1:]])
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "cpu-kernel-paths.csv")
+    slug = lambda n: re.sub(r"[^a-z0-9]+", "_", n.lower()).strip("_")
+    meta = [model, args.threads, args.rounds, datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")]
+    tmp_path = f"{path}.{os.getpid()}.tmp"
+    with open(tmp_path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["metric", "engine"] + [slug(n) + "_s" for n, _, _ in KERNEL_PATHS]
+                   + [slug(n) + "_over_" + slug(base) for n, _, _ in KERNEL_PATHS[1:]]
+                   + ["device_model", "threads", "rounds", "measured_utc"])
+        for row in rows:
+            w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row] + meta)
     os.replace(tmp_path, path)
     print(f"\nwritten: {os.path.relpath(path)}", file=sys.stderr)
 

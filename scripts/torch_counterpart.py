@@ -19,7 +19,15 @@ import struct
 import sys
 import time
 
-import torch
+# --reproducible: the CPU kernels the Rust binary's --reproducible fixes (src/cpu/mod.rs): MKL's
+# COMPATIBLE branch, ATen's AVX2 kernels, two threads unless --threads says otherwise. Set before
+# torch is imported: MKL and ATen read these once, at their first use.
+REPRODUCIBLE_ENVIRONMENT = {"MKL_CBWR": "COMPATIBLE", "MKL_DYNAMIC": "FALSE", "ATEN_CPU_CAPABILITY": "avx2"}
+REPRODUCIBLE_THREADS = 2
+if "--reproducible" in sys.argv[1:]:
+    os.environ.update(REPRODUCIBLE_ENVIRONMENT)
+
+import torch  # noqa: E402 (after the environment above)
 from torch import nn
 import torch.nn.functional as F
 
@@ -193,7 +201,47 @@ def wd_scratch(cfg, setting, data, device):
     return curve, torch.norm(w).item()
 
 
+class LibtorchAdam(torch.optim.Optimizer):
+    """libtorch's C++ Adam and AdamW (torch/csrc/api/src/optim/adam.cpp, adamw.cpp), the ones tch
+    runs, written out op by op. PyTorch's Python Adam computes the same formulas rounded
+    differently (the first moment by `lerp_`, the bias correction by `** 0.5`); with this one
+    (`--adam-rule libtorch`) the counterpart takes tch's steps exactly."""
+
+    def __init__(self, params, lr, decoupled, betas=(0.9, 0.999), eps=1e-8):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=0.0))
+        self.decoupled = decoupled
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if self.decoupled and wd != 0:
+                    p.mul_(1 - lr * wd)
+                state["step"] += 1
+                bias_correction1 = 1 - beta1 ** state["step"]
+                bias_correction2 = 1 - beta2 ** state["step"]
+                if not self.decoupled and wd != 0:
+                    grad = grad.add(p, alpha=wd)
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                denom = (exp_avg_sq.sqrt() / math.sqrt(bias_correction2)).add_(eps)
+                p.addcdiv_(exp_avg, denom, value=-(lr / bias_correction1))
+
+
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+LIBTORCH_OPTIMIZERS = {"sgd": torch.optim.SGD,
+                       "adam": lambda groups, lr: LibtorchAdam(groups, lr, decoupled=False),
+                       "adamw": lambda groups, lr: LibtorchAdam(groups, lr, decoupled=True)}
 
 
 def wd_concise(cfg, setting, data, device):
@@ -205,7 +253,8 @@ def wd_concise(cfg, setting, data, device):
         param.data.normal_()
     mse = nn.MSELoss(reduction="none")
     wd = setting["wd"] if setting["penalty"] == "l2" else 0.0
-    trainer = OPTIMIZERS[setting["optimizer"]]([
+    optimizers = LIBTORCH_OPTIMIZERS if cfg.adam_rule == "libtorch" else OPTIMIZERS
+    trainer = optimizers[setting["optimizer"]]([
         {"params": net[0].weight, "weight_decay": wd},
         {"params": net[0].bias, "weight_decay": 0.0}], lr=cfg.lr)
     if setting["penalty"] == "l1":
@@ -603,7 +652,7 @@ def bench(args, device):
     if args.mode != "eager" and args.loader != "preloaded":
         sys.exit("error: bench --mode compile|graph runs with the preloaded data only")
     if args.loader == "preloaded" and args.mode == "eager":
-        wd = argparse.Namespace(**BOOK_WD, wd=[3.0])
+        wd = argparse.Namespace(**BOOK_WD, wd=[3.0], adam_rule="torch")
         for _ in range(args.wd_runs):
             for impl in ("scratch", "concise"):
                 out[f"wd_{impl}_s"].append(wd_run(wd, impl, dict(optimizer="sgd", penalty="l2", wd=3.0), args.seed, device)[2])
@@ -656,12 +705,17 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results-torch")
     p.add_argument("--threads", type=int)
+    p.add_argument("--reproducible", action="store_true",
+                   help="CPU: MKL's COMPATIBLE branch, ATen's AVX2 kernels, 2 threads (as the Rust flag)")
     sub = p.add_subparsers(dest="experiment")
     wd = sub.add_parser("weight-decay")
     wd.add_argument("--wd", type=lambda s: [float(v) for v in s.split(",")], default=[0.0, 3.0])
     wd.add_argument("--penalty", type=lambda s: s.split(","), default=["l2"], help="l2, l1, l1-prox (comma-separated)")
     wd.add_argument("--optimizer", type=lambda s: s.split(","), default=["sgd"],
                     help="sgd, adam, adamw (comma-separated; the concise version)")
+    wd.add_argument("--adam-rule", choices=["torch", "libtorch"], default="torch",
+                    help="torch: torch.optim.Adam/AdamW (the book's); libtorch: the C++ rule tch runs, "
+                         "op by op (the same steps as the Rust binary, to the bit)")
     for k, v in BOOK_WD.items():
         wd.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
     dr = sub.add_parser("dropout")
@@ -681,14 +735,18 @@ def main(argv=None):
     for sp in (wd, dr):
         sp.add_argument("--impl", choices=["concise", "scratch", "both"], default="both")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.reproducible and os.environ.get("MKL_CBWR") != REPRODUCIBLE_ENVIRONMENT["MKL_CBWR"]:
+        sys.exit("error: --reproducible must be on the command line (it is read before torch is imported)")
+    threads = args.threads or (REPRODUCIBLE_THREADS if args.reproducible else None)
+    if threads:
+        torch.set_num_threads(threads)
     device = resolve_device(args.device)
     if args.experiment == "bench":
         return bench(args, device)
     if args.experiment in (None, "weight-decay"):
         cfg = args if args.experiment else wd.parse_args([])
-        weight_decay(cfg_of(cfg, BOOK_WD, wd=cfg.wd, penalty=cfg.penalty, optimizer=cfg.optimizer),
+        weight_decay(cfg_of(cfg, BOOK_WD, wd=cfg.wd, penalty=cfg.penalty, optimizer=cfg.optimizer,
+                            adam_rule=cfg.adam_rule),
                      cfg.impl, args, device)
     if args.experiment in (None, "dropout"):
         cfg = args if args.experiment else dr.parse_args([])

@@ -46,6 +46,8 @@ struct Report {
     device: String,
     threads: i32,
     libtorch_version: &'static str,
+    /// The CPU kernels this process ran (`--reproducible`, `MKL_CBWR`).
+    cpu_kernels: crate::cpu::KernelPaths,
     autograd: Timings,
     /// The fused engine as it runs by default: CUDA graphs on a GPU.
     fused: Timings,
@@ -160,6 +162,7 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<()> {
         device: crate::device::name(ctx.device),
         threads: tch::get_num_threads(),
         libtorch_version: crate::LIBTORCH_VERSION,
+        cpu_kernels: crate::cpu::KernelPaths::current(),
         autograd: time_engine(Engine::Autograd, GraphMode::Auto, cfg, &data, ctx),
         fused: time_engine(Engine::Fused, GraphMode::Auto, cfg, &data, ctx),
         fused_eager: cuda.then(|| time_engine(Engine::Fused, GraphMode::Off, cfg, &data, ctx)),

@@ -6,6 +6,7 @@
 pub mod atomic;
 pub mod bench;
 pub mod cli;
+pub mod cpu;
 pub mod cuda;
 pub mod data;
 pub mod device;

@@ -27,6 +27,11 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     let cli = Cli::parse();
+    if cli.global.reproducible {
+        // Before libtorch runs anything and before any thread starts: MKL and ATen read their
+        // settings from the environment once, at their first use.
+        d2l_regularization::cpu::use_reproducible_kernels();
+    }
     stop::install();
     progress::set_mode(match cli.command {
         Some(Command::Bench(_)) | Some(Command::Doctor) => progress::Mode::Quiet,
@@ -74,15 +79,27 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
-    if let Some(n) = g.threads {
+    let threads = g.threads.or(g
+        .reproducible
+        .then_some(d2l_regularization::cpu::REPRODUCIBLE_THREADS));
+    if let Some(n) = threads {
         tch::set_num_threads(n as i32);
     }
     if let Some(Command::Doctor) = cli.command {
         // Before the device is resolved: it reports why a device is not usable.
         return d2l_regularization::doctor::run();
     }
+    let device = device::resolve(g.device)?;
+    if g.reproducible && device.is_cuda() {
+        anyhow::bail!(
+            "--reproducible fixes the CPU's kernels, and this run would use {} (--device {}): \
+             add --device cpu, or leave --reproducible out",
+            device::name(device),
+            g.device
+        );
+    }
     let ctx = Context {
-        device: device::resolve(g.device)?,
+        device,
         device_requested: g.device,
         seed: g.seed,
         out: g.out.clone(),

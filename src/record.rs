@@ -293,6 +293,9 @@ pub struct RunInfo<'a, C: Serialize> {
     /// The device the run really used (`cpu` or `cuda:N`).
     pub device: String,
     pub threads: i32,
+    /// The CPU kernels libtorch ran (MKL's branch, ATen's capability) and whether
+    /// `--reproducible` chose them.
+    pub cpu_kernels: crate::cpu::KernelPaths,
     pub tch_version: &'a str,
     pub libtorch_version: &'a str,
     pub command: Vec<String>,
@@ -319,6 +322,7 @@ impl<'a, C: Serialize> RunInfo<'a, C> {
             device_requested: requested.to_string(),
             device: crate::device::name(device),
             threads: tch::get_num_threads(),
+            cpu_kernels: crate::cpu::KernelPaths::current(),
             tch_version: crate::TCH_VERSION,
             libtorch_version: crate::LIBTORCH_VERSION,
             command: std::env::args().collect(),

@@ -182,7 +182,8 @@ fn names<'a>(columns: &'a [&'a str]) -> impl Iterator<Item = String> + 'a {
 /// The configuration's fingerprint: an MD5 of its JSON without what the sweep varies (the
 /// experiment's swept flags, `--impl`, the seeds) and without what does not change a result
 /// (where the data are, `--offline`, `--save-weights`, `--cuda-graph`).
-/// The device's kind (`cpu`, `cuda`) is part of it: the same seed gives other numbers there.
+/// The device's kind (`cpu`, `cuda`) is part of it: the same seed gives other numbers there;
+/// so is `--reproducible` on the CPU (other kernels).
 pub fn fingerprint<E: Experiment>(cfg: &E::Config, device: tch::Device) -> Result<String>
 where
     E::Config: Serialize,
@@ -201,7 +202,11 @@ where
         }
     }
     let text = serde_json::to_string(&value)?;
-    let kind = if device.is_cuda() { "cuda" } else { "cpu" };
+    let kind = match (device.is_cuda(), crate::cpu::reproducible()) {
+        (true, _) => "cuda",
+        (false, false) => "cpu",
+        (false, true) => "cpu reproducible",
+    };
     let digest = Md5::digest(format!("{}\n{kind}\n{text}", E::NAME).as_bytes());
     Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }

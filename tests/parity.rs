@@ -42,8 +42,10 @@ fn run_rust(out: &Path, seed: &str, args: &[&str]) -> Output {
     o
 }
 
-/// Every row of `columns` holds the same numbers in both files, to `rel` relative (0: exactly).
-fn assert_columns_close(rust: &Path, torch: &Path, columns: &[&str], rel: f64) {
+/// Every row of `columns` holds the same numbers in both files, to `rel` relative (0: exactly);
+/// returns the largest relative difference.
+fn assert_columns_close(rust: &Path, torch: &Path, columns: &[&str], rel: f64) -> f64 {
+    let mut worst: f64 = 0.0;
     for c in columns {
         let (a, b) = (column(rust, c), column(torch, c));
         assert_eq!(
@@ -53,31 +55,35 @@ fn assert_columns_close(rust: &Path, torch: &Path, columns: &[&str], rel: f64) {
             rust.display()
         );
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-            let diff = (x - y).abs() / y.abs();
+            let diff = if x == y { 0.0 } else { (x - y).abs() / y.abs() };
             assert!(
-                x == y || diff <= rel,
-                "{}: {c} row {}: Rust {x:e} vs PyTorch {y:e} (relative {diff:e})",
+                diff <= rel,
+                "{}: {c} row {}: Rust {x:e} vs PyTorch {y:e} (relative {diff:e}, bound {rel:e})",
                 rust.display(),
                 i + 1
             );
+            worst = worst.max(diff);
         }
     }
+    worst
 }
 
 fn assert_columns_equal(rust: &Path, torch: &Path, columns: &[&str]) {
     assert_columns_close(rust, torch, columns, 0.0);
 }
 
-/// Runs `weight-decay <args>` on both sides (seed 5) and compares every curve file the
-/// counterpart wrote, every epoch, and the summaries' ‖w‖ and final losses, to `rel` relative;
-/// with `rel` = 0 the printed norms must also be the same text.
-fn compare_weight_decay(args: &[&str], rel: f64) {
+/// Runs `weight-decay <args>` on both sides (seed 5; `torch_only` goes to the counterpart
+/// alone) and compares every curve file the counterpart wrote, every epoch, and the summaries'
+/// ‖w‖ and final losses, to `rel` relative; with `rel` = 0 the printed norms must also be the
+/// same text. Returns the largest relative difference seen.
+fn compare_weight_decay(args: &[&str], torch_only: &[&str], rel: f64) -> f64 {
     let (rust, torch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut all = vec!["weight-decay"];
     all.extend_from_slice(args);
     let r_out = run_rust(rust.path(), "5", &all);
+    all.extend_from_slice(torch_only);
     let Some(t_out) = run_torch(torch.path(), "5", &all) else {
-        return;
+        return 0.0;
     };
     if rel == 0.0 {
         assert_eq!(
@@ -95,20 +101,21 @@ fn compare_weight_decay(args: &[&str], rel: f64) {
         .filter(|f| f.extension().is_some_and(|e| e == "csv") && f != Path::new("summary.csv"))
         .collect();
     assert!(curves.len() >= 2, "{args:?}: {curves:?}");
+    let mut worst: f64 = 0.0;
     for name in &curves {
-        assert_columns_close(
+        worst = worst.max(assert_columns_close(
             &r.join(name),
             &t.join(name),
             &["epoch", "train_loss", "test_loss"],
             rel,
-        );
+        ));
     }
-    assert_columns_close(
+    worst.max(assert_columns_close(
         &r.join("summary.csv"),
         &t.join("summary.csv"),
         &["wd", "w_norm", "final_train_loss", "final_test_loss"],
         rel,
-    );
+    ))
 }
 
 /// Both versions, λ 0 and 3, every epoch, ‖w‖ as written and as printed; with the book's batch
@@ -120,7 +127,7 @@ fn weight_decay_matches_pytorch_exactly() {
         return;
     }
     for batch_size in ["5", "3"] {
-        compare_weight_decay(&["--batch-size", batch_size], 0.0);
+        compare_weight_decay(&["--batch-size", batch_size], &[], 0.0);
     }
 }
 
@@ -132,22 +139,56 @@ fn the_l1_penalties_match_pytorch_exactly() {
     if python().is_none() {
         return;
     }
-    compare_weight_decay(&["--penalty", "l1,l1-prox", "--wd", "0,1,3"], 0.0);
+    compare_weight_decay(&["--penalty", "l1,l1-prox", "--wd", "0,1,3"], &[], 0.0);
 }
 
-/// Adam and AdamW, the weight decaying and the bias not, λ 0 and 3: within 1e-5 relative at
-/// every epoch (measured: 3.1e-6 at most). Not to the bit, because libtorch's C++ Adam, which
-/// tch runs, updates the first moment as `m.mul_(β1).add_(g, 1 − β1)` and divides by
-/// `sqrt(1 − β2^t)`, where PyTorch's Python Adam computes `m.lerp_(g, 1 − β1)` and
-/// `(1 − β2^t) ** 0.5`: the same formulas, rounded differently.
+/// Adam and AdamW, the weight decaying and the bias not, λ 0 and 3, against the counterpart
+/// computing libtorch's own C++ rule op by op (`--adam-rule libtorch`): every step is the same
+/// step, so every epoch's numbers are exactly the same, whatever kernels the CPU runs.
 #[test]
-fn adam_and_adamw_match_pytorch_to_rounding() {
+fn adam_and_adamw_take_libtorchs_steps_exactly() {
     if python().is_none() {
         return;
     }
     compare_weight_decay(
+        &["--impl", "concise", "--optimizer", "adam,adamw"],
+        &["--adam-rule", "libtorch"],
+        0.0,
+    );
+}
+
+/// How far PyTorch's own Adam and AdamW (`torch.optim`) may drift from libtorch's C++ ones over
+/// the book's 400 steps (20 examples in batches of 5, 100 epochs), relative, at any epoch.
+///
+/// Each step computes the same formulas rounded differently: libtorch updates the first moment
+/// as `m.mul_(β1).add_(g, 1 − β1)` and divides by `sqrt(1 − β2^t)`, PyTorch's Python Adam
+/// computes `m.lerp_(g, 1 − β1)` and `(1 − β2^t) ** 0.5`; the moments then differ by about a
+/// unit in the last place of an f32 (2⁻²³ ≈ 1.2e-7 relative) per step, and the weights carry
+/// the difference on. Were every step's difference kept whole and all of them added up, the
+/// figures would differ by 400 × 1.2e-7 ≈ 4.8e-5 relative: that is the bound. Measured with
+/// `MKL_CBWR` unset (AVX512_E1 on an Intel Xeon), AVX2, COMPATIBLE and AVX512, and with ATen's
+/// AVX2 kernels, seeds 0–9: at most 1.0e-5 (the test's seed 5, AVX-512 paths; 6.5e-6 under
+/// COMPATIBLE, 4.8e-6 under AVX2), always in the training loss of the λ = 0 Adam run near its
+/// last epoch, where the loss is smallest. The exact test above shows the rule is the whole
+/// difference.
+const TORCH_ADAM_DRIFT: f64 = 4.8e-5;
+
+/// Adam and AdamW against PyTorch's own `torch.optim.Adam`/`AdamW` (the book's code), and SGD in
+/// the same run: within [`TORCH_ADAM_DRIFT`] relative at every epoch.
+#[test]
+fn adam_and_adamw_match_pytorchs_own_adam_within_the_drift() {
+    if python().is_none() {
+        return;
+    }
+    let worst = compare_weight_decay(
         &["--impl", "concise", "--optimizer", "sgd,adam,adamw"],
-        1e-5,
+        &[],
+        TORCH_ADAM_DRIFT,
+    );
+    // The rules do differ: a drift of exactly 0 would mean the counterpart ran libtorch's rule.
+    assert!(
+        worst > 0.0,
+        "PyTorch's Adam took libtorch's steps to the bit"
     );
 }
 

@@ -33,14 +33,18 @@ fn ctx(seed: i64) -> Context {
 
 /// Every λ, both versions, both fused paths, the book's batch size and one that leaves a
 /// partial batch (20 examples in batches of 3), every epoch, against the autograd engine:
-/// ‖w‖ and the test loss within 1e-4 relative (measured: 1.5e-5 at most); the training loss
-/// within 1e-3 relative + 1e-8 absolute (measured: at most 0.39 of that bound), the absolute
-/// part for the concise fit at λ = 0, whose loss falls to 1e-10, where f32 resolves the
-/// residuals no better.
+/// ‖w‖ and the test loss within 1e-4 relative; the training loss within 1e-3 relative + 1e-8
+/// absolute, the absolute part for the concise fit at λ = 0, whose loss falls to 1e-10, where
+/// f32 resolves the residuals no better. Measured with `MKL_CBWR` unset (AVX512_E1 on an Intel
+/// Xeon), AVX2, COMPATIBLE and AVX512 (the test prints it): at most 0.073 of the ‖w‖ bound,
+/// 0.143 of the test-loss bound and 0.525 (COMPATIBLE; 0.39 on an AMD EPYC) of the
+/// training-loss bound.
 #[test]
 fn fused_weight_decay_matches_autograd_to_rounding() {
     let _rng = rng_lock();
     let lambdas = [0.0, 3.0, 0.5];
+    // The largest share of its bound each figure used (printed: `--nocapture` shows them).
+    let worst = std::cell::RefCell::new([0.0f64; 3]);
     for batch_size in [5, 3] {
         let cfg = weight_decay::Config {
             batch_size,
@@ -70,6 +74,16 @@ fn fused_weight_decay_matches_autograd_to_rounding() {
                     assert_eq!(f.curve.len(), cfg.epochs, "{what}");
                     assert_eq!(r.curve.len(), cfg.epochs, "{what}");
                     let check = |name: &str, f: f64, r: f64, relative: f64, absolute: f64| {
+                        let share = (f - r).abs() / (relative * r.abs() + absolute);
+                        let k = if name == "‖w‖" {
+                            0
+                        } else if name.ends_with("test loss") {
+                            1
+                        } else {
+                            2
+                        };
+                        let mut w = worst.borrow_mut();
+                        w[k] = w[k].max(share);
                         assert!(
                             (f - r).abs() <= relative * r.abs() + absolute,
                             "{what}: {name} {f:e} vs {r:e} (relative {:e})",
@@ -94,6 +108,11 @@ fn fused_weight_decay_matches_autograd_to_rounding() {
             }
         }
     }
+    let [w, test, train] = *worst.borrow();
+    eprintln!(
+        "measured: fused weight decay used {w:.3} of the ‖w‖ bound, {test:.3} of the test-loss \
+         bound, {train:.3} of the train-loss bound"
+    );
 }
 
 #[test]
@@ -148,10 +167,17 @@ fn statistics(
     stats
 }
 
-/// The fused engine's statistics equal the autograd engine's. Measured over seeds 0–4: final
-/// train accuracy and loss agree within 0.001; the test accuracy of a single run at lr 0.5
-/// swings by ±0.02 from epoch to epoch and seed to seed for either engine, so its 3-seed mean
-/// over the last three epochs is held to ±0.02 rather than ±0.01.
+/// The fused engine's statistics equal the autograd engine's, each statistic a mean over
+/// seeds 0, 1, 2 of the book's 10-epoch run (both versions). The engines draw other masks, so
+/// these are two samples of one distribution; and at lr 0.5 training is chaotic enough that
+/// another CPU's kernels (a last-bit change in a GEMM) move a run as far as another seed does,
+/// so on another CPU each 3-seed mean is a fresh sample. The bounds are four standard
+/// deviations of the difference of two 3-seed means, with the spread of one run measured over
+/// 20 seeds (concise) and 10 (scratch) for each engine: final train accuracy sd 0.0020–0.0026
+/// → 4 sd 0.0075, bound 0.01; final train loss sd 0.0045–0.0067 → 4 sd 0.020, bound 0.02;
+/// test accuracy of the last three epochs sd 0.007–0.011 → 4 sd 0.035, bound 0.035; and the
+/// fused test accuracy above 0.81 (its mean 0.844 minus 4 sd of a 3-seed mean, 0.006).
+/// Measured with `MKL_CBWR` unset, AVX2, COMPATIBLE, AVX512: at most 0.0016, 0.0063, 0.017.
 #[test]
 fn fused_dropout_has_the_same_statistics_over_three_seeds() {
     let _rng = rng_lock();
@@ -164,9 +190,9 @@ fn fused_dropout_has_the_same_statistics_over_three_seeds() {
         let what = format!("{version:?}: autograd acc {a_acc:.4} loss {a_loss:.4} test {a_test:.4}; fused acc {f_acc:.4} loss {f_loss:.4} test {f_test:.4}");
         eprintln!("{what}");
         assert!((a_acc - f_acc).abs() <= 0.01, "train accuracy: {what}");
-        assert!((a_loss - f_loss).abs() <= 0.01, "train loss: {what}");
-        assert!((a_test - f_test).abs() <= 0.02, "test accuracy: {what}");
-        assert!(f_test > 0.83, "test accuracy: {what}");
+        assert!((a_loss - f_loss).abs() <= 0.02, "train loss: {what}");
+        assert!((a_test - f_test).abs() <= 0.035, "test accuracy: {what}");
+        assert!(f_test > 0.81, "test accuracy: {what}");
     }
 }
 
@@ -273,10 +299,13 @@ fn max_difference(a: &Tensor, b: &Tensor) -> f64 {
 fn assert_same_parameters(a: &VarStore, b: &VarStore, what: &str) {
     let (a, b) = (a.variables(), b.variables());
     assert_eq!(a.len(), 6, "{what}: three weights and three biases");
+    let mut worst: f64 = 0.0;
     for (name, ta) in &a {
         let diff = max_difference(ta, &b[name]);
         assert!(diff <= TOLERANCE, "{what}: {name} differs by {diff:e}");
+        worst = worst.max(diff);
     }
+    eprintln!("measured: {what}: parameters within {worst:.2e} (bound {TOLERANCE:e})");
 }
 
 /// Training moved the parameters far more than the tolerance (so agreeing means something).

@@ -45,6 +45,25 @@ pub fn run() -> Result<()> {
             .unwrap_or_else(|| "libtorch_cpu.so not found in this process".into()),
     );
     row("CPU threads", tch::get_num_threads());
+    let k = crate::cpu::KernelPaths::current();
+    row(
+        "CPU kernels",
+        format!(
+            "MKL {} ({}), ATen {}{}",
+            k.mkl_branch,
+            if k.mkl_branch_fixed {
+                "fixed by MKL_CBWR"
+            } else {
+                "picked for this CPU"
+            },
+            k.aten_capability,
+            if k.reproducible {
+                ", --reproducible"
+            } else {
+                "; --reproducible gives the same digits on any CPU"
+            }
+        ),
+    );
     if !crate::LIBTORCH_HAS_CUDA {
         row("CUDA", "no: this libtorch is a CPU-only build (scripts/setup.sh installs the CUDA build of torch 2.11.0)");
         return Ok(());

@@ -223,9 +223,16 @@ fn doctor_reports_libtorch_cuda_and_the_gpus() {
         "tch                   0.24.0",
         "libtorch              2.11.0",
         "libtorch (loaded)     /",
+        "CPU kernels           MKL ",
     ] {
         assert!(text.contains(needle), "lacks {needle:?}:\n{text}");
     }
+    let o = run(&["--reproducible", "doctor"]);
+    assert!(
+        stdout(&o).contains("CPU kernels           MKL COMPATIBLE (fixed by MKL_CBWR), ATen AVX2"),
+        "{}",
+        stdout(&o)
+    );
     if d2l_regularization::LIBTORCH_HAS_CUDA {
         assert!(
             text.contains("CUDA in libtorch      yes, libtorch_cuda.so loaded"),

@@ -14,6 +14,7 @@ use crate::stop::{self, Status};
 use crate::workbook;
 use anyhow::Result;
 use serde::Serialize;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use tch::Device;
 
@@ -129,18 +130,17 @@ pub fn round_derived(v: f64) -> f64 {
 pub trait Experiment: Sized {
     /// The subcommand and the results directory: `weight-decay`.
     const NAME: &'static str;
-    /// The names of a setting's values (summary columns): `["wd"]`.
-    const SETTING_COLUMNS: &'static [&'static str];
     /// The header of the table a sweep prints.
     const SWEEP_TABLE: &'static [&'static str];
-    /// The configuration's fields (as saved in `run.json`) that a sweep varies: left out of the
-    /// fingerprint that tells whether a finished run belongs to a sweep (`--resume`, shards).
-    const SWEPT_KEYS: &'static [&'static str];
+    /// The configuration's fields (as saved in `run.json`) that do not change a result (where
+    /// the data are, what else is saved): left out of a sweep's fingerprint.
+    const NOT_RESULTS: &'static [&'static str] = &[];
 
     /// The hyper-parameters (the subcommand's flags), saved in `run.json`.
     type Config: Serialize;
-    /// What a sweep varies.
-    type Setting: Copy + PartialEq;
+    /// What a sweep varies: a struct whose fields (serde) are the flags' names, so they are
+    /// the summary's columns, the lists a grid is made of, and what a sweep's fingerprint leaves out.
+    type Setting: Copy + PartialEq + Serialize;
     /// What the command loads once for all its runs.
     type Data;
     /// One row of a run's curve.
@@ -155,8 +155,6 @@ pub trait Experiment: Sized {
         let _ = version;
         Self::settings(cfg)
     }
-    /// A setting's values, in the order of [`Experiment::SETTING_COLUMNS`].
-    fn setting_cells(setting: Self::Setting) -> Vec<Cell>;
     /// The final figures of a run (summary columns after `status` and `epochs`).
     fn finals(cfg: &Self::Config) -> Vec<&'static str>;
     /// What a sweep summarises over its seeds, in column order (each `<name>_mean`,
@@ -233,6 +231,46 @@ pub trait Experiment: Sized {
     fn memory_flags(cfg: &Self::Config) -> String;
 }
 
+/// What the command keeps of a run through the book's animator: the finished epochs, shown as
+/// progress, and how the run ended (a NaN or infinite row ends it as diverged, unkept).
+pub struct Recorder<'a, R> {
+    curve: Vec<R>,
+    status: Status,
+    progress: &'a progress::Epochs,
+}
+
+impl<'a, R: EpochRow> Recorder<'a, R> {
+    pub fn new(progress: &'a progress::Epochs) -> Self {
+        Recorder {
+            curve: Vec::new(),
+            status: Status::Ok,
+            progress,
+        }
+    }
+
+    /// Keeps epoch `epoch`'s row, or stops the run if it has diverged.
+    pub fn add(&mut self, epoch: usize, row: R) -> ControlFlow<()> {
+        if !row.finite() {
+            self.status = Status::Diverged;
+            return ControlFlow::Break(());
+        }
+        self.progress.epoch(epoch, &row.figures());
+        self.curve.push(row);
+        ControlFlow::Continue(())
+    }
+
+    /// Stops the run because a stop was requested (its unfinished epoch is dropped).
+    pub fn interrupted(&mut self) -> ControlFlow<()> {
+        self.status = Status::Interrupted;
+        ControlFlow::Break(())
+    }
+
+    /// The finished epochs and how the run ended.
+    pub fn finish(self) -> (Vec<R>, Status) {
+        (self.curve, self.status)
+    }
+}
+
 /// The loop every run shares: `epoch(i)` trains epoch i and returns its row from values read
 /// once, or `None` when a stop was requested during it (the unfinished epoch is dropped). A row
 /// with a NaN or infinite value ends the run as diverged, without being kept; every kept row is
@@ -279,8 +317,67 @@ pub fn train_test_curves<R>(
 /// The leading columns of a run's line: version, then the setting's values.
 pub fn setting_cells<E: Experiment>(version: Version, setting: E::Setting) -> Vec<Cell> {
     std::iter::once(Cell::text(version.name()))
-        .chain(E::setting_cells(setting))
+        .chain(setting_fields(&setting).into_iter().map(|(_, cell)| cell))
         .collect()
+}
+
+/// A setting's fields, by serde, in their declared order: their names and values (strings as
+/// text, numbers as floats).
+pub fn setting_fields<S: Serialize>(setting: &S) -> Vec<(String, Cell)> {
+    let text = serde_json::to_string(setting).expect("a setting serialises");
+    let mut de = serde_json::Deserializer::from_str(&text);
+    let OrderedFields(fields) =
+        serde::Deserialize::deserialize(&mut de).expect("a setting serialises to a struct");
+    fields
+        .into_iter()
+        .map(|(name, v)| {
+            let cell = match v {
+                serde_json::Value::String(s) => Cell::Text(s),
+                v => Cell::Float(v.as_f64().expect("a setting's number")),
+            };
+            (name, cell)
+        })
+        .collect()
+}
+
+/// A JSON object's entries in the order they are written (serde_json's `Map` sorts them).
+struct OrderedFields(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for OrderedFields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = OrderedFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a struct")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<OrderedFields, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    fields.push(entry);
+                }
+                Ok(OrderedFields(fields))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+/// The names of an experiment's setting fields: the summary's setting columns, and the flags a
+/// sweep varies.
+pub fn setting_columns<E: Experiment>(cfg: &E::Config) -> Vec<String> {
+    E::settings(cfg)
+        .first()
+        .map(|s| {
+            setting_fields(s)
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The most settings one command trains (the product of its list flags' lengths).
@@ -293,7 +390,7 @@ pub fn check_grid<E: Experiment>(cfg: &E::Config) -> Result<()> {
         anyhow::bail!(
             "the flags {} make {n} settings, more than the {MAX_SETTINGS} one command trains; \
              shorten the lists (or split the grid over several --out directories)",
-            E::SWEPT_KEYS
+            setting_columns::<E>(cfg)
                 .iter()
                 .map(|k| format!("--{}", k.replace('_', "-")))
                 .collect::<Vec<_>>()
@@ -312,7 +409,7 @@ pub fn run<E: Experiment>(cfg: &E::Config, ctx: &Context) -> Result<()> {
     let dir = record::experiment_dir(&ctx.out, E::NAME)?;
     let alone = E::settings(cfg).len() == 1;
     let mut header: Vec<String> = ["impl"].iter().map(|s| s.to_string()).collect();
-    header.extend(E::SETTING_COLUMNS.iter().map(|s| s.to_string()));
+    header.extend(setting_columns::<E>(cfg));
     header.extend(["status", "epochs"].map(String::from));
     header.extend(E::finals(cfg).iter().map(|s| s.to_string()));
     header.push("seconds".into());

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod cli;
 pub mod cpu;
 pub mod cuda;
+pub mod d2l;
 pub mod data;
 pub mod device;
 pub mod doctor;

@@ -6,8 +6,8 @@ use common::*;
 use d2l_regularization::data::download::{self, Resource};
 use d2l_regularization::data::fashion_mnist::{self, Source};
 use d2l_regularization::data::idx::{self, IMAGES_MAGIC, LABELS_MAGIC};
+use d2l_regularization::experiments::dropout::book::dropout_layer;
 use d2l_regularization::experiments::dropout::{concise_net, Net};
-use d2l_regularization::nn::{dropout_layer, Dropout};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use tch::nn::{ModuleT, VarStore};
@@ -98,12 +98,12 @@ fn training_dropout_zeroes_about_p_and_preserves_the_mean() {
     tch::manual_seed(0);
     for p in [0.2, 0.5, 0.9] {
         check_statistics("dropout_layer", p, |x| dropout_layer(x, p));
-        check_statistics("Dropout", p, |x| Dropout { p }.forward_t(x, true));
+        check_statistics("libtorch's dropout", p, |x| x.dropout(p, true));
         let x = Tensor::rand([1000], (Kind::Float, Device::Cpu));
         assert_eq!(
-            max_abs_diff(&Dropout { p }.forward_t(&x, false), &x),
+            max_abs_diff(&x.dropout(p, false), &x),
             0.0,
-            "Dropout is on in evaluation"
+            "libtorch's dropout is on in evaluation"
         );
     }
 }

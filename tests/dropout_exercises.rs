@@ -53,8 +53,10 @@ fn every_noise_acts_only_while_training() {
         for version in [Version::Scratch, Version::Concise] {
             let vs = VarStore::new(Device::Cpu);
             let net: Box<dyn ModuleT> = match version {
-                Version::Scratch => Box::new(dropout::Net::with_noise(&vs.root(), noise)),
-                Version::Concise => Box::new(dropout::concise_net_with(&vs.root(), noise)),
+                Version::Scratch => Box::new(dropout::exercises::NoisyNet::new(&vs.root(), noise)),
+                Version::Concise => {
+                    Box::new(dropout::exercises::NoisyConciseNet::new(&vs.root(), noise))
+                }
             };
             let what = format!("{version:?} {noise:?}");
             let expected = tch::no_grad(|| plain(&layers(&vs, version), &x));

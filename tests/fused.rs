@@ -60,7 +60,7 @@ fn fused_weight_decay_matches_autograd_to_rounding() {
                 .collect();
             for loops in [Loops::Host, Loops::Tensors] {
                 tch::manual_seed(11);
-                let data = weight_decay::Data::new(&cfg, Device::Cpu);
+                let data = weight_decay::Data::new(&cfg.hyper(), Device::Cpu);
                 let fused = weight_decay::train_fused(
                     &cfg,
                     version,

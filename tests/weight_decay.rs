@@ -3,11 +3,9 @@
 mod common;
 
 use common::*;
-use d2l_regularization::experiments::weight_decay::{
-    self, l2_penalty, linreg, sgd_decaying_weights, squared_loss,
-};
-use d2l_regularization::nn::Linear;
-use d2l_regularization::train::{MinibatchSgd, Updater};
+use d2l_regularization::d2l::{self, linreg, squared_loss, Updater};
+use d2l_regularization::experiments::weight_decay::{self, book::l2_penalty, Optimizer};
+use d2l_regularization::nn::{decay, init};
 use tch::nn::{Module, VarStore};
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -19,14 +17,15 @@ fn values(t: &Tensor) -> Vec<f32> {
 fn step_with_zero_gradient(wd: f64, lr: f64) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     tch::manual_seed(1);
     let vs = VarStore::new(Device::Cpu);
-    let lin = Linear::new(&vs.root(), 7, 3);
-    let (w0, b0) = (values(&lin.weight), values(&lin.bias));
-    let mut opt = sgd_decaying_weights(&vs, lr, wd);
-    let zero_grad_loss = (lin.weight.sum(None) + lin.bias.sum(None)) * 0.0;
+    let lin = init::linear(&vs.root(), 7, 3);
+    decay::regroup(&vs);
+    let (w0, b0) = (values(&lin.ws), values(lin.bs.as_ref().unwrap()));
+    let mut opt = Optimizer::Sgd.build(&vs, lr, wd).unwrap();
+    let zero_grad_loss = (lin.ws.sum(None) + lin.bs.as_ref().unwrap().sum(None)) * 0.0;
     opt.zero_grad();
     zero_grad_loss.backward();
     opt.step();
-    (w0, b0, values(&lin.weight), values(&lin.bias))
+    (w0, b0, values(&lin.ws), values(lin.bs.as_ref().unwrap()))
 }
 
 #[test]
@@ -86,12 +85,8 @@ fn scratch_gradients_and_step_match_hand_computed_values() {
     close(&values(&b.grad()), &[-4.25]);
     let _ = w.grad().zero_();
     let _ = b.grad().zero_();
-    let mut sgd = MinibatchSgd {
-        params: vec![w.shallow_clone(), b.shallow_clone()],
-        lr: 0.1,
-        batch_size: 1,
-    };
-    sgd.update(&loss());
+    loss().sum(None).backward();
+    d2l::sgd(&[&w, &b], 0.1, 1);
     close(&values(&w), &[0.5 + 0.275, -1.0 + 1.15]);
     close(&values(&b), &[0.25 + 0.425]);
     close(&values(&w.grad()), &[0.0, 0.0]);
@@ -101,12 +96,15 @@ fn scratch_gradients_and_step_match_hand_computed_values() {
 fn concise_gradients_and_step_match_hand_computed_values() {
     let (lr, wd) = (0.1, 3.0);
     let vs = VarStore::new(Device::Cpu);
-    let lin = Linear::new(&vs.root(), 2, 1);
+    let lin = init::linear(&vs.root(), 2, 1);
+    decay::regroup(&vs);
     tch::no_grad(|| {
-        lin.weight
+        lin.ws
             .shallow_clone()
             .copy_(&Tensor::from_slice(&[0.5f32, -1.0]).reshape([1, 2]));
-        lin.bias
+        lin.bs
+            .as_ref()
+            .unwrap()
             .shallow_clone()
             .copy_(&Tensor::from_slice(&[0.25f32]));
     });
@@ -114,16 +112,16 @@ fn concise_gradients_and_step_match_hand_computed_values() {
     let y = Tensor::from_slice(&[3.0f32]).reshape([1, 1]);
     let l = lin.forward(&x).mse_loss(&y, Reduction::None);
     close(&values(&l), &[4.25 * 4.25]);
-    let mut opt = sgd_decaying_weights(&vs, lr, wd);
+    let mut opt = Optimizer::Sgd.build(&vs, lr, wd).unwrap();
     opt.update(&l);
     // MSE without ½: ∂/∂w = 2(ŷ - y)·x = [-8.5, -17], ∂/∂b = -8.5; the decay adds λw to the weight only.
-    close(&values(&lin.weight.grad()), &[-8.5, -17.0]);
-    close(&values(&lin.bias.grad()), &[-8.5]);
+    close(&values(&lin.ws.grad()), &[-8.5, -17.0]);
+    close(&values(&lin.bs.as_ref().unwrap().grad()), &[-8.5]);
     close(
-        &values(&lin.weight),
+        &values(&lin.ws),
         &[0.5 - 0.1 * (-8.5 + 1.5), -1.0 - 0.1 * (-17.0 - 3.0)],
     );
-    close(&values(&lin.bias), &[0.25 + 0.85]);
+    close(&values(lin.bs.as_ref().unwrap()), &[0.25 + 0.85]);
 }
 
 #[test]

@@ -4,6 +4,18 @@
 //! The parsers work on bytes and depend on nothing but `std` and `flate2`, so the fuzz
 //! target (`fuzz/fuzz_targets/idx.rs`) compiles this file on its own; the `read_*` functions
 //! add the file's name to every message.
+//!
+//! # Fuzzing
+//!
+//! `scripts/fuzz.sh 600` runs libFuzzer through cargo-fuzz for 600 s (installing cargo-fuzz if
+//! missing). The target (`fuzz/fuzz_targets/idx.rs`) feeds arbitrary bytes, as given and gzip-wrapped, to the
+//! reader's byte-level parsers (`src/data/idx.rs`, compiled on its own, without libtorch) through
+//! one oracle, `idx::check_any_input`: no panic, and every accepted file keeps the reader's
+//! promises (n·784 pixels, the counts the header gives, labels 0–9). It runs on the stable
+//! toolchain (`RUSTC_BOOTSTRAP=1`, no sanitizer; Rust's overflow checks are on). Every crash it
+//! ever found is kept in `tests/fuzz-crashes/idx/` and replayed through the same oracle by
+//! `tests/reliability.rs`; the crate keeps overflow checks and debug assertions on in its release
+//! build too (`Cargo.toml`), so the test suite catches an overflow the fuzzer would.
 use flate2::read::GzDecoder;
 use std::io::Read;
 use std::path::Path;

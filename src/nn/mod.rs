@@ -1,10 +1,6 @@
-//! Layers with PyTorch's initialisation and their parameter groups, the two dropouts, and the
-//! decay groups any `tch` model can use ([`decay`]).
+//! The decay groups any `tch` model can use ([`decay`]), and PyTorch's `nn.Linear`
+//! initialisation for tch's own layers ([`init`]).
 pub mod decay;
-pub mod dropout;
 pub mod init;
-pub mod linear;
 
 pub use decay::{DECAY_GROUP, NO_DECAY_GROUP};
-pub use dropout::{dropout_layer, Dropout};
-pub use linear::Linear;

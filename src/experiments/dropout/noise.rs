@@ -11,8 +11,8 @@
 //! - input noise: N(0, σ²) added to the inputs (Bishop 1995, the noise the note describes).
 //!
 //! All of them act only while training; evaluation is the noise-free network.
+use super::book::dropout_layer;
 use crate::experiments::dropout::kernels::{keep_mask, Rng};
-use crate::nn::dropout_layer;
 use serde::Serialize;
 use tch::{Kind, Tensor};
 

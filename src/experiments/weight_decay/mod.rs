@@ -8,26 +8,30 @@
 //! The book's exercises as flags: `--penalty l1` (λ‖w‖₁ instead of λ‖w‖²/2), `--optimizer
 //! adam|adamw` for the concise version (what "weight decay" means beyond SGD), and `--n-val`
 //! (a validation split to choose λ on, in sweeps).
+pub mod book;
+mod charts;
+mod command;
+pub mod exercises;
 pub mod fused;
 
-use crate::data::{batches, synthetic, Split};
-use crate::experiment::{self, fmt_num, Context, EpochRow, Experiment, Run, SettingStats, Stat};
-use crate::nn::{decay, Linear};
+pub use book::{Data, Hyper};
+pub use command::WeightDecay;
+pub use exercises::{Optimizer, Penalty};
+
+use crate::experiment::{self, fmt_num, Context, EpochRow, Recorder, Run, SettingStats, Stat};
 use crate::options::{
     defaults, non_negative_f64, positive_f64, positive_usize, Engine, Version, VersionChoice,
 };
-use crate::plot::{Figure, Series};
 use crate::progress;
 use crate::record::{self, Cell};
 use crate::stop::{self, Status};
-use crate::sweep;
-use crate::train::{self, MinibatchSgd, Updater};
+use crate::train;
 use anyhow::Result;
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
-use tch::nn::{self as tnn, Module};
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::nn as tnn;
+use tch::{Kind, Tensor};
 
 /// Hyper-parameters of §4.5, the book's values as defaults.
 #[derive(clap::Args, Debug, Clone, Serialize, serde::Deserialize)]
@@ -65,63 +69,9 @@ pub struct Config {
     pub n_val: Option<usize>,
 }
 
-/// `--penalty`: what is added to every example's loss (scratch) or decays the weights (concise).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Penalty {
-    /// λ‖w‖²/2: weight decay, the book's
-    L2,
-    /// λ‖w‖₁, by its subgradient λ·sign(w)
-    L1,
-    /// λ‖w‖₁ by a proximal step: after each SGD step on the data loss, w ← sign(w)·max(|w| − t, 0) with t what the subgradient step would subtract
-    #[value(name = "l1-prox")]
-    #[serde(rename = "l1-prox")]
-    L1Prox,
-}
-
-impl Penalty {
-    pub fn name(self) -> &'static str {
-        match self {
-            Penalty::L2 => "l2",
-            Penalty::L1 => "l1",
-            Penalty::L1Prox => "l1-prox",
-        }
-    }
-}
-
-/// `--optimizer`: what updates the concise version (the scratch version is the book's own SGD).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Optimizer {
-    /// The book's: λ·w added to the gradient
-    Sgd,
-    /// λ·w added to the gradient, then Adam's normalisation (coupled decay)
-    Adam,
-    /// w multiplied by (1 − lr·λ) beside Adam's step (decoupled decay)
-    Adamw,
-}
-
-impl Optimizer {
-    pub fn name(self) -> &'static str {
-        match self {
-            Optimizer::Sgd => "sgd",
-            Optimizer::Adam => "adam",
-            Optimizer::Adamw => "adamw",
-        }
-    }
-
-    /// This optimizer over `vs`, the weights (decay group) decaying by `wd`, the bias not.
-    pub fn build(self, vs: &tnn::VarStore, lr: f64, wd: f64) -> Result<tnn::Optimizer> {
-        match self {
-            Optimizer::Sgd => decay::optimizer(tnn::Sgd::default(), vs, lr, wd),
-            Optimizer::Adam => decay::optimizer(tnn::Adam::default(), vs, lr, wd),
-            Optimizer::Adamw => decay::optimizer(tnn::AdamW::default(), vs, lr, wd),
-        }
-    }
-}
-
-/// One run's setting: the optimizer (concise), the penalty and λ.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// One run's setting: the optimizer (concise), the penalty and λ (serde: the flags' names,
+/// which are the summary's columns).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Setting {
     pub optimizer: Optimizer,
     pub penalty: Penalty,
@@ -163,34 +113,18 @@ impl Default for Config {
     }
 }
 
-// ---------------------------------------------------------------- §4.5.1 data
-
-/// The §4.5 data: y = 0.05 + Σ 0.01·xᵢ + ε, training set first, then the test set.
-pub struct Data {
-    pub train: Split,
-    pub test: Split,
-}
-
-impl Data {
-    pub fn new(cfg: &Config, device: Device) -> Data {
-        let (true_w, true_b) = synthetic::true_params(cfg.num_inputs, device);
-        let train = synthetic::synthetic_data(&true_w, true_b, cfg.n_train);
-        let test = synthetic::synthetic_data(&true_w, true_b, cfg.n_test);
-        Data { train, test }
+impl Config {
+    /// The book's hyper-parameters as these flags set them.
+    pub fn hyper(&self) -> Hyper {
+        Hyper {
+            n_train: self.n_train,
+            n_test: self.n_test,
+            num_inputs: self.num_inputs,
+            batch_size: self.batch_size,
+            num_epochs: self.epochs,
+            lr: self.lr,
+        }
     }
-}
-
-/// What the validation split's generator is seeded with, beside the run's seed.
-const VALIDATION_SEED: i64 = 0x7a11d;
-
-/// `--n-val` examples from the same distribution, drawn after training from a generator seeded
-/// with the run's seed and `VALIDATION_SEED`: the same split for every run of a seed, and no
-/// draw of the training (data, initialisation, batches) moves.
-pub fn validation_split(cfg: &Config, seed: i64, device: Device) -> Option<Split> {
-    let n = cfg.n_val?;
-    tch::manual_seed(seed.wrapping_mul(31).wrapping_add(VALIDATION_SEED));
-    let (true_w, true_b) = synthetic::true_params(cfg.num_inputs, device);
-    Some(synthetic::synthetic_data(&true_w, true_b, n))
 }
 
 /// One row of `<impl>-wd<λ>.csv`: the mean per-example loss, without the penalty, after an epoch.
@@ -238,7 +172,7 @@ pub struct Trained {
     pub w_l1: f64,
     /// The fraction of weights with |wᵢ| < 1e-4.
     pub w_small: f64,
-    /// The final mean loss on the validation split (NaN without one; see [`Trained::validate`]).
+    /// The final mean loss on the validation split (NaN without one; see [`exercises::validation_loss`]).
     pub val_loss: f64,
     pub status: Status,
     /// The final weight (flattened) and bias, detached.
@@ -270,225 +204,6 @@ impl Trained {
             bias: b.detach().copy(),
         }
     }
-
-    /// Sets the validation loss: the mean of the version's loss (½·squared error for scratch,
-    /// squared error for concise) over `val`, in f64.
-    pub fn validate(&mut self, val: &Split, version: Version) {
-        let w = self.weight.to_kind(Kind::Double).unsqueeze(1);
-        let predicted = val.x.to_kind(Kind::Double).matmul(&w) + self.bias.to_kind(Kind::Double);
-        let se = (predicted - val.y.to_kind(Kind::Double)).square();
-        let half = if version == Version::Scratch {
-            0.5
-        } else {
-            1.0
-        };
-        self.val_loss = se.mean(None).double_value(&[]) * half;
-    }
-}
-
-// ---------------------------------------------------------------- §4.5.2 from scratch
-
-/// w ~ N(0, 1) of shape `[num_inputs, 1]`, b = 0.
-pub fn init_params(num_inputs: usize, device: Device) -> (Tensor, Tensor) {
-    let w = Tensor::empty([num_inputs as i64, 1], (Kind::Float, device))
-        .normal_(0.0, 1.0)
-        .set_requires_grad(true);
-    let b = Tensor::zeros([1], (Kind::Float, device)).set_requires_grad(true);
-    (w, b)
-}
-
-/// ‖w‖² / 2.
-pub fn l2_penalty(w: &Tensor) -> Tensor {
-    w.pow_tensor_scalar(2).sum(None) / 2
-}
-
-/// The book's `linreg`: Xw + b.
-pub fn linreg(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
-    x.matmul(w) + b
-}
-
-/// The book's `squared_loss`, per example: (ŷ − y)² / 2.
-pub fn squared_loss(y_hat: &Tensor, y: &Tensor) -> Tensor {
-    (y_hat - y.reshape(y_hat.size())).pow_tensor_scalar(2) / 2
-}
-
-/// ‖w‖₁ (book §4.5, exercise 3: what happens with an L1 penalty).
-pub fn l1_penalty(w: &Tensor) -> Tensor {
-    w.abs().sum(None)
-}
-
-/// Trains with the penalty (λ‖w‖²/2, or λ‖w‖₁) added to every example's loss and the book's
-/// minibatch SGD. Autograd differentiates ‖w‖₁ to its subgradient sign(w) (0 at 0), so the L1
-/// update is w −= lr·(Σ ∂loss/∂w + B·λ·sign(w)) / batch_size. With `l1-prox` the step is on the
-/// data loss alone, then w is soft-thresholded by lr·λ·B/batch_size (the proximal step of the
-/// same penalty).
-pub fn train_scratch(
-    cfg: &Config,
-    setting: Setting,
-    data: &Data,
-    progress: &progress::Epochs,
-) -> Trained {
-    let (w, b) = init_params(cfg.num_inputs, data.train.x.device());
-    let net = |x: &Tensor| linreg(x, &w, &b);
-    let (lambd, penalty) = (setting.wd, setting.penalty);
-    let penalized = |y_hat: &Tensor, y: &Tensor| {
-        let p = match penalty {
-            Penalty::L2 => l2_penalty(&w),
-            Penalty::L1 => l1_penalty(&w),
-            Penalty::L1Prox => return squared_loss(y_hat, y),
-        };
-        squared_loss(y_hat, y) + p * lambd
-    };
-    let mut sgd = MinibatchSgd {
-        params: vec![w.shallow_clone(), b.shallow_clone()],
-        lr: cfg.lr,
-        batch_size: cfg.batch_size,
-    };
-    let mut prox = SoftThreshold {
-        inner: &mut sgd,
-        weights: vec![w.shallow_clone()],
-        per_example: Some(cfg.lr * lambd / cfg.batch_size as f64),
-        per_step: 0.0,
-    };
-    let updater: &mut dyn Updater = match penalty {
-        Penalty::L1Prox => &mut prox,
-        _ => prox.inner,
-    };
-    let (curve, status) = train(
-        cfg,
-        data,
-        &net,
-        &penalized,
-        &squared_loss,
-        updater,
-        progress,
-    );
-    let w_norm = w.norm().double_value(&[]);
-    Trained::new(curve, status, w_norm, (&w, &b))
-}
-
-// ---------------------------------------------------------------- §4.5.3 concise
-
-/// `nn.Linear(num_inputs, 1)` with both parameters re-drawn from N(0, 1) (the book's
-/// `param.data.normal_()`), the weight in the decay group, the bias not.
-pub fn concise_net(vs: &tnn::Path, num_inputs: usize) -> Linear {
-    let mut net = Linear::new(vs, num_inputs as i64, 1);
-    tch::no_grad(|| {
-        for param in [&mut net.weight, &mut net.bias] {
-            let _ = param.normal_(0.0, 1.0);
-        }
-    });
-    net
-}
-
-/// Trains [`concise_net`] with the setting's optimizer. With L2 the optimizer decays the
-/// weight group by λ and the bias group not at all; libtorch's optimizers have no L1, so with
-/// L1 the penalty λ‖w‖₁ of the decay group's variables is added to the loss instead, and with
-/// `l1-prox` (SGD only) the decay group is soft-thresholded by lr·λ after each step.
-pub fn train_concise(
-    cfg: &Config,
-    setting: Setting,
-    data: &Data,
-    progress: &progress::Epochs,
-) -> Trained {
-    let vs = tnn::VarStore::new(data.train.x.device());
-    let net = concise_net(&vs.root(), cfg.num_inputs);
-    let mse = |y_hat: &Tensor, y: &Tensor| y_hat.mse_loss(y, Reduction::None);
-    let decaying = decay::decaying_variables(&vs);
-    let (lambd, penalty) = (setting.wd, setting.penalty);
-    let penalized = |y_hat: &Tensor, y: &Tensor| match penalty {
-        Penalty::L2 | Penalty::L1Prox => mse(y_hat, y),
-        Penalty::L1 => {
-            let l1 = decaying
-                .iter()
-                .map(l1_penalty)
-                .fold(Tensor::zeros([], (Kind::Float, y.device())), |a, b| a + b);
-            mse(y_hat, y) + l1 * lambd
-        }
-    };
-    let optimizer_decay = match penalty {
-        Penalty::L2 => lambd,
-        Penalty::L1 | Penalty::L1Prox => 0.0,
-    };
-    let mut trainer = setting
-        .optimizer
-        .build(&vs, cfg.lr, optimizer_decay)
-        .expect("an optimizer over a fresh VarStore");
-    let mut prox = SoftThreshold {
-        inner: &mut trainer,
-        weights: decaying.iter().map(Tensor::shallow_clone).collect(),
-        per_example: None,
-        per_step: cfg.lr * lambd,
-    };
-    let updater: &mut dyn Updater = match penalty {
-        Penalty::L1Prox => &mut prox,
-        _ => prox.inner,
-    };
-    let forward = |x: &Tensor| net.forward(x);
-    let (curve, status) = train(cfg, data, &forward, &penalized, &mse, updater, progress);
-    let w_norm = net.weight.norm().double_value(&[]);
-    Trained::new(curve, status, w_norm, (&net.weight, &net.bias))
-}
-
-/// An updater followed by the proximal step of λ‖w‖₁ on `weights`: soft-thresholding,
-/// w ← sign(w)·max(|w| − t, 0), which sets small weights to exactly 0 (ISTA). The threshold t
-/// is `per_step`, or `per_example` times the batch's examples (the scratch version's penalty is
-/// in every example's loss).
-struct SoftThreshold<'a> {
-    inner: &'a mut dyn Updater,
-    weights: Vec<Tensor>,
-    per_example: Option<f64>,
-    per_step: f64,
-}
-
-impl Updater for SoftThreshold<'_> {
-    fn update(&mut self, losses: &Tensor) {
-        self.inner.update(losses);
-        let t = self
-            .per_example
-            .map_or(self.per_step, |t| t * losses.size()[0] as f64);
-        tch::no_grad(|| {
-            for w in &mut self.weights {
-                let shrunk = w.sign() * (w.abs() - t).clamp_min(0.0);
-                w.copy_(&shrunk);
-            }
-        });
-    }
-}
-
-/// The book's `torch.optim.SGD([{"params": weight, "weight_decay": wd}, {"params": bias}])`:
-/// every variable of `vs` in the decay group decays by `wd`, the others do not.
-pub fn sgd_decaying_weights(vs: &tnn::VarStore, lr: f64, wd: f64) -> tnn::Optimizer {
-    Optimizer::Sgd
-        .build(vs, lr, wd)
-        .expect("SGD over a fresh VarStore")
-}
-
-/// The loop both versions share: every epoch, shuffled mini-batches, then the train and test
-/// losses evaluated without gradients and read in one transfer.
-fn train(
-    cfg: &Config,
-    data: &Data,
-    net: &dyn Fn(&Tensor) -> Tensor,
-    train_loss: &dyn Fn(&Tensor, &Tensor) -> Tensor,
-    eval_loss: &dyn Fn(&Tensor, &Tensor) -> Tensor,
-    updater: &mut dyn Updater,
-    progress: &progress::Epochs,
-) -> (Vec<Epoch>, Status) {
-    let start = Instant::now();
-    experiment::train_epochs(cfg.epochs, progress, |epoch| {
-        let shuffled = batches::shuffled(&data.train, cfg.batch_size);
-        train::train_epoch(shuffled, net, train_loss, updater, None);
-        if stop::requested().is_some() {
-            return None;
-        }
-        let [train_loss, test_loss] = train::read(&[
-            &train::evaluate_loss(&data.train, net, eval_loss),
-            &train::evaluate_loss(&data.test, net, eval_loss),
-        ]);
-        let elapsed = start.elapsed().as_secs_f64();
-        Some(Epoch::new(epoch, train_loss, test_loss, elapsed))
-    })
 }
 
 // ---------------------------------------------------------------- runs
@@ -499,6 +214,44 @@ fn train(
 pub fn run_one(cfg: &Config, version: Version, setting: Setting, ctx: &Context) -> (Trained, f64) {
     let mut runs = run_group(cfg, version, &[setting], ctx);
     runs.remove(0)
+}
+
+/// Trains one run with the autograd engine: the book's function for the book's setting (SGD,
+/// L2), its exercise variant otherwise, each epoch's losses read in one transfer and recorded.
+fn train_autograd(
+    cfg: &Config,
+    version: Version,
+    setting: Setting,
+    data: &Data,
+    progress: &progress::Epochs,
+) -> Trained {
+    let hp = cfg.hyper();
+    let start = Instant::now();
+    let mut recorder = Recorder::new(progress);
+    let mut animator = |epoch: usize, [train, test]: [Tensor; 2]| {
+        if stop::requested().is_some() {
+            return recorder.interrupted();
+        }
+        let [train_loss, test_loss] = train::read(&[&train, &test]);
+        let elapsed = start.elapsed().as_secs_f64();
+        recorder.add(epoch, Epoch::new(epoch, train_loss, test_loss, elapsed))
+    };
+    let (optimizer, penalty, wd) = (setting.optimizer, setting.penalty, setting.wd);
+    let (w, b) = match (version, optimizer, penalty) {
+        (Version::Scratch, _, Penalty::L2) => book::train_scratch(wd, &hp, data, &mut animator),
+        (Version::Scratch, _, _) => {
+            exercises::train_scratch_l1(penalty, wd, &hp, data, &mut animator)
+        }
+        (Version::Concise, Optimizer::Sgd, Penalty::L2) => {
+            book::train_concise(wd, &hp, data, &mut animator)
+        }
+        (Version::Concise, _, _) => {
+            exercises::train_concise_with(optimizer, penalty, wd, &hp, data, &mut animator)
+        }
+    };
+    let (curve, status) = recorder.finish();
+    let w_norm = w.norm().double_value(&[]);
+    Trained::new(curve, status, w_norm, (&w, &b))
 }
 
 /// Every setting of `settings` for one version, each with its wall time. The autograd engine
@@ -512,22 +265,28 @@ pub fn run_group(
     settings: &[Setting],
     ctx: &Context,
 ) -> Vec<(Trained, f64)> {
+    let validation = |trained: &mut Trained| {
+        if let Some(n) = cfg.n_val {
+            let val = exercises::validation_split(n, cfg.num_inputs, ctx.seed, ctx.device);
+            trained.val_loss = exercises::validation_loss(
+                &trained.weight,
+                &trained.bias,
+                &val,
+                version == Version::Scratch,
+            );
+        }
+    };
     match cfg.engine {
         Engine::Autograd => {
             let mut runs = Vec::new();
             for &setting in settings {
                 tch::manual_seed(ctx.seed);
                 let start = Instant::now();
-                let data = Data::new(cfg, ctx.device);
+                let data = Data::new(&cfg.hyper(), ctx.device);
                 let name = label(version, setting, &[setting.wd]);
                 let progress = progress::Epochs::new(ctx.tagged(name), cfg.epochs);
-                let mut trained = match version {
-                    Version::Scratch => train_scratch(cfg, setting, &data, &progress),
-                    Version::Concise => train_concise(cfg, setting, &data, &progress),
-                };
-                if let Some(val) = validation_split(cfg, ctx.seed, ctx.device) {
-                    trained.validate(&val, version);
-                }
+                let mut trained = train_autograd(cfg, version, setting, &data, &progress);
+                validation(&mut trained);
                 let interrupted = trained.status == Status::Interrupted;
                 runs.push((trained, start.elapsed().as_secs_f64()));
                 if interrupted {
@@ -539,16 +298,14 @@ pub fn run_group(
         Engine::Fused => {
             tch::manual_seed(ctx.seed);
             let start = Instant::now();
-            let data = Data::new(cfg, ctx.device);
+            let data = Data::new(&cfg.hyper(), ctx.device);
             let lambdas: Vec<f64> = settings.iter().map(|s| s.wd).collect();
             let name = format!("{} (fused)", label(version, settings[0], &lambdas));
             let progress = progress::Epochs::new(ctx.tagged(name), cfg.epochs);
             let mut trained =
                 train_fused(cfg, version, &lambdas, &data, fused::Loops::Host, &progress);
-            if let Some(val) = validation_split(cfg, ctx.seed, ctx.device) {
-                for t in &mut trained {
-                    t.validate(&val, version);
-                }
+            for t in &mut trained {
+                validation(t);
             }
             let seconds = start.elapsed().as_secs_f64();
             trained.into_iter().map(|t| (t, seconds)).collect()
@@ -568,11 +325,11 @@ pub fn train_fused(
 ) -> Vec<Trained> {
     let device = data.train.x.device();
     let (w0, b0) = match version {
-        Version::Scratch => init_params(cfg.num_inputs, device),
+        Version::Scratch => book::init_params(cfg.num_inputs, device),
         Version::Concise => {
             let vs = tnn::VarStore::new(device);
-            let net = concise_net(&vs.root(), cfg.num_inputs);
-            (net.weight.tr(), net.bias.shallow_clone())
+            let net = book::concise_net(&vs.root(), cfg.num_inputs);
+            (net.ws.tr(), net.bs.expect("a bias"))
         }
     };
     let schedule = fused::Schedule {
@@ -608,464 +365,4 @@ pub fn label(version: Version, setting: Setting, lambdas: &[f64]) -> String {
         setting.variant(),
         lambdas.join(",")
     )
-}
-
-// ---------------------------------------------------------------- the experiment
-
-/// §4.5 as a command: `weight-decay`, its runs one per version and setting (optimizer,
-/// penalty, λ).
-pub struct WeightDecay;
-
-/// The final figures: always the first five, the validation loss with `--n-val`.
-const FINALS: [&str; 6] = [
-    "w_norm",
-    "w_l1",
-    "w_small",
-    "final_train_loss",
-    "final_test_loss",
-    "final_val_loss",
-];
-
-impl WeightDecay {
-    /// The groups of settings a sweep compares λ within: one per version, optimizer and
-    /// penalty (each group's `[first, end)` range in `settings`).
-    fn groups(settings: &[SettingStats<Setting>]) -> Vec<std::ops::Range<usize>> {
-        let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
-        for (i, s) in settings.iter().enumerate() {
-            let same = |o: &SettingStats<Setting>| {
-                o.version == s.version
-                    && o.setting.optimizer == s.setting.optimizer
-                    && o.setting.penalty == s.setting.penalty
-            };
-            match groups.last_mut() {
-                Some(g) if same(&settings[g.start]) => g.end = i + 1,
-                _ => groups.push(i..i + 1),
-            }
-        }
-        groups
-    }
-
-    /// The setting of `range` with the lowest mean of `stat` among those that finished.
-    fn lowest(
-        settings: &[SettingStats<Setting>],
-        range: std::ops::Range<usize>,
-        stat: &str,
-    ) -> Option<usize> {
-        range
-            .filter(|&i| settings[i].seeds_ok > 0 && settings[i].stat(stat).0.is_finite())
-            .min_by(|&a, &b| {
-                settings[a]
-                    .stat(stat)
-                    .0
-                    .total_cmp(&settings[b].stat(stat).0)
-            })
-    }
-
-    /// `concise adamw l1`: a group's name in notes and legends.
-    fn group_name(version: Version, setting: Setting) -> String {
-        format!("{}{}", version.name(), setting.variant())
-    }
-}
-
-impl Experiment for WeightDecay {
-    const NAME: &'static str = "weight-decay";
-    const SETTING_COLUMNS: &'static [&'static str] = &["optimizer", "penalty", "wd"];
-    const SWEEP_TABLE: &'static [&'static str] = &[
-        "impl",
-        "optimizer",
-        "penalty",
-        "λ",
-        "status",
-        "train loss",
-        "test loss",
-        "gap",
-        "‖w‖",
-        "val loss",
-    ];
-    const SWEPT_KEYS: &'static [&'static str] = &["wd", "penalty", "optimizer"];
-    type Config = Config;
-    type Setting = Setting;
-    /// Nothing: each run draws its data from its own seed.
-    type Data = ();
-    type Row = Epoch;
-    type Model = ();
-
-    /// Penalty by penalty, optimizer by optimizer, every λ.
-    fn settings(cfg: &Config) -> Vec<Setting> {
-        let mut settings = Vec::new();
-        for &penalty in &cfg.penalty {
-            for &optimizer in &cfg.optimizer {
-                for &wd in &cfg.wd {
-                    settings.push(Setting {
-                        optimizer,
-                        penalty,
-                        wd,
-                    });
-                }
-            }
-        }
-        settings
-    }
-
-    /// The scratch version has one optimizer, the book's minibatch SGD.
-    fn settings_for(cfg: &Config, version: Version) -> Vec<Setting> {
-        let mut settings = Self::settings(cfg);
-        if version == Version::Scratch {
-            settings.retain(|s| s.optimizer == cfg.optimizer[0]);
-            for s in &mut settings {
-                s.optimizer = Optimizer::Sgd;
-            }
-        }
-        settings
-    }
-
-    fn setting_cells(s: Setting) -> Vec<Cell> {
-        vec![
-            Cell::text(s.optimizer.name()),
-            Cell::text(s.penalty.name()),
-            Cell::Float(s.wd),
-        ]
-    }
-
-    fn finals(cfg: &Config) -> Vec<&'static str> {
-        let n = if cfg.n_val.is_some() { 6 } else { 5 };
-        FINALS[..n].to_vec()
-    }
-
-    fn sweep_stats(cfg: &Config) -> Vec<(&'static str, Stat)> {
-        let mut stats = vec![
-            ("train_loss", Stat::Final(3)),
-            ("test_loss", Stat::Final(4)),
-            ("gap", Stat::Gap),
-            ("w_norm", Stat::Final(0)),
-            ("w_l1", Stat::Final(1)),
-            ("w_small", Stat::Final(2)),
-        ];
-        if cfg.n_val.is_some() {
-            stats.push(("val_loss", Stat::Final(5)));
-        }
-        stats
-    }
-
-    fn versions(cfg: &Config) -> Vec<Version> {
-        cfg.versions.versions()
-    }
-
-    /// Version by version, then penalty by penalty and optimizer by optimizer, every λ of a
-    /// group together (the fused engine trains them as one batched model).
-    fn schedule(cfg: &Config) -> Vec<(Version, Vec<Setting>)> {
-        let mut groups = Vec::new();
-        for version in cfg.versions.versions() {
-            let settings = Self::settings_for(cfg, version);
-            for chunk in settings.chunks(cfg.wd.len()) {
-                groups.push((version, chunk.to_vec()));
-            }
-        }
-        groups
-    }
-
-    /// Refuses what cannot run: an optimizer for the scratch version alone, and the fused
-    /// engine with anything but the book's SGD and L2.
-    fn prepare(cfg: &Config, _ctx: &Context) -> Result<()> {
-        let non_sgd: Vec<&str> = cfg
-            .optimizer
-            .iter()
-            .filter(|o| **o != Optimizer::Sgd)
-            .map(|o| o.name())
-            .collect();
-        if cfg.versions == VersionChoice::Scratch && !non_sgd.is_empty() {
-            anyhow::bail!(
-                "--optimizer {} applies to the concise version; the scratch version is the \
-                 book's own minibatch SGD. Add --impl concise (or both), or drop --optimizer",
-                non_sgd.join(",")
-            );
-        }
-        if cfg.penalty.contains(&Penalty::L1Prox) && !non_sgd.is_empty() {
-            anyhow::bail!(
-                "--penalty l1-prox is a proximal step for SGD; with --optimizer {} use --penalty \
-                 l1 (the subgradient) or l2",
-                non_sgd.join(",")
-            );
-        }
-        if cfg.engine == Engine::Fused
-            && (!non_sgd.is_empty() || cfg.penalty.iter().any(|p| *p != Penalty::L2))
-        {
-            anyhow::bail!(
-                "--engine fused trains the book's SGD with the L2 penalty only; use --engine \
-                 autograd for --optimizer adam/adamw or --penalty l1/l1-prox"
-            );
-        }
-        Ok(())
-    }
-
-    fn train(
-        cfg: &Config,
-        _: &(),
-        version: Version,
-        settings: &[Setting],
-        ctx: &Context,
-    ) -> Vec<Run<Self>> {
-        let with_val = cfg.n_val.is_some();
-        run_group(cfg, version, settings, ctx)
-            .into_iter()
-            .map(|(trained, seconds)| {
-                let last = trained.curve.last();
-                let mut finals = vec![
-                    trained.w_norm,
-                    trained.w_l1,
-                    trained.w_small,
-                    last.map_or(f64::NAN, |e| e.train_loss),
-                    last.map_or(f64::NAN, |e| e.test_loss),
-                ];
-                if with_val {
-                    finals.push(trained.val_loss);
-                }
-                Run {
-                    finals,
-                    curve: trained.curve,
-                    status: trained.status,
-                    seconds,
-                    model: (),
-                }
-            })
-            .collect()
-    }
-
-    fn label(version: Version, setting: Setting) -> String {
-        label(version, setting, &[setting.wd])
-    }
-
-    /// `<impl>[-<optimizer>][-<penalty>]-wd<λ>`, naming only what differs from the book's.
-    fn stem(version: Version, setting: Setting, _alone: bool) -> String {
-        format!(
-            "{}{}-wd{}",
-            version.name(),
-            setting.suffix(),
-            fmt_num(setting.wd)
-        )
-    }
-
-    fn report(run: &Run<Self>) -> String {
-        format!("L2 norm of w: {:.6}", run.finals[0])
-    }
-
-    fn advice(cfg: &Config) -> String {
-        format!(
-            "try a smaller --lr (this run used {}) or a smaller λ (--wd)",
-            cfg.lr
-        )
-    }
-
-    /// Final test loss − final train loss.
-    fn gap(finals: &[f64]) -> f64 {
-        experiment::round_derived(finals[4] - finals[3])
-    }
-
-    /// Train and test loss against epoch, log scale (the book's figure).
-    fn curve_chart<'a>(title: &'a str) -> record::Chart<'a, Epoch> {
-        record::Chart {
-            title,
-            x: ("epoch", "epoch", |e| e.epoch as f64),
-            panels: &[record::Panel {
-                y_label: "loss",
-                log_y: true,
-                series: &[
-                    ("train", "train_loss", |e| e.train_loss),
-                    ("test", "test_loss", |e| e.test_loss),
-                ],
-                color_offset: 0,
-            }],
-        }
-    }
-
-    fn curve_title(version: Version, setting: Setting, run: &Run<Self>) -> String {
-        format!(
-            "weight decay, {}{}, λ = {}: ‖w‖ = {:.3}",
-            version.name(),
-            setting.variant(),
-            fmt_num(setting.wd),
-            run.finals[0]
-        )
-    }
-
-    /// `<impl>[-<optimizer>][-<penalty>]-all.svg`: the train and test curves of every λ of a
-    /// group in one figure.
-    fn write_overview_charts(
-        dir: &Path,
-        runs: &[(Version, Setting, &Run<Self>)],
-        plots: bool,
-    ) -> Result<()> {
-        let same = |a: &(Version, Setting, &Run<Self>), b: &(Version, Setting, &Run<Self>)| {
-            a.0 == b.0 && a.1.optimizer == b.1.optimizer && a.1.penalty == b.1.penalty
-        };
-        let mut start = 0;
-        while start < runs.len() {
-            let end = start
-                + runs[start..]
-                    .iter()
-                    .take_while(|r| same(r, &runs[start]))
-                    .count();
-            let (version, setting, _) = runs[start];
-            let path = dir.join(format!("{}{}-all.svg", version.name(), setting.suffix()));
-            if plots {
-                let mut series = Vec::new();
-                for (i, (_, s, run)) in runs[start..end].iter().enumerate() {
-                    let l = fmt_num(s.wd);
-                    series.extend(experiment::train_test_curves(
-                        &run.curve,
-                        |e| e.epoch as f64,
-                        [
-                            (format!("train λ={l}"), |e| e.train_loss),
-                            (format!("test λ={l}"), |e| e.test_loss),
-                        ],
-                        i,
-                    ));
-                }
-                record::write_chart(
-                    &path,
-                    &Figure {
-                        title: format!(
-                            "weight decay, {}{}: every λ",
-                            version.name(),
-                            setting.variant()
-                        ),
-                        x_label: "epoch".into(),
-                        y_label: "loss".into(),
-                        log_y: true,
-                        ..Default::default()
-                    },
-                    &series,
-                )?;
-            } else {
-                record::remove_stale(&path);
-            }
-            start = end;
-        }
-        Ok(())
-    }
-
-    /// `summary.svg`: final train and test loss (mean ± sd over the seeds) against λ (a log
-    /// axis, 0 drawn apart), one pair of curves per version, optimizer and penalty;
-    /// `summary-w.svg`: ‖w‖ against λ, one curve each (Adam's coupled decay against AdamW's at
-    /// equal λ).
-    fn sweep_charts(
-        cfg: &Config,
-        settings: &[SettingStats<Setting>],
-        seeds: usize,
-    ) -> Vec<experiment::SweepChart> {
-        let mut losses = Vec::new();
-        let mut norms = Vec::new();
-        let wd = |s: &Setting| s.wd;
-        for (i, range) in Self::groups(settings).into_iter().enumerate() {
-            let rows: Vec<&SettingStats<Setting>> = settings[range].iter().collect();
-            let name = Self::group_name(rows[0].version, rows[0].setting);
-            losses.extend(sweep::train_test_series(
-                &rows,
-                wd,
-                ["train_loss", "test_loss"],
-                &name,
-                i,
-            ));
-            let (points, errors) = sweep::at_settings(&rows, wd, |s| s.stat("w_norm"));
-            norms.push(
-                Series::line(format!("‖w‖ {name}"), points, i)
-                    .with_markers()
-                    .with_errors(errors),
-            );
-        }
-        let axes = |y_label: &str| Figure {
-            x_label: "λ (weight decay)".into(),
-            y_label: y_label.into(),
-            log_y: true,
-            x_log: true,
-            ..Default::default()
-        };
-        vec![
-            (
-                "summary.svg".into(),
-                sweep::title("weight decay: final loss", cfg.epochs, seeds),
-                vec![(axes("loss"), losses)],
-            ),
-            (
-                "summary-w.svg".into(),
-                sweep::title("weight decay: ‖w‖", cfg.epochs, seeds),
-                vec![(axes("‖w‖"), norms)],
-            ),
-        ]
-    }
-
-    /// With `--n-val`: `chosen_by_validation` (the λ of lowest mean validation loss) and
-    /// `best_by_test` (of lowest mean test loss), true on one row per version, optimizer and
-    /// penalty.
-    fn sweep_marks(
-        cfg: &Config,
-        settings: &[SettingStats<Setting>],
-    ) -> (Vec<&'static str>, Vec<Vec<Cell>>) {
-        if cfg.n_val.is_none() {
-            return (Vec::new(), vec![Vec::new(); settings.len()]);
-        }
-        let mut marks = vec![vec![Cell::text("false"), Cell::text("false")]; settings.len()];
-        for range in Self::groups(settings) {
-            if let Some(i) = Self::lowest(settings, range.clone(), "val_loss") {
-                marks[i][0] = Cell::text("true");
-            }
-            if let Some(i) = Self::lowest(settings, range, "test_loss") {
-                marks[i][1] = Cell::text("true");
-            }
-        }
-        (vec!["chosen_by_validation", "best_by_test"], marks)
-    }
-
-    /// With `--n-val`: for each group, the λ validation picks and the best λ on the test set,
-    /// with their test losses.
-    fn sweep_notes(cfg: &Config, settings: &[SettingStats<Setting>]) -> Vec<String> {
-        let Some(n_val) = cfg.n_val else {
-            return Vec::new();
-        };
-        let mut notes = Vec::new();
-        for range in Self::groups(settings) {
-            let chosen = Self::lowest(settings, range.clone(), "val_loss");
-            let best = Self::lowest(settings, range, "test_loss");
-            if let (Some(c), Some(b)) = (chosen, best) {
-                let (c, b) = (&settings[c], &settings[b]);
-                notes.push(format!(
-                    "{}: validation ({n_val} examples) picks λ={} (test loss {:.3e}); the lowest \
-                     test loss is at λ={} ({:.3e})",
-                    Self::group_name(c.version, c.setting),
-                    fmt_num(c.setting.wd),
-                    c.stat("test_loss").0,
-                    fmt_num(b.setting.wd),
-                    b.stat("test_loss").0
-                ));
-            }
-        }
-        notes
-    }
-
-    fn sweep_table_row(s: &SettingStats<Setting>) -> Vec<String> {
-        let val = s
-            .stats
-            .iter()
-            .find(|(n, _)| *n == "val_loss")
-            .map_or("—".to_string(), |(_, v)| format!("{:.3e}", v.0));
-        vec![
-            s.version.name().to_string(),
-            s.setting.optimizer.name().to_string(),
-            s.setting.penalty.name().to_string(),
-            fmt_num(s.setting.wd),
-            s.status.name().to_string(),
-            format!("{:.3e}", s.stat("train_loss").0),
-            format!("{:.3e}", s.stat("test_loss").0),
-            format!("{:.3e}", s.stat("gap").0),
-            format!("{:.3}", s.stat("w_norm").0),
-            val,
-        ]
-    }
-
-    fn memory_flags(c: &Config) -> String {
-        format!(
-            "--n-train / --n-test / --num-inputs / --batch-size (now {} / {} / {} / {})",
-            c.n_train, c.n_test, c.num_inputs, c.batch_size
-        )
-    }
 }

@@ -1,0 +1,340 @@
+//! §4.5 as a command (`weight-decay`): what the run command and the sweep need of it — its
+//! settings, the final figures, file names, the summary's marks and notes, the printed table.
+use super::charts;
+use super::*;
+use crate::experiment::Experiment;
+
+/// §4.5 as a command: `weight-decay`, its runs one per version and setting (optimizer,
+/// penalty, λ).
+pub struct WeightDecay;
+
+/// The final figures: always the first five, the validation loss with `--n-val`.
+const FINALS: [&str; 6] = [
+    "w_norm",
+    "w_l1",
+    "w_small",
+    "final_train_loss",
+    "final_test_loss",
+    "final_val_loss",
+];
+
+impl WeightDecay {
+    /// The setting of `range` with the lowest mean of `stat` among those that finished.
+    fn lowest(
+        settings: &[SettingStats<Setting>],
+        range: std::ops::Range<usize>,
+        stat: &str,
+    ) -> Option<usize> {
+        range
+            .filter(|&i| settings[i].seeds_ok > 0 && settings[i].stat(stat).0.is_finite())
+            .min_by(|&a, &b| {
+                settings[a]
+                    .stat(stat)
+                    .0
+                    .total_cmp(&settings[b].stat(stat).0)
+            })
+    }
+}
+
+impl Experiment for WeightDecay {
+    const NAME: &'static str = "weight-decay";
+    const SWEEP_TABLE: &'static [&'static str] = &[
+        "impl",
+        "optimizer",
+        "penalty",
+        "λ",
+        "status",
+        "train loss",
+        "test loss",
+        "gap",
+        "‖w‖",
+        "val loss",
+    ];
+    type Config = Config;
+    type Setting = Setting;
+    /// Nothing: each run draws its data from its own seed.
+    type Data = ();
+    type Row = Epoch;
+    type Model = ();
+
+    /// Penalty by penalty, optimizer by optimizer, every λ.
+    fn settings(cfg: &Config) -> Vec<Setting> {
+        let mut settings = Vec::new();
+        for &penalty in &cfg.penalty {
+            for &optimizer in &cfg.optimizer {
+                for &wd in &cfg.wd {
+                    settings.push(Setting {
+                        optimizer,
+                        penalty,
+                        wd,
+                    });
+                }
+            }
+        }
+        settings
+    }
+
+    /// The scratch version has one optimizer, the book's minibatch SGD.
+    fn settings_for(cfg: &Config, version: Version) -> Vec<Setting> {
+        let mut settings = Self::settings(cfg);
+        if version == Version::Scratch {
+            settings.retain(|s| s.optimizer == cfg.optimizer[0]);
+            for s in &mut settings {
+                s.optimizer = Optimizer::Sgd;
+            }
+        }
+        settings
+    }
+
+    fn finals(cfg: &Config) -> Vec<&'static str> {
+        let n = if cfg.n_val.is_some() { 6 } else { 5 };
+        FINALS[..n].to_vec()
+    }
+
+    fn sweep_stats(cfg: &Config) -> Vec<(&'static str, Stat)> {
+        let mut stats = vec![
+            ("train_loss", Stat::Final(3)),
+            ("test_loss", Stat::Final(4)),
+            ("gap", Stat::Gap),
+            ("w_norm", Stat::Final(0)),
+            ("w_l1", Stat::Final(1)),
+            ("w_small", Stat::Final(2)),
+        ];
+        if cfg.n_val.is_some() {
+            stats.push(("val_loss", Stat::Final(5)));
+        }
+        stats
+    }
+
+    fn versions(cfg: &Config) -> Vec<Version> {
+        cfg.versions.versions()
+    }
+
+    /// Version by version, then penalty by penalty and optimizer by optimizer, every λ of a
+    /// group together (the fused engine trains them as one batched model).
+    fn schedule(cfg: &Config) -> Vec<(Version, Vec<Setting>)> {
+        let mut groups = Vec::new();
+        for version in cfg.versions.versions() {
+            let settings = Self::settings_for(cfg, version);
+            for chunk in settings.chunks(cfg.wd.len()) {
+                groups.push((version, chunk.to_vec()));
+            }
+        }
+        groups
+    }
+
+    /// Refuses what cannot run: an optimizer for the scratch version alone, and the fused
+    /// engine with anything but the book's SGD and L2.
+    fn prepare(cfg: &Config, _ctx: &Context) -> Result<()> {
+        let non_sgd: Vec<&str> = cfg
+            .optimizer
+            .iter()
+            .filter(|o| **o != Optimizer::Sgd)
+            .map(|o| o.name())
+            .collect();
+        if cfg.versions == VersionChoice::Scratch && !non_sgd.is_empty() {
+            anyhow::bail!(
+                "--optimizer {} applies to the concise version; the scratch version is the \
+                 book's own minibatch SGD. Add --impl concise (or both), or drop --optimizer",
+                non_sgd.join(",")
+            );
+        }
+        if cfg.penalty.contains(&Penalty::L1Prox) && !non_sgd.is_empty() {
+            anyhow::bail!(
+                "--penalty l1-prox is a proximal step for SGD; with --optimizer {} use --penalty \
+                 l1 (the subgradient) or l2",
+                non_sgd.join(",")
+            );
+        }
+        if cfg.engine == Engine::Fused
+            && (!non_sgd.is_empty() || cfg.penalty.iter().any(|p| *p != Penalty::L2))
+        {
+            anyhow::bail!(
+                "--engine fused trains the book's SGD with the L2 penalty only; use --engine \
+                 autograd for --optimizer adam/adamw or --penalty l1/l1-prox"
+            );
+        }
+        Ok(())
+    }
+
+    fn train(
+        cfg: &Config,
+        _: &(),
+        version: Version,
+        settings: &[Setting],
+        ctx: &Context,
+    ) -> Vec<Run<Self>> {
+        let with_val = cfg.n_val.is_some();
+        run_group(cfg, version, settings, ctx)
+            .into_iter()
+            .map(|(trained, seconds)| {
+                let last = trained.curve.last();
+                let mut finals = vec![
+                    trained.w_norm,
+                    trained.w_l1,
+                    trained.w_small,
+                    last.map_or(f64::NAN, |e| e.train_loss),
+                    last.map_or(f64::NAN, |e| e.test_loss),
+                ];
+                if with_val {
+                    finals.push(trained.val_loss);
+                }
+                Run {
+                    finals,
+                    curve: trained.curve,
+                    status: trained.status,
+                    seconds,
+                    model: (),
+                }
+            })
+            .collect()
+    }
+
+    fn label(version: Version, setting: Setting) -> String {
+        label(version, setting, &[setting.wd])
+    }
+
+    /// `<impl>[-<optimizer>][-<penalty>]-wd<λ>`, naming only what differs from the book's.
+    fn stem(version: Version, setting: Setting, _alone: bool) -> String {
+        format!(
+            "{}{}-wd{}",
+            version.name(),
+            setting.suffix(),
+            fmt_num(setting.wd)
+        )
+    }
+
+    fn report(run: &Run<Self>) -> String {
+        format!("L2 norm of w: {:.6}", run.finals[0])
+    }
+
+    fn advice(cfg: &Config) -> String {
+        format!(
+            "try a smaller --lr (this run used {}) or a smaller λ (--wd)",
+            cfg.lr
+        )
+    }
+
+    /// Final test loss − final train loss.
+    fn gap(finals: &[f64]) -> f64 {
+        experiment::round_derived(finals[4] - finals[3])
+    }
+
+    /// Train and test loss against epoch, log scale (the book's figure).
+    fn curve_chart<'a>(title: &'a str) -> record::Chart<'a, Epoch> {
+        record::Chart {
+            title,
+            x: ("epoch", "epoch", |e| e.epoch as f64),
+            panels: &[record::Panel {
+                y_label: "loss",
+                log_y: true,
+                series: &[
+                    ("train", "train_loss", |e| e.train_loss),
+                    ("test", "test_loss", |e| e.test_loss),
+                ],
+                color_offset: 0,
+            }],
+        }
+    }
+
+    fn curve_title(version: Version, setting: Setting, run: &Run<Self>) -> String {
+        format!(
+            "weight decay, {}{}, λ = {}: ‖w‖ = {:.3}",
+            version.name(),
+            setting.variant(),
+            fmt_num(setting.wd),
+            run.finals[0]
+        )
+    }
+
+    fn write_overview_charts(
+        dir: &Path,
+        runs: &[(Version, Setting, &Run<Self>)],
+        plots: bool,
+    ) -> Result<()> {
+        charts::write_overview(dir, runs, plots)
+    }
+
+    fn sweep_charts(
+        cfg: &Config,
+        settings: &[SettingStats<Setting>],
+        seeds: usize,
+    ) -> Vec<experiment::SweepChart> {
+        charts::sweep(cfg, settings, seeds)
+    }
+
+    /// With `--n-val`: `chosen_by_validation` (the λ of lowest mean validation loss) and
+    /// `best_by_test` (of lowest mean test loss), true on one row per version, optimizer and
+    /// penalty.
+    fn sweep_marks(
+        cfg: &Config,
+        settings: &[SettingStats<Setting>],
+    ) -> (Vec<&'static str>, Vec<Vec<Cell>>) {
+        if cfg.n_val.is_none() {
+            return (Vec::new(), vec![Vec::new(); settings.len()]);
+        }
+        let mut marks = vec![vec![Cell::text("false"), Cell::text("false")]; settings.len()];
+        for range in charts::groups(settings) {
+            if let Some(i) = Self::lowest(settings, range.clone(), "val_loss") {
+                marks[i][0] = Cell::text("true");
+            }
+            if let Some(i) = Self::lowest(settings, range, "test_loss") {
+                marks[i][1] = Cell::text("true");
+            }
+        }
+        (vec!["chosen_by_validation", "best_by_test"], marks)
+    }
+
+    /// With `--n-val`: for each group, the λ validation picks and the best λ on the test set,
+    /// with their test losses.
+    fn sweep_notes(cfg: &Config, settings: &[SettingStats<Setting>]) -> Vec<String> {
+        let Some(n_val) = cfg.n_val else {
+            return Vec::new();
+        };
+        let mut notes = Vec::new();
+        for range in charts::groups(settings) {
+            let chosen = Self::lowest(settings, range.clone(), "val_loss");
+            let best = Self::lowest(settings, range, "test_loss");
+            if let (Some(c), Some(b)) = (chosen, best) {
+                let (c, b) = (&settings[c], &settings[b]);
+                notes.push(format!(
+                    "{}: validation ({n_val} examples) picks λ={} (test loss {:.3e}); the lowest \
+                     test loss is at λ={} ({:.3e})",
+                    charts::group_name(c.version, c.setting),
+                    fmt_num(c.setting.wd),
+                    c.stat("test_loss").0,
+                    fmt_num(b.setting.wd),
+                    b.stat("test_loss").0
+                ));
+            }
+        }
+        notes
+    }
+
+    fn sweep_table_row(s: &SettingStats<Setting>) -> Vec<String> {
+        let val = s
+            .stats
+            .iter()
+            .find(|(n, _)| *n == "val_loss")
+            .map_or("—".to_string(), |(_, v)| format!("{:.3e}", v.0));
+        vec![
+            s.version.name().to_string(),
+            s.setting.optimizer.name().to_string(),
+            s.setting.penalty.name().to_string(),
+            fmt_num(s.setting.wd),
+            s.status.name().to_string(),
+            format!("{:.3e}", s.stat("train_loss").0),
+            format!("{:.3e}", s.stat("test_loss").0),
+            format!("{:.3e}", s.stat("gap").0),
+            format!("{:.3}", s.stat("w_norm").0),
+            val,
+        ]
+    }
+
+    fn memory_flags(c: &Config) -> String {
+        format!(
+            "--n-train / --n-test / --num-inputs / --batch-size (now {} / {} / {} / {})",
+            c.n_train, c.n_test, c.num_inputs, c.batch_size
+        )
+    }
+}

@@ -1,0 +1,189 @@
+//! A sweep's records: one JSON file beside every run's curve (how it ended, its final figures,
+//! the configuration's fingerprint), read back for `--resume`, shards and `sweep merge`.
+use super::*;
+
+/// What `runs/<run>-seed<k>.json` says of a run (NaN figures as null).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub experiment: String,
+    /// Of the configuration apart from what the sweep varies (see [`fingerprint`]).
+    pub fingerprint: String,
+    /// The sweep's whole configuration (for `sweep merge`).
+    pub config: serde_json::Value,
+    pub seeds: Vec<i64>,
+    pub seed: i64,
+    pub version: Version,
+    /// The run's file name without `-seed<k>` and extension.
+    pub stem: String,
+    pub status: Status,
+    pub epochs: usize,
+    pub finals: Vec<Option<f64>>,
+    pub gap: Option<f64>,
+    pub seconds: Option<f64>,
+}
+
+pub(super) fn some(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+pub(super) fn nan(v: Option<f64>) -> f64 {
+    v.unwrap_or(f64::NAN)
+}
+
+/// The configuration's fingerprint: an MD5 of its JSON without what the sweep varies (the
+/// experiment's swept flags, `--impl`, the seeds) and without what does not change a result
+/// ([`Experiment::NOT_RESULTS`]: where the data are, what else is saved).
+/// The device's kind (`cpu`, `cuda`) is part of it: the same seed gives other numbers there;
+/// so is `--reproducible` on the CPU (other kernels).
+pub fn fingerprint<E: Experiment>(cfg: &E::Config, device: tch::Device) -> Result<String>
+where
+    E::Config: Serialize,
+{
+    use md5::{Digest, Md5};
+    let mut value = serde_json::to_value(cfg)?;
+    if let Some(map) = value.as_object_mut() {
+        let swept = experiment::setting_columns::<E>(cfg);
+        let not_results = E::NOT_RESULTS.iter().map(|k| k.to_string());
+        for key in swept.into_iter().chain(not_results) {
+            map.remove(&key);
+        }
+        // Every experiment's `--impl`: a sweep varies the versions too.
+        map.remove("implementation");
+    }
+    let text = serde_json::to_string(&value)?;
+    let kind = match (device.is_cuda(), crate::cpu::reproducible()) {
+        (true, _) => "cuda",
+        (false, false) => "cpu",
+        (false, true) => "cpu reproducible",
+    };
+    let digest = Md5::digest(format!("{}\n{kind}\n{text}", E::NAME).as_bytes());
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The run records under `runs/`, by stem: every finished run whose curve is whole (as many
+/// rows as its record says), and every interrupted run (for the summary of an interrupted
+/// sweep; never kept by `--resume`). Damaged records and anything else are left out.
+pub(super) fn read_records(runs_dir: &Path) -> Result<HashMap<String, RunRecord>> {
+    let mut found = HashMap::new();
+    let Ok(entries) = std::fs::read_dir(runs_dir) else {
+        return Ok(found);
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(stem) = name.strip_suffix(".json") else {
+            continue;
+        };
+        if stem.starts_with('.') {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read '{}'", path.display()))?;
+        let Ok(record) = serde_json::from_str::<RunRecord>(&text) else {
+            continue; // not a run record (or a damaged one): trained again
+        };
+        let whole = || {
+            let curve = runs_dir.join(format!("{stem}.csv"));
+            csv::Reader::from_path(&curve)
+                .ok()
+                .map(|mut r| r.records().filter(|r| r.is_ok()).count())
+                == Some(record.epochs)
+        };
+        if record.status == Status::Interrupted || whole() {
+            found.insert(stem.to_string(), record);
+        }
+    }
+    Ok(found)
+}
+
+/// Whether `records` holds `stem` as a finished run (one `--resume` keeps).
+pub(super) fn finished(records: &HashMap<String, RunRecord>, stem: &str) -> bool {
+    records
+        .get(stem)
+        .is_some_and(|r| r.status != Status::Interrupted)
+}
+
+/// Files of a sweep directory that an earlier sweep left.
+pub(super) fn has_sweep(dir: &Path) -> bool {
+    dir.join("runs.csv").exists()
+        || std::fs::read_dir(dir.join("runs"))
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+}
+
+/// Removes what an earlier sweep wrote in `dir` (`--overwrite`).
+pub(super) fn clear(dir: &Path) -> Result<()> {
+    let runs = dir.join("runs");
+    if runs.exists() {
+        std::fs::remove_dir_all(&runs)
+            .with_context(|| format!("cannot remove '{}'", runs.display()))?;
+    }
+    for name in ["runs.csv", "summary.csv", "results.xlsx"] {
+        record::remove_stale(&dir.join(name));
+    }
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let p = entry.path();
+        if p.extension().is_some_and(|e| e == "svg") {
+            record::remove_stale(&p);
+        }
+    }
+    Ok(())
+}
+
+/// A trained run's curve (and what it saves), then its record — last, so a record exists only
+/// beside a whole curve.
+pub(super) fn write_run<E: Experiment>(
+    cfg: &E::Config,
+    runs_dir: &Path,
+    p: &Planned<E::Setting>,
+    run: &Run<E>,
+    fingerprint: &str,
+    config: &serde_json::Value,
+    seeds: &[i64],
+) -> Result<RunRecord> {
+    let stem = runs_dir.join(&p.stem);
+    record::write_csv(&record::with_suffix(&stem, "csv"), &run.curve)?;
+    if run.status == Status::Ok {
+        E::save(cfg, run, &stem, false)?;
+    }
+    let record = RunRecord {
+        experiment: E::NAME.to_string(),
+        fingerprint: fingerprint.to_string(),
+        config: config.clone(),
+        seeds: seeds.to_vec(),
+        seed: p.seed,
+        version: p.version,
+        stem: p.stem.clone(),
+        status: run.status,
+        epochs: run.curve.len(),
+        finals: run.finals.iter().map(|&v| some(v)).collect(),
+        gap: some(E::gap(&run.finals)),
+        seconds: some(run.seconds),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&record)?;
+    bytes.push(b'\n');
+    record::write_atomic(&record::with_suffix(&stem, "json"), &bytes)?;
+    Ok(record)
+}
+
+/// The experiment whose runs a sweep directory holds (for `sweep merge`).
+pub fn experiment_of(dir: &Path) -> Result<String> {
+    if !dir.is_dir() {
+        bail!(
+            "'{}' is not a directory; `sweep merge` takes a sweep's directory, e.g. \
+             results/sweep/dropout",
+            dir.display()
+        );
+    }
+    let records = read_records(&dir.join("runs"))?;
+    match records.iter().min_by_key(|(stem, _)| *stem) {
+        Some((_, r)) => Ok(r.experiment.clone()),
+        None => bail!(
+            "'{}' holds no finished run of a sweep (runs/*.json); give the directory the shards \
+             wrote into (<out>/sweep/<experiment>), after they finished",
+            dir.display()
+        ),
+    }
+}

@@ -13,7 +13,7 @@
 //! record matches and trains the rest; `--shard K/N` trains only every N-th group of runs
 //! (starting at the K-th) and writes nothing but its own runs' files, so N shards can run at once
 //! on different machines over one directory; `sweep merge <dir>` then summarises them.
-use crate::experiment::{self, Context, Experiment, Run, SettingStats, Stat};
+use crate::experiment::{self, Context, Experiment, Finals as _, Run, SettingStats, Stat};
 use crate::options::{seed, Version};
 use crate::record::{self, Cell};
 use crate::stop::{Status, Stopped};
@@ -25,10 +25,11 @@ use std::path::{Path, PathBuf};
 mod records;
 mod summary;
 
+pub use crate::experiment::mean_std;
 use records::*;
 pub use records::{experiment_of, fingerprint, RunRecord};
 use summary::*;
-pub use summary::{at_settings, mean_std, title, train_test_series};
+pub use summary::{at_settings, title, train_test_series};
 
 /// The most seeds a sweep takes, and the most shards it is divided into.
 pub const MAX_SEEDS: usize = 10_000;

@@ -158,8 +158,11 @@ pub(super) fn write_run<E: Experiment>(
         stem: p.stem.clone(),
         status: run.status,
         epochs: run.curve.len(),
-        finals: run.finals.iter().map(|&v| some(v)).collect(),
-        gap: some(E::gap(&run.finals)),
+        finals: experiment::figures(&run.finals)
+            .into_iter()
+            .map(|(_, v)| some(v))
+            .collect(),
+        gap: some(run.finals.gap()),
         seconds: some(run.seconds),
     };
     let mut bytes = serde_json::to_vec_pretty(&record)?;

@@ -2,20 +2,6 @@
 //! sd over the seeds per setting), the printed table, and the series the figures draw.
 use super::*;
 
-/// Mean and sample standard deviation (0 for a single value; NaN for none).
-pub fn mean_std(values: &[f64]) -> (f64, f64) {
-    let n = values.len() as f64;
-    if values.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let mean = values.iter().sum::<f64>() / n;
-    if values.len() < 2 {
-        return (mean, 0.0);
-    }
-    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, var.sqrt())
-}
-
 /// `ok` when every seed finished; otherwise the first of interrupted, diverged.
 pub(super) fn setting_status(statuses: &[Status], seeds: usize) -> Status {
     if statuses.contains(&Status::Interrupted) || statuses.len() < seeds {
@@ -51,14 +37,6 @@ impl<S: Copy> SweepRun<S> {
         line.extend([Cell::Float(self.gap), Cell::Float(self.seconds)]);
         line
     }
-
-    /// The value of a statistic of this run.
-    fn value(&self, stat: Stat) -> f64 {
-        match stat {
-            Stat::Final(i) => self.finals[i],
-            Stat::Gap => self.gap,
-        }
-    }
 }
 
 pub(super) fn names<'a>(columns: &'a [&'a str]) -> impl Iterator<Item = String> + 'a {
@@ -92,9 +70,17 @@ pub(super) fn runs_header<E: Experiment>(cfg: &E::Config) -> Vec<String> {
     let mut header: Vec<String> = names(&["seed", "impl"]).collect();
     header.extend(experiment::setting_columns::<E>(cfg));
     header.extend(names(&["status", "epochs"]));
-    header.extend(E::finals(cfg).iter().map(|s| s.to_string()));
+    header.extend(final_names::<E>(cfg));
     header.extend(names(&["gap", "seconds"]));
     header
+}
+
+/// The names of the final figures a run of `cfg` reports.
+fn final_names<E: Experiment>(cfg: &E::Config) -> Vec<String> {
+    experiment::figures(&E::unfinished(cfg))
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
 }
 
 pub(super) fn write_runs_csv<E: Experiment>(
@@ -121,11 +107,12 @@ pub(super) fn summarise_dir<E: Experiment>(
 ) -> Result<()> {
     let runs = lines::<E>(planned, records);
     let runs_bytes = write_runs_csv::<E>(cfg, dir, &runs)?;
-    let settings = summarise::<E>(cfg, &runs, seeds);
+    let settings = summarise::<E>(cfg, &runs, seeds)?;
     let mut header: Vec<String> = names(&["impl"]).collect();
     header.extend(experiment::setting_columns::<E>(cfg));
     header.extend(names(&["status", "seeds", "seeds_ok"]));
-    for (name, _) in E::sweep_stats(cfg) {
+    let stats = E::sweep_stats(cfg);
+    for (name, _) in &stats {
         header.extend([format!("{name}_mean"), format!("{name}_std")]);
     }
     let (mark_columns, marks) = E::sweep_marks(cfg, &settings);
@@ -140,7 +127,8 @@ pub(super) fn summarise_dir<E: Experiment>(
                 Cell::Int(s.seeds as i64),
                 Cell::Int(s.seeds_ok as i64),
             ]);
-            for &(_, (mean, std)) in &s.stats {
+            for &(_, stat) in &stats {
+                let (mean, std) = s.stat(stat);
                 line.extend([Cell::Float(mean), Cell::Float(std)]);
             }
             line.extend(marks);
@@ -176,7 +164,7 @@ pub(super) fn summarise_dir<E: Experiment>(
     } else {
         record::remove_stale(&xlsx);
     }
-    print_table(E::SWEEP_TABLE, settings.iter().map(E::sweep_table_row));
+    print_table(settings.iter().map(|s| E::sweep_table_row(cfg, s)));
     for note in E::sweep_notes(cfg, &settings) {
         println!("{note}");
     }
@@ -184,14 +172,14 @@ pub(super) fn summarise_dir<E: Experiment>(
     finish(dir, runs.len(), diverged, interrupted)
 }
 
-/// Every version × setting over its seeds (mean and sd over the runs that finished).
+/// Every version × setting over its seeds, with the final figures of the runs that finished.
 pub(super) fn summarise<E: Experiment>(
     cfg: &E::Config,
     runs: &[SweepRun<E::Setting>],
     seeds: usize,
-) -> Vec<SettingStats<E::Setting>> {
+) -> Result<Vec<SettingStats<E>>> {
     let mut settings = Vec::new();
-    let stats = E::sweep_stats(cfg);
+    let names = final_names::<E>(cfg);
     for version in E::versions(cfg) {
         for setting in E::settings_for(cfg, version) {
             let of: Vec<&SweepRun<E::Setting>> = runs
@@ -200,31 +188,28 @@ pub(super) fn summarise<E: Experiment>(
                 .collect();
             let ok: Vec<&&SweepRun<E::Setting>> =
                 of.iter().filter(|r| r.status == Status::Ok).collect();
-            let stats = stats
+            let finals = ok
                 .iter()
-                .map(|&(name, stat)| {
-                    let values: Vec<f64> = ok.iter().map(|r| r.value(stat)).collect();
-                    (name, mean_std(&values))
-                })
-                .collect();
+                .map(|r| experiment::finals_from(&names, &r.finals))
+                .collect::<Result<Vec<E::Finals>>>()?;
             settings.push(SettingStats {
                 version,
                 setting,
                 status: setting_status(&of.iter().map(|r| r.status).collect::<Vec<_>>(), seeds),
                 seeds,
                 seeds_ok: ok.len(),
-                stats,
+                finals,
             });
         }
     }
-    settings
+    Ok(settings)
 }
 
 /// One point per setting (x = `x(setting)`, y = a mean) and the matching ± sd.
-pub fn at_settings<S>(
-    rows: &[&SettingStats<S>],
-    x: impl Fn(&S) -> f64,
-    f: impl Fn(&SettingStats<S>) -> (f64, f64),
+pub fn at_settings<E: Experiment>(
+    rows: &[&SettingStats<E>],
+    x: impl Fn(&E::Setting) -> f64,
+    f: impl Fn(&SettingStats<E>) -> (f64, f64),
 ) -> (Vec<(f64, f64)>, Vec<f64>) {
     let points = rows.iter().map(|s| (x(&s.setting), f(s).0)).collect();
     let errors = rows.iter().map(|s| f(s).1).collect();
@@ -234,10 +219,10 @@ pub fn at_settings<S>(
 /// The pair of curves a sweep figure draws for one group of settings: the mean ± sd of the
 /// statistics `train` (solid) and `test` (dashed, with markers), named `train <suffix>` and
 /// `test <suffix>`, in one colour, at x = `x(setting)`.
-pub fn train_test_series<S>(
-    rows: &[&SettingStats<S>],
-    x: impl Fn(&S) -> f64 + Copy,
-    [train, test]: [&str; 2],
+pub fn train_test_series<E: Experiment>(
+    rows: &[&SettingStats<E>],
+    x: impl Fn(&E::Setting) -> f64 + Copy,
+    [train, test]: [Stat<E::Finals>; 2],
     suffix: &str,
     color: usize,
 ) -> [crate::plot::Series; 2] {
@@ -261,9 +246,17 @@ pub fn title(what: &str, epochs: usize, seeds: usize) -> String {
     )
 }
 
-/// A small aligned table on stdout.
-pub(super) fn print_table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) {
-    let rows: Vec<Vec<String>> = rows.collect();
+/// A small aligned table on stdout: a header of the first row's names, then the values.
+pub(super) fn print_table(rows: impl Iterator<Item = Vec<(String, String)>>) {
+    let rows: Vec<Vec<(String, String)>> = rows.collect();
+    let Some(first) = rows.first() else {
+        return;
+    };
+    let header: Vec<String> = first.iter().map(|(name, _)| name.clone()).collect();
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| r.into_iter().map(|(_, v)| v).collect())
+        .collect();
     let widths: Vec<usize> = (0..header.len())
         .map(|c| {
             rows.iter()

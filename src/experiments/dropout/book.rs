@@ -5,7 +5,7 @@
 //! that applies it when `train` is true), then concisely (a sequential model whose dropout
 //! layers libtorch switches off in evaluation mode), both trained by the book's `train_ch3`,
 //! which hands every epoch's figures to an [`Animator`]. The exercises are in `exercises.rs`,
-//! the fused engine in `fused.rs`, the command in `mod.rs`.
+//! the fused engine in `fused/`, the command in `command.rs`.
 use crate::d2l::{self, Animator, EpochMetrics, Split};
 use crate::nn::init;
 use tch::nn::{self, Module, ModuleT, OptimizerConfig};

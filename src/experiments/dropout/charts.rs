@@ -1,8 +1,8 @@
 //! §4.6's figures beyond one run's curve: every run of a command in one figure, a sweep's
 //! final accuracies against the rates and λ, the activations' variances.
 use super::noise::NoiseKind;
-use super::{label, ActivationRow, Config, DropoutMlp, Rates, Setting};
-use crate::experiment::{self, fmt_num, Run, SettingStats};
+use super::{label, ActivationRow, Config, DropoutMlp, Finals, Rates, Setting};
+use crate::experiment::{self, fmt_num, Finals as _, Run, SettingStats, Stat};
 use crate::options::Version;
 use crate::plot::Figure;
 use crate::record;
@@ -11,7 +11,7 @@ use anyhow::Result;
 use std::path::Path;
 
 /// Settings that differ only in the pair of rates (same version, noise and λ), in order.
-fn same_but_rates(a: &SettingStats<Setting>, b: &SettingStats<Setting>) -> bool {
+fn same_but_rates(a: &SettingStats<DropoutMlp>, b: &SettingStats<DropoutMlp>) -> bool {
     a.version == b.version && a.setting.noise == b.setting.noise && a.setting.wd == b.setting.wd
 }
 
@@ -19,8 +19,8 @@ fn same_but_rates(a: &SettingStats<Setting>, b: &SettingStats<Setting>) -> bool 
 /// version, noise and pair of rates.
 fn against_lambda(
     cfg: &Config,
-    settings: &[SettingStats<Setting>],
-    stat: &str,
+    settings: &[SettingStats<DropoutMlp>],
+    stat: Stat<Finals>,
     y_label: &str,
 ) -> (Figure, Vec<crate::plot::Series>) {
     let mut series = Vec::new();
@@ -31,7 +31,7 @@ fn against_lambda(
             continue;
         }
         seen.push(key);
-        let rows: Vec<&SettingStats<Setting>> = settings
+        let rows: Vec<&SettingStats<DropoutMlp>> = settings
             .iter()
             .filter(|o| (o.version, o.setting.noise, o.setting.rates) == key)
             .collect();
@@ -102,7 +102,7 @@ pub(super) fn write_overview(
 /// noise and pair of rates.
 pub(super) fn sweep(
     cfg: &Config,
-    settings: &[SettingStats<Setting>],
+    settings: &[SettingStats<DropoutMlp>],
     seeds: usize,
 ) -> Vec<experiment::SweepChart> {
     let first_on_x = cfg.dropout1.len() >= cfg.dropout2.len();
@@ -125,7 +125,7 @@ pub(super) fn sweep(
     } else {
         (|s| s.rates[1], |s| s.rates[0])
     };
-    let mut groups: Vec<&SettingStats<Setting>> = Vec::new();
+    let mut groups: Vec<&SettingStats<DropoutMlp>> = Vec::new();
     for s in settings {
         if !groups.iter().any(|g| same_but_rates(g, s)) {
             groups.push(s);
@@ -135,7 +135,7 @@ pub(super) fn sweep(
     for &other in others {
         let mut series = Vec::new();
         for (color, group) in groups.iter().enumerate() {
-            let rows: Vec<&SettingStats<Setting>> = settings
+            let rows: Vec<&SettingStats<DropoutMlp>> = settings
                 .iter()
                 .filter(|s| same_but_rates(group, s) && other_of(&s.setting) == other)
                 .collect();
@@ -143,7 +143,7 @@ pub(super) fn sweep(
             series.extend(sweep::train_test_series(
                 &rows,
                 x_of,
-                ["train_acc", "test_acc"],
+                [|f| f.final_train_acc, |f| f.final_test_acc],
                 &name,
                 color,
             ));
@@ -162,13 +162,13 @@ pub(super) fn sweep(
         panels,
     )];
     if cfg.wd.len() > 1 {
-        let test = against_lambda(cfg, settings, "test_acc", "test accuracy");
+        let test = against_lambda(cfg, settings, |f| f.final_test_acc, "test accuracy");
         charts.push((
             "summary-wd.svg".into(),
             sweep::title("dropout × weight decay: test accuracy", cfg.epochs, seeds),
             vec![test],
         ));
-        let gap = against_lambda(cfg, settings, "gap", "train − test accuracy");
+        let gap = against_lambda(cfg, settings, |f| f.gap(), "train − test accuracy");
         charts.push((
             "summary-gap.svg".into(),
             sweep::title("dropout × weight decay: the gap", cfg.epochs, seeds),

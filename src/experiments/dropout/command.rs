@@ -2,10 +2,48 @@
 //! settings, the final figures, file names, what a run saves, the printed table.
 use super::charts;
 use super::*;
-use crate::experiment::Experiment;
+use crate::experiment::{Experiment, Finals as _};
 
 /// §4.6 as a command: `dropout`, its runs one per version and setting (noise, rates, λ).
 pub struct DropoutMlp;
+
+/// A run's final figures (the summary's columns, in this order).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Finals {
+    pub final_train_loss: f64,
+    pub final_train_acc: f64,
+    pub final_test_acc: f64,
+    /// With `--mc-samples`.
+    #[serde(flatten)]
+    pub mc: Option<McFinals>,
+}
+
+/// The test accuracy with the noise left on (`--mc-samples`): one stochastic pass, and the
+/// Monte-Carlo average of the samples' probabilities.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct McFinals {
+    pub test_acc_stochastic: f64,
+    pub test_acc_mc: f64,
+}
+
+impl McFinals {
+    /// The one-pass stochastic test accuracy of `f` (NaN without `--mc-samples`).
+    pub fn stochastic(f: &Finals) -> f64 {
+        f.mc.as_ref().map_or(f64::NAN, |m| m.test_acc_stochastic)
+    }
+
+    /// The Monte-Carlo test accuracy of `f` (NaN without `--mc-samples`).
+    pub fn mc(f: &Finals) -> f64 {
+        f.mc.as_ref().map_or(f64::NAN, |m| m.test_acc_mc)
+    }
+}
+
+impl experiment::Finals for Finals {
+    /// Final train accuracy − final test accuracy.
+    fn gap(&self) -> f64 {
+        experiment::round_derived(self.final_train_acc - self.final_test_acc)
+    }
+}
 
 /// What a run leaves besides its curve.
 pub struct Model {
@@ -17,17 +55,6 @@ pub struct Model {
 
 impl Experiment for DropoutMlp {
     const NAME: &'static str = "dropout";
-    const SWEEP_TABLE: &'static [&'static str] = &[
-        "impl",
-        "noise",
-        "p1",
-        "p2",
-        "λ",
-        "status",
-        "train acc",
-        "test acc",
-        "gap",
-    ];
     const NOT_RESULTS: &'static [&'static str] =
         &["data_dir", "offline", "save_weights", "cuda_graph"];
     type Config = Config;
@@ -35,31 +62,37 @@ impl Experiment for DropoutMlp {
     /// Fashion-MNIST, on the device, loaded once for every run.
     type Data = FashionMnist;
     type Row = Epoch;
+    type Finals = Finals;
     type Model = Model;
 
     fn settings(cfg: &Config) -> Vec<Setting> {
         cfg.settings()
     }
 
-    fn finals(cfg: &Config) -> Vec<&'static str> {
-        let mut finals = vec!["final_train_loss", "final_train_acc", "final_test_acc"];
-        if cfg.mc_samples.is_some() {
-            finals.extend(["test_acc_stochastic", "test_acc_mc"]);
+    fn unfinished(cfg: &Config) -> Finals {
+        let nan = f64::NAN;
+        Finals {
+            final_train_loss: nan,
+            final_train_acc: nan,
+            final_test_acc: nan,
+            mc: cfg.mc_samples.map(|_| McFinals {
+                test_acc_stochastic: nan,
+                test_acc_mc: nan,
+            }),
         }
-        finals
     }
 
-    fn sweep_stats(cfg: &Config) -> Vec<(&'static str, Stat)> {
-        let mut stats = vec![
-            ("train_loss", Stat::Final(0)),
-            ("train_acc", Stat::Final(1)),
-            ("test_acc", Stat::Final(2)),
-            ("gap", Stat::Gap),
+    fn sweep_stats(cfg: &Config) -> Vec<(&'static str, Stat<Finals>)> {
+        let mut stats: Vec<(&'static str, Stat<Finals>)> = vec![
+            ("train_loss", |f| f.final_train_loss),
+            ("train_acc", |f| f.final_train_acc),
+            ("test_acc", |f| f.final_test_acc),
+            ("gap", |f| f.gap()),
         ];
         if cfg.mc_samples.is_some() {
             stats.extend([
-                ("test_acc_stochastic", Stat::Final(3)),
-                ("test_acc_mc", Stat::Final(4)),
+                ("test_acc_stochastic", McFinals::stochastic as Stat<Finals>),
+                ("test_acc_mc", McFinals::mc),
             ]);
         }
         stats
@@ -67,19 +100,6 @@ impl Experiment for DropoutMlp {
 
     fn versions(cfg: &Config) -> Vec<Version> {
         cfg.versions.versions()
-    }
-
-    /// Setting by setting, each version in turn.
-    fn schedule(cfg: &Config) -> Vec<(Version, Vec<Setting>)> {
-        cfg.settings()
-            .into_iter()
-            .flat_map(|s| {
-                cfg.versions
-                    .versions()
-                    .into_iter()
-                    .map(move |v| (v, vec![s]))
-            })
-            .collect()
     }
 
     /// Refuses what cannot run (`--cuda-graph on` where it cannot apply, a noise the fused
@@ -129,15 +149,16 @@ impl Experiment for DropoutMlp {
                     progress::Epochs::new(ctx.tagged(label(version, setting)), cfg.epochs);
                 let trained = train(cfg, version, setting, data, ctx, &progress);
                 let last = trained.curve.last();
-                let mut finals = vec![
-                    last.map_or(f64::NAN, |e| e.train_loss),
-                    last.map_or(f64::NAN, |e| e.train_acc),
-                    last.map_or(f64::NAN, |e| e.test_acc),
-                ];
-                if cfg.mc_samples.is_some() {
-                    let (single, mc) = trained.mc.unwrap_or((f64::NAN, f64::NAN));
-                    finals.extend([single, mc]);
-                }
+                let (single, mc) = trained.mc.unwrap_or((f64::NAN, f64::NAN));
+                let finals = Finals {
+                    final_train_loss: last.map_or(f64::NAN, |e| e.train_loss),
+                    final_train_acc: last.map_or(f64::NAN, |e| e.train_acc),
+                    final_test_acc: last.map_or(f64::NAN, |e| e.test_acc),
+                    mc: cfg.mc_samples.map(|_| McFinals {
+                        test_acc_stochastic: single,
+                        test_acc_mc: mc,
+                    }),
+                };
                 Run {
                     finals,
                     seconds: trained.curve.iter().fold(0.0, |t, e| t + e.seconds),
@@ -173,22 +194,22 @@ impl Experiment for DropoutMlp {
     }
 
     fn report(run: &Run<Self>) -> String {
-        let [loss, train_acc, test_acc] = [run.finals[0], run.finals[1], run.finals[2]];
-        let mut report =
-            format!("loss {loss:.3}, train acc {train_acc:.3}, test acc {test_acc:.3}");
-        if let [single, mc] = run.finals[3..] {
-            report += &format!(", with the noise on: one pass {single:.3}, Monte-Carlo {mc:.3}");
+        let f = &run.finals;
+        let mut report = format!(
+            "loss {:.3}, train acc {:.3}, test acc {:.3}",
+            f.final_train_loss, f.final_train_acc, f.final_test_acc
+        );
+        if let Some(mc) = &f.mc {
+            report += &format!(
+                ", with the noise on: one pass {:.3}, Monte-Carlo {:.3}",
+                mc.test_acc_stochastic, mc.test_acc_mc
+            );
         }
         report
     }
 
     fn advice(cfg: &Config) -> String {
         format!("try a smaller --lr (this run used {})", cfg.lr)
-    }
-
-    /// Final train accuracy − final test accuracy.
-    fn gap(finals: &[f64]) -> f64 {
-        experiment::round_derived(finals[1] - finals[2])
     }
 
     /// Train loss, train accuracy and test accuracy against epoch (the book's figure).
@@ -203,7 +224,7 @@ impl Experiment for DropoutMlp {
 
     fn sweep_charts(
         cfg: &Config,
-        settings: &[SettingStats<Setting>],
+        settings: &[SettingStats<Self>],
         seeds: usize,
     ) -> Vec<experiment::SweepChart> {
         charts::sweep(cfg, settings, seeds)
@@ -250,18 +271,22 @@ impl Experiment for DropoutMlp {
         Ok(())
     }
 
-    fn sweep_table_row(s: &SettingStats<Setting>) -> Vec<String> {
-        vec![
-            s.version.name().to_string(),
-            s.setting.noise.name().to_string(),
-            fmt_num(s.setting.rates[0]),
-            fmt_num(s.setting.rates[1]),
-            fmt_num(s.setting.wd),
-            s.status.name().to_string(),
-            format!("{:.4}", s.stat("train_acc").0),
-            format!("{:.4}", s.stat("test_acc").0),
-            format!("{:+.4}", s.stat("gap").0),
-        ]
+    fn sweep_table_row(_: &Config, s: &SettingStats<Self>) -> Vec<(String, String)> {
+        let row = vec![
+            ("impl", s.version.name().to_string()),
+            ("noise", s.setting.noise.name().to_string()),
+            ("p1", fmt_num(s.setting.rates[0])),
+            ("p2", fmt_num(s.setting.rates[1])),
+            ("λ", fmt_num(s.setting.wd)),
+            ("status", s.status.name().to_string()),
+            (
+                "train acc",
+                format!("{:.4}", s.stat(|f| f.final_train_acc).0),
+            ),
+            ("test acc", format!("{:.4}", s.stat(|f| f.final_test_acc).0)),
+            ("gap", format!("{:+.4}", s.stat(|f| f.gap()).0)),
+        ];
+        row.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
 
     fn memory_flags(c: &Config) -> String {

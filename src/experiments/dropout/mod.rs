@@ -14,7 +14,7 @@ pub mod kernels;
 pub mod noise;
 
 pub use book::{concise_layers, concise_net, Hyper, Net, NUM_HIDDENS1, NUM_HIDDENS2};
-pub use command::{DropoutMlp, Model};
+pub use command::{DropoutMlp, Finals, McFinals, Model};
 use engines::fused_learner;
 pub use engines::{autograd_net, learner, scratch_layers, train_autograd};
 pub use exercises::{probe, ActivationRow, PROBE_ROWS};

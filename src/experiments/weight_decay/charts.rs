@@ -11,10 +11,10 @@ use std::path::Path;
 
 /// The groups of settings a sweep compares λ within: one per version, optimizer and
 /// penalty (each group's `[first, end)` range in `settings`).
-pub(super) fn groups(settings: &[SettingStats<Setting>]) -> Vec<std::ops::Range<usize>> {
+pub(super) fn groups(settings: &[SettingStats<WeightDecay>]) -> Vec<std::ops::Range<usize>> {
     let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
     for (i, s) in settings.iter().enumerate() {
-        let same = |o: &SettingStats<Setting>| {
+        let same = |o: &SettingStats<WeightDecay>| {
             o.version == s.version
                 && o.setting.optimizer == s.setting.optimizer
                 && o.setting.penalty == s.setting.penalty
@@ -95,23 +95,23 @@ pub(super) fn write_overview(
 /// equal λ).
 pub(super) fn sweep(
     cfg: &Config,
-    settings: &[SettingStats<Setting>],
+    settings: &[SettingStats<WeightDecay>],
     seeds: usize,
 ) -> Vec<experiment::SweepChart> {
     let mut losses = Vec::new();
     let mut norms = Vec::new();
     let wd = |s: &Setting| s.wd;
     for (i, range) in groups(settings).into_iter().enumerate() {
-        let rows: Vec<&SettingStats<Setting>> = settings[range].iter().collect();
+        let rows: Vec<&SettingStats<WeightDecay>> = settings[range].iter().collect();
         let name = group_name(rows[0].version, rows[0].setting);
         losses.extend(sweep::train_test_series(
             &rows,
             wd,
-            ["train_loss", "test_loss"],
+            [|f| f.final_train_loss, |f| f.final_test_loss],
             &name,
             i,
         ));
-        let (points, errors) = sweep::at_settings(&rows, wd, |s| s.stat("w_norm"));
+        let (points, errors) = sweep::at_settings(&rows, wd, |s| s.stat(|f| f.w_norm));
         norms.push(
             Series::line(format!("‖w‖ {name}"), points, i)
                 .with_markers()

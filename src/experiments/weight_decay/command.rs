@@ -2,28 +2,55 @@
 //! settings, the final figures, file names, the summary's marks and notes, the printed table.
 use super::charts;
 use super::*;
-use crate::experiment::Experiment;
+use crate::experiment::{Experiment, Finals as _};
+use serde::Deserialize;
 
 /// §4.5 as a command: `weight-decay`, its runs one per version and setting (optimizer,
 /// penalty, λ).
 pub struct WeightDecay;
 
-/// The final figures: always the first five, the validation loss with `--n-val`.
-const FINALS: [&str; 6] = [
-    "w_norm",
-    "w_l1",
-    "w_small",
-    "final_train_loss",
-    "final_test_loss",
-    "final_val_loss",
-];
+/// A run's final figures (the summary's columns, in this order).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Finals {
+    /// ‖w‖.
+    pub w_norm: f64,
+    /// ‖w‖₁.
+    pub w_l1: f64,
+    /// The fraction of weights with |wᵢ| < 1e-4.
+    pub w_small: f64,
+    pub final_train_loss: f64,
+    pub final_test_loss: f64,
+    /// With `--n-val`.
+    #[serde(flatten)]
+    pub val: Option<ValFinals>,
+}
+
+/// The final figure of a run with a validation split (`--n-val`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValFinals {
+    pub final_val_loss: f64,
+}
+
+impl Finals {
+    /// The final validation loss (NaN without `--n-val`).
+    pub fn val_loss(&self) -> f64 {
+        self.val.as_ref().map_or(f64::NAN, |v| v.final_val_loss)
+    }
+}
+
+impl experiment::Finals for Finals {
+    /// Final test loss − final train loss.
+    fn gap(&self) -> f64 {
+        experiment::round_derived(self.final_test_loss - self.final_train_loss)
+    }
+}
 
 impl WeightDecay {
     /// The setting of `range` with the lowest mean of `stat` among those that finished.
     fn lowest(
-        settings: &[SettingStats<Setting>],
+        settings: &[SettingStats<Self>],
         range: std::ops::Range<usize>,
-        stat: &str,
+        stat: Stat<Finals>,
     ) -> Option<usize> {
         range
             .filter(|&i| settings[i].seeds_ok > 0 && settings[i].stat(stat).0.is_finite())
@@ -38,23 +65,12 @@ impl WeightDecay {
 
 impl Experiment for WeightDecay {
     const NAME: &'static str = "weight-decay";
-    const SWEEP_TABLE: &'static [&'static str] = &[
-        "impl",
-        "optimizer",
-        "penalty",
-        "λ",
-        "status",
-        "train loss",
-        "test loss",
-        "gap",
-        "‖w‖",
-        "val loss",
-    ];
     type Config = Config;
     type Setting = Setting;
     /// Nothing: each run draws its data from its own seed.
     type Data = ();
     type Row = Epoch;
+    type Finals = Finals;
     type Model = ();
 
     /// Penalty by penalty, optimizer by optimizer, every λ.
@@ -86,22 +102,31 @@ impl Experiment for WeightDecay {
         settings
     }
 
-    fn finals(cfg: &Config) -> Vec<&'static str> {
-        let n = if cfg.n_val.is_some() { 6 } else { 5 };
-        FINALS[..n].to_vec()
+    fn unfinished(cfg: &Config) -> Finals {
+        let nan = f64::NAN;
+        Finals {
+            w_norm: nan,
+            w_l1: nan,
+            w_small: nan,
+            final_train_loss: nan,
+            final_test_loss: nan,
+            val: cfg.n_val.map(|_| ValFinals {
+                final_val_loss: nan,
+            }),
+        }
     }
 
-    fn sweep_stats(cfg: &Config) -> Vec<(&'static str, Stat)> {
-        let mut stats = vec![
-            ("train_loss", Stat::Final(3)),
-            ("test_loss", Stat::Final(4)),
-            ("gap", Stat::Gap),
-            ("w_norm", Stat::Final(0)),
-            ("w_l1", Stat::Final(1)),
-            ("w_small", Stat::Final(2)),
+    fn sweep_stats(cfg: &Config) -> Vec<(&'static str, Stat<Finals>)> {
+        let mut stats: Vec<(&'static str, Stat<Finals>)> = vec![
+            ("train_loss", |f| f.final_train_loss),
+            ("test_loss", |f| f.final_test_loss),
+            ("gap", |f| f.gap()),
+            ("w_norm", |f| f.w_norm),
+            ("w_l1", |f| f.w_l1),
+            ("w_small", |f| f.w_small),
         ];
         if cfg.n_val.is_some() {
-            stats.push(("val_loss", Stat::Final(5)));
+            stats.push(("val_loss", Finals::val_loss));
         }
         stats
     }
@@ -169,16 +194,16 @@ impl Experiment for WeightDecay {
             .into_iter()
             .map(|(trained, seconds)| {
                 let last = trained.curve.last();
-                let mut finals = vec![
-                    trained.w_norm,
-                    trained.w_l1,
-                    trained.w_small,
-                    last.map_or(f64::NAN, |e| e.train_loss),
-                    last.map_or(f64::NAN, |e| e.test_loss),
-                ];
-                if with_val {
-                    finals.push(trained.val_loss);
-                }
+                let finals = Finals {
+                    w_norm: trained.w_norm,
+                    w_l1: trained.w_l1,
+                    w_small: trained.w_small,
+                    final_train_loss: last.map_or(f64::NAN, |e| e.train_loss),
+                    final_test_loss: last.map_or(f64::NAN, |e| e.test_loss),
+                    val: with_val.then_some(ValFinals {
+                        final_val_loss: trained.val_loss,
+                    }),
+                };
                 Run {
                     finals,
                     curve: trained.curve,
@@ -205,7 +230,7 @@ impl Experiment for WeightDecay {
     }
 
     fn report(run: &Run<Self>) -> String {
-        format!("L2 norm of w: {:.6}", run.finals[0])
+        format!("L2 norm of w: {:.6}", run.finals.w_norm)
     }
 
     fn advice(cfg: &Config) -> String {
@@ -213,11 +238,6 @@ impl Experiment for WeightDecay {
             "try a smaller --lr (this run used {}) or a smaller λ (--wd)",
             cfg.lr
         )
-    }
-
-    /// Final test loss − final train loss.
-    fn gap(finals: &[f64]) -> f64 {
-        experiment::round_derived(finals[4] - finals[3])
     }
 
     /// Train and test loss against epoch, log scale (the book's figure).
@@ -243,7 +263,7 @@ impl Experiment for WeightDecay {
             version.name(),
             setting.variant(),
             fmt_num(setting.wd),
-            run.finals[0]
+            run.finals.w_norm
         )
     }
 
@@ -257,7 +277,7 @@ impl Experiment for WeightDecay {
 
     fn sweep_charts(
         cfg: &Config,
-        settings: &[SettingStats<Setting>],
+        settings: &[SettingStats<Self>],
         seeds: usize,
     ) -> Vec<experiment::SweepChart> {
         charts::sweep(cfg, settings, seeds)
@@ -268,17 +288,17 @@ impl Experiment for WeightDecay {
     /// penalty.
     fn sweep_marks(
         cfg: &Config,
-        settings: &[SettingStats<Setting>],
+        settings: &[SettingStats<Self>],
     ) -> (Vec<&'static str>, Vec<Vec<Cell>>) {
         if cfg.n_val.is_none() {
             return (Vec::new(), vec![Vec::new(); settings.len()]);
         }
         let mut marks = vec![vec![Cell::text("false"), Cell::text("false")]; settings.len()];
         for range in charts::groups(settings) {
-            if let Some(i) = Self::lowest(settings, range.clone(), "val_loss") {
+            if let Some(i) = Self::lowest(settings, range.clone(), Finals::val_loss) {
                 marks[i][0] = Cell::text("true");
             }
-            if let Some(i) = Self::lowest(settings, range, "test_loss") {
+            if let Some(i) = Self::lowest(settings, range, |f| f.final_test_loss) {
                 marks[i][1] = Cell::text("true");
             }
         }
@@ -287,14 +307,14 @@ impl Experiment for WeightDecay {
 
     /// With `--n-val`: for each group, the λ validation picks and the best λ on the test set,
     /// with their test losses.
-    fn sweep_notes(cfg: &Config, settings: &[SettingStats<Setting>]) -> Vec<String> {
+    fn sweep_notes(cfg: &Config, settings: &[SettingStats<Self>]) -> Vec<String> {
         let Some(n_val) = cfg.n_val else {
             return Vec::new();
         };
         let mut notes = Vec::new();
         for range in charts::groups(settings) {
-            let chosen = Self::lowest(settings, range.clone(), "val_loss");
-            let best = Self::lowest(settings, range, "test_loss");
+            let chosen = Self::lowest(settings, range.clone(), Finals::val_loss);
+            let best = Self::lowest(settings, range, |f| f.final_test_loss);
             if let (Some(c), Some(b)) = (chosen, best) {
                 let (c, b) = (&settings[c], &settings[b]);
                 notes.push(format!(
@@ -302,33 +322,39 @@ impl Experiment for WeightDecay {
                      test loss is at λ={} ({:.3e})",
                     charts::group_name(c.version, c.setting),
                     fmt_num(c.setting.wd),
-                    c.stat("test_loss").0,
+                    c.stat(|f| f.final_test_loss).0,
                     fmt_num(b.setting.wd),
-                    b.stat("test_loss").0
+                    b.stat(|f| f.final_test_loss).0
                 ));
             }
         }
         notes
     }
 
-    fn sweep_table_row(s: &SettingStats<Setting>) -> Vec<String> {
-        let val = s
-            .stats
-            .iter()
-            .find(|(n, _)| *n == "val_loss")
-            .map_or("—".to_string(), |(_, v)| format!("{:.3e}", v.0));
-        vec![
-            s.version.name().to_string(),
-            s.setting.optimizer.name().to_string(),
-            s.setting.penalty.name().to_string(),
-            fmt_num(s.setting.wd),
-            s.status.name().to_string(),
-            format!("{:.3e}", s.stat("train_loss").0),
-            format!("{:.3e}", s.stat("test_loss").0),
-            format!("{:.3e}", s.stat("gap").0),
-            format!("{:.3}", s.stat("w_norm").0),
-            val,
-        ]
+    fn sweep_table_row(cfg: &Config, s: &SettingStats<Self>) -> Vec<(String, String)> {
+        let val = match cfg.n_val {
+            Some(_) => format!("{:.3e}", s.stat(Finals::val_loss).0),
+            None => "—".to_string(),
+        };
+        let row = vec![
+            ("impl", s.version.name().to_string()),
+            ("optimizer", s.setting.optimizer.name().to_string()),
+            ("penalty", s.setting.penalty.name().to_string()),
+            ("λ", fmt_num(s.setting.wd)),
+            ("status", s.status.name().to_string()),
+            (
+                "train loss",
+                format!("{:.3e}", s.stat(|f| f.final_train_loss).0),
+            ),
+            (
+                "test loss",
+                format!("{:.3e}", s.stat(|f| f.final_test_loss).0),
+            ),
+            ("gap", format!("{:.3e}", s.stat(|f| f.gap()).0)),
+            ("‖w‖", format!("{:.3}", s.stat(|f| f.w_norm).0)),
+            ("val loss", val),
+        ];
+        row.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
 
     fn memory_flags(c: &Config) -> String {

@@ -15,7 +15,7 @@ pub mod exercises;
 pub mod fused;
 
 pub use book::{Data, Hyper};
-pub use command::WeightDecay;
+pub use command::{Finals, ValFinals, WeightDecay};
 pub use exercises::{Optimizer, Penalty};
 
 use crate::experiment::{self, fmt_num, Context, EpochRow, Recorder, Run, SettingStats, Stat};

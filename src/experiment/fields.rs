@@ -1,0 +1,104 @@
+//! Settings and final figures as columns: a serde struct's fields, in their declared order,
+//! as names and cells (and back, for a sweep's records).
+use super::{fmt_num, Experiment};
+use crate::options::Version;
+use crate::record::Cell;
+use anyhow::Result;
+use serde::Serialize;
+
+/// A struct's figures by serde, in their declared order: names and values (NaN included).
+pub fn figures<F: Serialize>(finals: &F) -> Vec<(String, f64)> {
+    setting_fields(finals)
+        .into_iter()
+        .map(|(name, cell)| match cell {
+            Cell::Float(v) => (name, v),
+            _ => panic!("final figure {name} is not a number"),
+        })
+        .collect()
+}
+
+/// The figures `names` with their `values` (as [`figures`] lists them) read back into their
+/// struct: a sweep's records made typed again.
+pub fn finals_from<F: serde::de::DeserializeOwned>(names: &[String], values: &[f64]) -> Result<F> {
+    use serde::de::value::{Error, MapDeserializer};
+    let entries = names.iter().map(|n| n.as_str()).zip(values.iter().copied());
+    F::deserialize(MapDeserializer::<_, Error>::new(entries))
+        .map_err(|e| anyhow::anyhow!("final figures {names:?}: {e}"))
+}
+
+/// The leading columns of a run's line: version, then the setting's values.
+pub fn setting_cells<E: Experiment>(version: Version, setting: E::Setting) -> Vec<Cell> {
+    std::iter::once(Cell::text(version.name()))
+        .chain(setting_fields(&setting).into_iter().map(|(_, cell)| cell))
+        .collect()
+}
+
+/// A setting's fields, by serde, in their declared order: their names and values (strings as
+/// text, numbers as floats).
+pub fn setting_fields<S: Serialize>(setting: &S) -> Vec<(String, Cell)> {
+    let text = serde_json::to_string(setting).expect("a setting serialises");
+    let mut de = serde_json::Deserializer::from_str(&text);
+    let OrderedFields(fields) =
+        serde::Deserialize::deserialize(&mut de).expect("a setting serialises to a struct");
+    fields
+        .into_iter()
+        .map(|(name, v)| {
+            let cell = match v {
+                serde_json::Value::String(s) => Cell::Text(s),
+                // serde_json writes a NaN as null.
+                serde_json::Value::Null => Cell::Float(f64::NAN),
+                v => Cell::Float(v.as_f64().expect("a setting's number")),
+            };
+            (name, cell)
+        })
+        .collect()
+}
+
+/// A JSON object's entries in the order they are written (serde_json's `Map` sorts them).
+struct OrderedFields(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for OrderedFields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = OrderedFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a struct")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<OrderedFields, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    fields.push(entry);
+                }
+                Ok(OrderedFields(fields))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+/// The names of an experiment's setting fields: the summary's setting columns, and the flags a
+/// sweep varies.
+pub fn setting_columns<E: Experiment>(cfg: &E::Config) -> Vec<String> {
+    E::settings(cfg)
+        .first()
+        .map(|s| {
+            setting_fields(s)
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A setting's value as it appears in names: text as it is, numbers by [`fmt_num`].
+pub(super) fn cell_text(cell: &Cell) -> String {
+    match cell {
+        Cell::Text(s) => s.clone(),
+        Cell::Float(v) => fmt_num(*v),
+        Cell::Int(v) => v.to_string(),
+    }
+}

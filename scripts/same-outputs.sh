@@ -108,7 +108,8 @@ old_root, new_root = os.path.join(work, "old"), os.path.join(work, "new")
 files = set()
 for root in (old_root, new_root):
     for d, _, fs in os.walk(root):
-        files |= {os.path.relpath(os.path.join(d, f), root) for f in fs}
+        # Lock files (empty of results) are not outputs.
+        files |= {os.path.relpath(os.path.join(d, f), root) for f in fs if ".lock" not in f}
 for f in sorted(files):
     a, b = os.path.join(old_root, f), os.path.join(new_root, f)
     compared += 1

@@ -42,3 +42,105 @@ pub fn replace_atomically(
         )
     })
 }
+
+/// Removes the temporary files (`.<name>.<pid>.<suffix>`) that writers killed before their
+/// rename left in `dir`; for a command that holds `dir` alone (`crate::lock`), so no live
+/// writer's file is among them. Returns how many it removed.
+pub fn remove_temporaries(dir: &Path) -> usize {
+    let is_temporary = |name: &str| {
+        let parts: Vec<&str> = name.split('.').collect();
+        name.starts_with('.')
+            && parts.len() >= 4
+            && parts[parts.len() - 2].bytes().all(|b| b.is_ascii_digit())
+            && !parts[parts.len() - 2].is_empty()
+    };
+    let mut removed = 0;
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && is_temporary(&name.to_string_lossy()) && fs::remove_file(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// A new, empty hidden directory `<out>/.<name>.<pid>.staging` for a set of files that will
+/// take the place of `<out>/<name>` ([`swap_in`]); first removes what earlier commands that
+/// were killed left (their staging and replaced directories). For a command that holds
+/// `<out>/<name>` alone (`crate::lock`).
+pub fn staging_dir(out: &Path, name: &str) -> Result<std::path::PathBuf> {
+    let prefix = format!(".{name}.");
+    for entry in fs::read_dir(out).into_iter().flatten().flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file_name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let left = [".staging", ".replaced"]
+            .iter()
+            .filter_map(|s| rest.strip_suffix(s))
+            .any(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        if left && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    let stage = out.join(format!("{prefix}{}.staging", std::process::id()));
+    let _ = fs::remove_dir_all(&stage);
+    fs::create_dir(&stage).with_context(|| {
+        format!(
+            "cannot create '{}' (choose a writable --out)",
+            stage.display()
+        )
+    })?;
+    Ok(stage)
+}
+
+/// Puts the directory `stage` in the place of `dir` in one step (Linux's
+/// `renameat2(RENAME_EXCHANGE)`), then removes the previous set. Where the file system cannot
+/// exchange (NFS), two renames: `dir` aside as `.<name>.<pid>.replaced`, then `stage` in; for
+/// the moment between them `dir` is missing, never mixed.
+pub fn swap_in(stage: &Path, dir: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let cannot = || format!("cannot move '{}' to '{}'", stage.display(), dir.display());
+    let c =
+        |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(anyhow::Error::from);
+    let (from, to) = (c(stage)?, c(dir)?);
+    // SAFETY: two valid NUL-terminated paths; the call only renames.
+    let exchanged = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    } == 0;
+    if exchanged {
+        let _ = fs::remove_dir_all(stage);
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.kind() == std::io::ErrorKind::NotFound && !dir.exists() {
+        return fs::rename(stage, dir).with_context(cannot);
+    }
+    let name = dir
+        .file_name()
+        .map_or("out".into(), |n| n.to_string_lossy());
+    let replaced = dir.with_file_name(format!(".{name}.{}.replaced", std::process::id()));
+    fs::rename(dir, &replaced).with_context(cannot)?;
+    fs::rename(stage, dir).with_context(cannot)?;
+    let _ = fs::remove_dir_all(&replaced);
+    Ok(())
+}
+
+/// `e` with every mention of the staging directory `stage` said as `dir`, where its files were
+/// going (a write error names the file the user knows).
+pub fn named_as(e: anyhow::Error, stage: &Path, dir: &Path) -> anyhow::Error {
+    if e.is::<crate::stop::Stopped>() {
+        return e;
+    }
+    let (stage, dir) = (stage.display().to_string(), dir.display().to_string());
+    anyhow::anyhow!("{}", format!("{e:#}").replace(&stage, &dir))
+}

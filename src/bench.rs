@@ -11,7 +11,7 @@ use crate::data::Split;
 use crate::experiment::Context;
 use crate::experiments::dropout::fused::{FusedMlp, StepPath};
 use crate::experiments::{dropout, weight_decay};
-use crate::options::{positive_usize, Engine, Version};
+use crate::options::{Engine, Version};
 use crate::train::{self, Learner};
 use anyhow::Result;
 use serde::Serialize;
@@ -21,10 +21,10 @@ use std::time::Instant;
 #[derive(clap::Args, Debug, Clone, Serialize)]
 pub struct Config {
     /// Timed dropout epochs (after one warm-up epoch)
-    #[arg(long, default_value_t = 2, value_parser = positive_usize)]
+    #[arg(long, default_value_t = 2, value_parser = crate::options::epochs)]
     pub epochs: usize,
     /// Timed weight-decay runs of each version
-    #[arg(long, default_value_t = 3, value_parser = positive_usize)]
+    #[arg(long, default_value_t = 3, value_parser = crate::options::epochs)]
     pub wd_runs: usize,
     /// Directory holding Fashion-MNIST (else the usual search)
     #[arg(long)]

@@ -39,18 +39,13 @@ pub struct Global {
     #[serde(serialize_with = "serialize_display")]
     pub device: DeviceChoice,
     /// Seed of libtorch's generator (the same one PyTorch uses)
-    #[arg(
-        long,
-        global = true,
-        allow_negative_numbers = true,
-        default_value_t = 0
-    )]
+    #[arg(long, global = true, allow_hyphen_values = true, default_value_t = 0)]
     pub seed: i64,
     /// Directory the results are written to
     #[arg(long, global = true, default_value = "results")]
     pub out: PathBuf,
     /// Intra-op CPU threads (default: libtorch's choice, usually one per core; at most 4 per logical CPU)
-    #[arg(long, global = true, allow_negative_numbers = true, value_parser = thread_count)]
+    #[arg(long, global = true, allow_hyphen_values = true, value_parser = thread_count)]
     pub threads: Option<usize>,
     /// No progress bars or per-epoch lines (results and errors are still printed)
     #[arg(long, short, global = true)]

@@ -14,6 +14,7 @@ pub mod device;
 pub mod doctor;
 pub mod experiment;
 pub mod experiments;
+pub mod lock;
 pub mod nn;
 pub mod options;
 pub mod plot;

@@ -117,6 +117,70 @@ pub fn non_negative_f64(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `--lr`: a number > 0 that stays > 0 in the 32-bit floats the models use (1e-46 would be 0,
+/// and every step would leave the weights as they are).
+pub fn learning_rate(s: &str) -> Result<f64, String> {
+    let v = positive_f64(s)?;
+    if v as f32 == 0.0 {
+        return Err(format!(
+            "{s} is 0 in the 32-bit floats the models use (the smallest positive one is 1.4e-45), \
+             so no step would change a weight; use a larger learning rate"
+        ));
+    }
+    Ok(v)
+}
+
+/// The most epochs `--epochs` accepts: a million (the book trains 10 and 100; a million
+/// dropout epochs would take about two weeks on a 2-core CPU).
+pub const MAX_EPOCHS: usize = 1_000_000;
+
+/// `--epochs`: 1 to [`MAX_EPOCHS`].
+pub fn epochs(s: &str) -> Result<usize, String> {
+    at_most(
+        positive_usize(s)?,
+        MAX_EPOCHS,
+        "epochs",
+        "the book trains 10 and 100",
+    )
+}
+
+/// The most examples a set size or a batch holds (`--n-train`, `--n-test`, `--n-val`,
+/// `--batch-size`): a hundred million (with the book's 200 inputs, 80 GB of 32-bit floats;
+/// beyond it no machine here holds the data, and every count stays far from i64's range).
+pub const MAX_EXAMPLES: usize = 100_000_000;
+
+/// A set size or a batch size: 1 to [`MAX_EXAMPLES`].
+pub fn examples(s: &str) -> Result<usize, String> {
+    at_most(
+        positive_usize(s)?,
+        MAX_EXAMPLES,
+        "examples",
+        "the book uses 5 to 60000",
+    )
+}
+
+/// The most inputs `--num-inputs` accepts: a million (the book's 200; a million is 4 MB per
+/// example).
+pub const MAX_INPUTS: usize = 1_000_000;
+
+/// `--num-inputs`: 1 to [`MAX_INPUTS`].
+pub fn num_inputs(s: &str) -> Result<usize, String> {
+    at_most(
+        positive_usize(s)?,
+        MAX_INPUTS,
+        "inputs",
+        "the book uses 200",
+    )
+}
+
+fn at_most(n: usize, max: usize, what: &str, why: &str) -> Result<usize, String> {
+    if n > max {
+        Err(format!("at most {max} {what} ({why}), got {n}"))
+    } else {
+        Ok(n)
+    }
+}
+
 /// A probability in [0, 1] (dropout rates).
 pub fn probability(s: &str) -> Result<f64, String> {
     let v = parse_f64(s)?;

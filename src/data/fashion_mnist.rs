@@ -89,12 +89,40 @@ fn file_in(dir: &Path, gz_name: &str) -> Option<PathBuf> {
     [gz, raw].into_iter().find(|p| p.is_file())
 }
 
-fn missing_in(dir: &Path) -> Vec<&'static str> {
+/// The files `dir` lacks, each named with what stands in its place when something does (a
+/// directory, a FIFO, a device, a broken or looping link).
+fn missing_in(dir: &Path) -> Vec<String> {
     RESOURCES
         .iter()
         .filter(|r| file_in(dir, r.name).is_none())
-        .map(|r| r.name)
+        .map(|r| {
+            let gz = dir.join(r.name);
+            let raw = dir.join(r.name.trim_end_matches(".gz"));
+            match [gz, raw].iter().find_map(|p| not_a_file(p)) {
+                Some(what) => format!("{} (there is {what}, not a regular file)", r.name),
+                None => r.name.to_string(),
+            }
+        })
         .collect()
+}
+
+/// What `path` is when something exists there that is not a regular file.
+fn not_a_file(path: &Path) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    let link = std::fs::symlink_metadata(path).ok()?;
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    let kind = match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => return None,
+        Ok(m) if m.is_dir() => "a directory",
+        Ok(m) if m.file_type().is_fifo() => "a FIFO",
+        Ok(m) if m.file_type().is_char_device() || m.file_type().is_block_device() => "a device",
+        Ok(m) if m.file_type().is_socket() => "a socket",
+        Ok(_) => "something",
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => "a link that loops",
+        Err(_) if link.file_type().is_symlink() => "a broken link",
+        Err(_) => "something unreadable",
+    };
+    Some(format!("{kind} named {name}"))
 }
 
 /// `$XDG_CACHE_HOME/d2l-regularization/fashion-mnist`, or `~/.cache/…`.
@@ -124,6 +152,17 @@ pub fn locate(source: &Source) -> Result<PathBuf> {
         ("$FASHION_MNIST_DIR", &source.env_dir),
     ];
     if let Some((label, Some(dir))) = explicit.iter().find(|(_, d)| d.is_some()) {
+        match std::fs::metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!("{label} {}: no such directory.\n{WAYS}", dir.display())
+            }
+            Err(e) => bail!("{label} {}: cannot read it ({e}).\n{WAYS}", dir.display()),
+            Ok(m) if !m.is_dir() => bail!(
+                "{label} {} is not a directory; give the directory that holds the four files.\n{WAYS}",
+                dir.display()
+            ),
+            Ok(_) => {}
+        }
         let missing = missing_in(dir);
         if missing.is_empty() {
             return Ok(dir.clone());
@@ -219,7 +258,7 @@ mod tests {
         std::fs::write(dir.join("train-images-idx3-ubyte"), b"x").unwrap();
         let missing = missing_in(&dir);
         assert_eq!(missing.len(), 3);
-        assert!(!missing.contains(&"train-images-idx3-ubyte.gz"));
+        assert!(!missing.iter().any(|m| m.starts_with("train-images")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

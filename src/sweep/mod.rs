@@ -14,6 +14,7 @@
 //! (starting at the K-th) and writes nothing but its own runs' files, so N shards can run at once
 //! on different machines over one directory; `sweep merge <dir>` then summarises them.
 use crate::experiment::{self, Context, Experiment, Finals as _, Run, SettingStats, Stat};
+use crate::lock;
 use crate::options::{seed, Version};
 use crate::record::{self, Cell};
 use crate::stop::{Status, Stopped};
@@ -147,9 +148,27 @@ where
             seeds.len()
         );
     }
+    if let Some((_, seed)) = seeds
+        .iter()
+        .enumerate()
+        .find(|(i, s)| seeds[..*i].contains(s))
+    {
+        bail!("--seeds lists {seed} twice; name each seed once");
+    }
     experiment::check_grid::<E>(cfg)?;
     let data = E::prepare(cfg, ctx)?;
     let dir = record::experiment_dir(&record::experiment_dir(&ctx.out, "sweep")?, E::NAME)?;
+    let _lock = lock::lock(
+        &dir.join(".lock"),
+        &dir,
+        match sweep.shard {
+            Some(s) => lock::Use::Shard {
+                index: s.index,
+                count: s.count,
+            },
+            None => lock::Use::Alone,
+        },
+    )?;
     let fingerprint = fingerprint::<E>(cfg, ctx.device)?;
     if has_sweep(&dir) && !sweep.resume && sweep.shard.is_none() {
         if !sweep.overwrite {
@@ -162,8 +181,18 @@ where
         clear(&dir)?;
     }
     let runs_dir = record::experiment_dir(&dir, "runs")?;
+    if sweep.shard.is_none() {
+        // Alone in the directory: what a killed writer left is nobody's.
+        crate::atomic::remove_temporaries(&dir);
+        crate::atomic::remove_temporaries(&runs_dir);
+    }
     // Read once; every run this process writes is added as it is written.
-    let mut records = read_records(&runs_dir)?;
+    let (mut records, damaged) = read_records(&runs_dir)?;
+    if sweep.resume {
+        for what in &damaged {
+            eprintln!("warning: {what}; training that run again");
+        }
+    }
     if let Some((name, _)) = records
         .iter()
         .find(|(stem, r)| finished(&records, stem) && r.fingerprint != fingerprint)
@@ -212,7 +241,8 @@ where
                     let record =
                         write_run::<E>(cfg, &runs_dir, p, &run, &fingerprint, &config, &seeds)?;
                     records.insert(p.stem.clone(), record);
-                    trained += 1;
+                    // A run stopped midway is recorded (for the summary) but not counted.
+                    trained += usize::from(run.status != Status::Interrupted);
                 }
             }
             if sweep.shard.is_none() {
@@ -267,7 +297,14 @@ where
     E::Config: Serialize + serde::de::DeserializeOwned,
 {
     let runs_dir = dir.join("runs");
-    let records = read_records(&runs_dir)?;
+    if !runs_dir.is_dir() {
+        bail!(
+            "'{}' holds no finished run of a sweep (runs/*.json); run the shards first",
+            dir.display()
+        );
+    }
+    let _lock = lock::lock(&dir.join(".lock"), dir, lock::Use::Alone)?;
+    let (records, mut damaged) = read_records(&runs_dir)?;
     let Some((_, first)) = records.iter().min_by_key(|(stem, _)| *stem) else {
         bail!(
             "'{}' holds no finished run of a sweep (runs/*.json); run the shards first",
@@ -300,6 +337,19 @@ where
             dir.display(),
             list(&mismatched),
             first.stem
+        );
+    }
+    let names: Vec<String> = experiment::figures(&E::unfinished(&cfg))
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    damaged.extend(contradictions(&runs_dir, &records, &names));
+    if !damaged.is_empty() {
+        bail!(
+            "'{}' holds damaged runs: {}; train them again (the sweep's command with --resume \
+             retrains them) before merging",
+            dir.display(),
+            list(&damaged.iter().collect::<Vec<_>>())
         );
     }
     let planned = plan::<E>(&cfg, &seeds);
@@ -337,13 +387,19 @@ fn list(names: &[&String]) -> String {
 }
 
 /// Reports the end of a sweep: fails on an interruption, warns about diverged runs.
-fn finish(dir: &Path, runs: usize, diverged: usize, interrupted: bool) -> Result<()> {
+fn finish(
+    dir: &Path,
+    runs: usize,
+    finished: usize,
+    diverged: usize,
+    interrupted: bool,
+) -> Result<()> {
     if interrupted {
-        return Err(Stopped::interrupted(&format!(
-            "the {runs} finished runs are in {}",
-            dir.display()
-        ))
-        .into());
+        let what = match finished {
+            1 => "the 1 finished run is".to_string(),
+            n => format!("the {n} finished runs are"),
+        };
+        return Err(Stopped::interrupted(&format!("{what} in {}", dir.display())).into());
     }
     if diverged > 0 {
         eprintln!(

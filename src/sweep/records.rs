@@ -63,10 +63,11 @@ where
 /// The run records under `runs/`, by stem: every finished run whose curve is whole (as many
 /// rows as its record says), and every interrupted run (for the summary of an interrupted
 /// sweep; never kept by `--resume`). Damaged records and anything else are left out.
-pub(super) fn read_records(runs_dir: &Path) -> Result<HashMap<String, RunRecord>> {
+pub(super) fn read_records(runs_dir: &Path) -> Result<(HashMap<String, RunRecord>, Vec<String>)> {
     let mut found = HashMap::new();
+    let mut damaged = Vec::new();
     let Ok(entries) = std::fs::read_dir(runs_dir) else {
-        return Ok(found);
+        return Ok((found, damaged));
     };
     for entry in entries.flatten() {
         let path = entry.path();
@@ -81,21 +82,110 @@ pub(super) fn read_records(runs_dir: &Path) -> Result<HashMap<String, RunRecord>
         }
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read '{}'", path.display()))?;
-        let Ok(record) = serde_json::from_str::<RunRecord>(&text) else {
-            continue; // not a run record (or a damaged one): trained again
+        let record = match serde_json::from_str::<RunRecord>(&text) {
+            Ok(record) => record,
+            Err(e) => {
+                // Trained again by --resume; refused by merge.
+                damaged.push(format!("runs/{name} is corrupt ({e})"));
+                continue;
+            }
         };
-        let whole = || {
-            let curve = runs_dir.join(format!("{stem}.csv"));
-            csv::Reader::from_path(&curve)
-                .ok()
-                .map(|mut r| r.records().filter(|r| r.is_ok()).count())
-                == Some(record.epochs)
-        };
-        if record.status == Status::Interrupted || whole() {
+        if record.status == Status::Interrupted {
             found.insert(stem.to_string(), record);
+            continue;
+        }
+        let curve = runs_dir.join(format!("{stem}.csv"));
+        let rows = csv::Reader::from_path(&curve)
+            .ok()
+            .map(|mut r| r.records().filter(|r| r.is_ok()).count());
+        match rows {
+            Some(n) if n == record.epochs => {
+                found.insert(stem.to_string(), record);
+            }
+            Some(n) => damaged.push(format!(
+                "runs/{stem}.csv has {n} whole rows where runs/{name} says {}",
+                record.epochs
+            )),
+            None => damaged.push(format!(
+                "runs/{stem}.csv, the curve of runs/{name}, is missing"
+            )),
         }
     }
-    Ok(found)
+    damaged.sort();
+    Ok((found, damaged))
+}
+
+/// What contradicts itself in the finished runs `records` (final figures named `names`): a
+/// final figure missing (null), a curve value that is not a finite number, or a final figure
+/// that differs from its curve's last row (`final_train_loss` against `train_loss`).
+pub(super) fn contradictions(
+    runs_dir: &Path,
+    records: &HashMap<String, RunRecord>,
+    names: &[String],
+) -> Vec<String> {
+    let mut found = Vec::new();
+    for (stem, r) in records.iter().filter(|(_, r)| r.status == Status::Ok) {
+        if r.finals.len() != names.len() {
+            found.push(format!(
+                "runs/{stem}.json holds {} final figures where its configuration has {}",
+                r.finals.len(),
+                names.len()
+            ));
+            continue;
+        }
+        if let Some(i) = r.finals.iter().position(|v| v.is_none()) {
+            found.push(format!(
+                "runs/{stem}.json is a finished run without its {} (null)",
+                names[i]
+            ));
+            continue;
+        }
+        let Ok(mut reader) = csv::Reader::from_path(runs_dir.join(format!("{stem}.csv"))) else {
+            continue;
+        };
+        let header: Vec<String> = reader
+            .headers()
+            .map(|h| h.iter().map(str::to_string).collect())
+            .unwrap_or_default();
+        let mut last = None;
+        for row in reader.records().flatten() {
+            let bad = row
+                .iter()
+                .position(|v| !v.parse::<f64>().is_ok_and(f64::is_finite));
+            if let Some(c) = bad {
+                found.push(format!(
+                    "runs/{stem}.csv has '{}' in column {} of epoch {}",
+                    &row[c],
+                    header.get(c).map_or("?", |h| h.as_str()),
+                    &row[0]
+                ));
+                last = None;
+                break;
+            }
+            last = Some(row);
+        }
+        let Some(last) = last else {
+            continue;
+        };
+        for (name, value) in names.iter().zip(&r.finals) {
+            let column = name.strip_prefix("final_").unwrap_or(name);
+            let Some(c) = header.iter().position(|h| h == column) else {
+                continue;
+            };
+            // Curves hold the models' 32-bit figures at their shortest, records the same
+            // figure widened to 64 bits: they agree as 32-bit floats.
+            let in_curve: f32 = last[c].parse().unwrap_or(f32::NAN);
+            if value.map(|v| v as f32) != Some(in_curve) {
+                found.push(format!(
+                    "runs/{stem}.json says {name} {} where the last row of runs/{stem}.csv says {}",
+                    value.map_or("null".into(), |v| v.to_string()),
+                    &last[c]
+                ));
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// Whether `records` holds `stem` as a finished run (one `--resume` keeps).
@@ -180,7 +270,7 @@ pub fn experiment_of(dir: &Path) -> Result<String> {
             dir.display()
         );
     }
-    let records = read_records(&dir.join("runs"))?;
+    let (records, _) = read_records(&dir.join("runs"))?;
     match records.iter().min_by_key(|(stem, _)| *stem) {
         Some((_, r)) => Ok(r.experiment.clone()),
         None => bail!(

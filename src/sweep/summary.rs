@@ -169,7 +169,11 @@ pub(super) fn summarise_dir<E: Experiment>(
         println!("{note}");
     }
     let diverged = runs.iter().filter(|r| r.status == Status::Diverged).count();
-    finish(dir, runs.len(), diverged, interrupted)
+    let finished = runs
+        .iter()
+        .filter(|r| r.status != Status::Interrupted)
+        .count();
+    finish(dir, runs.len(), finished, diverged, interrupted)
 }
 
 /// Every version × setting over its seeds, with the final figures of the runs that finished.

@@ -24,7 +24,7 @@ use crate::d2l::EpochMetrics;
 use crate::data::fashion_mnist::{self, FashionMnist};
 use crate::experiment::{self, fmt_num, Context, EpochRow, Recorder, Run, SettingStats, Stat};
 use crate::options::{
-    defaults, mc_samples, non_negative_f64, positive_f64, positive_usize, probability, Engine,
+    defaults, epochs, examples, learning_rate, mc_samples, non_negative_f64, probability, Engine,
     Version, VersionChoice,
 };
 use crate::progress;
@@ -46,17 +46,17 @@ pub struct Config {
     #[arg(long = "impl", value_enum, default_value_t = VersionChoice::Both)]
     #[serde(rename = "implementation")]
     pub versions: VersionChoice,
-    #[arg(long, allow_negative_numbers = true, default_value_t = 10, value_parser = positive_usize)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = 10, value_parser = epochs)]
     pub epochs: usize,
-    #[arg(long, allow_negative_numbers = true, default_value_t = 0.5, value_parser = positive_f64)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = 0.5, value_parser = learning_rate)]
     pub lr: f64,
-    #[arg(long, allow_negative_numbers = true, default_value_t = 256, value_parser = positive_usize)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = 256, value_parser = examples)]
     pub batch_size: usize,
     /// Dropout probability after the first hidden layer, in [0, 1]; several (comma-separated) train every combination with --dropout2
-    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, default_value = "0.2", value_parser = probability)]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, default_value = "0.2", value_parser = probability)]
     pub dropout1: Vec<f64>,
     /// Dropout probability after the second hidden layer, in [0, 1]; several allowed, as for --dropout1
-    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, default_value = "0.5", value_parser = probability)]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, default_value = "0.5", value_parser = probability)]
     pub dropout2: Vec<f64>,
     /// autograd: the book's code op by op, PyTorch's numbers on the CPU; fused: hand-written backward, faster
     #[arg(long, value_enum, default_value_t = Engine::Autograd)]
@@ -71,16 +71,16 @@ pub struct Config {
     #[arg(long)]
     pub offline: bool,
     /// Weight decay λ on the weights (never the biases); several (comma-separated) train each
-    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, default_value = "0", value_parser = non_negative_f64)]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, default_value = "0", value_parser = non_negative_f64)]
     pub wd: Vec<f64>,
     /// Training noise at the hidden layers' rates: bernoulli (dropout, the book's), gaussian (N(1, p/(1−p))), dropconnect (on the following layer's weights); several train each
     #[arg(long, value_enum, value_delimiter = ',', default_value = "bernoulli")]
     pub noise: Vec<NoiseKind>,
     /// Standard deviation of N(0, σ²) noise added to the inputs while training (Bishop's noise)
-    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, value_parser = non_negative_f64)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = 0.0, value_parser = non_negative_f64)]
     pub input_noise: f64,
     /// After training, also the test accuracy with the noise left on: of one pass, and of the average of K passes' probabilities (Monte-Carlo dropout)
-    #[arg(long, allow_negative_numbers = true, value_parser = mc_samples)]
+    #[arg(long, allow_hyphen_values = true, value_parser = mc_samples)]
     pub mc_samples: Option<usize>,
     /// Every epoch, the mean and variance of each hidden layer's activations on a fixed probe
     /// batch of the test set, in train and eval mode (`<run>-activations.csv`)

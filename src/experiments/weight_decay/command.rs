@@ -358,9 +358,13 @@ impl Experiment for WeightDecay {
     }
 
     fn memory_flags(c: &Config) -> String {
-        format!(
+        let mut flags = format!(
             "--n-train / --n-test / --num-inputs / --batch-size (now {} / {} / {} / {})",
             c.n_train, c.n_test, c.num_inputs, c.batch_size
-        )
+        );
+        if let Some(n_val) = c.n_val {
+            flags += &format!(" or --n-val (now {n_val})");
+        }
+        flags
     }
 }

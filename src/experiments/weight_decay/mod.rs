@@ -20,7 +20,8 @@ pub use exercises::{Optimizer, Penalty};
 
 use crate::experiment::{self, fmt_num, Context, EpochRow, Recorder, Run, SettingStats, Stat};
 use crate::options::{
-    defaults, non_negative_f64, positive_f64, positive_usize, Engine, Version, VersionChoice,
+    defaults, epochs, examples, learning_rate, non_negative_f64, num_inputs, Engine, Version,
+    VersionChoice,
 };
 use crate::progress;
 use crate::record::{self, Cell};
@@ -37,7 +38,7 @@ use tch::{Kind, Tensor};
 #[derive(clap::Args, Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Config {
     /// Weight decay λ values, comma-separated; every version runs once per λ
-    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, default_value = "0,3", value_parser = non_negative_f64)]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, default_value = "0,3", value_parser = non_negative_f64)]
     pub wd: Vec<f64>,
     /// Which version of the book's code to run
     #[arg(long = "impl", value_enum, default_value_t = VersionChoice::Both)]
@@ -46,17 +47,17 @@ pub struct Config {
     /// autograd: the book's code op by op, PyTorch's numbers on the CPU; fused: closed-form gradients, every λ in one batched model
     #[arg(long, value_enum, default_value_t = Engine::Autograd)]
     pub engine: Engine,
-    #[arg(long, allow_negative_numbers = true, default_value_t = 100, value_parser = positive_usize)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = 100, value_parser = epochs)]
     pub epochs: usize,
-    #[arg(long, allow_negative_numbers = true, default_value_t = 0.003, value_parser = positive_f64)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = 0.003, value_parser = learning_rate)]
     pub lr: f64,
-    #[arg(long, allow_negative_numbers = true, default_value_t = 5, value_parser = positive_usize)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = 5, value_parser = examples)]
     pub batch_size: usize,
-    #[arg(long, allow_negative_numbers = true, default_value_t = 20, value_parser = positive_usize)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = 20, value_parser = examples)]
     pub n_train: usize,
-    #[arg(long, allow_negative_numbers = true, default_value_t = 100, value_parser = positive_usize)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = 100, value_parser = examples)]
     pub n_test: usize,
-    #[arg(long, allow_negative_numbers = true, default_value_t = 200, value_parser = positive_usize)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = 200, value_parser = num_inputs)]
     pub num_inputs: usize,
     /// Penalty on the weight: l2 (λ‖w‖²/2, the book's), l1 (λ‖w‖₁ by its subgradient) or l1-prox (λ‖w‖₁ by soft-thresholding); several (comma-separated) train each
     #[arg(long, value_enum, value_delimiter = ',', default_value = "l2")]
@@ -65,7 +66,7 @@ pub struct Config {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "sgd")]
     pub optimizer: Vec<Optimizer>,
     /// Also draw a validation split of N examples (after the train and test splits, which stay the same) and record each run's final validation loss; sweeps then mark the λ it chooses
-    #[arg(long, allow_negative_numbers = true, value_parser = positive_usize)]
+    #[arg(long, allow_hyphen_values = true, value_parser = examples)]
     pub n_val: Option<usize>,
 }
 

@@ -1,0 +1,157 @@
+//! One writer per results directory: an advisory `flock` on a lock file (`<out>/.<name>.lock`
+//! beside a run command's directory, which is replaced whole; `<dir>/.lock` in a sweep's),
+//! taken before anything is written there and held until the command ends (a killed process's
+//! lock goes with it, so nothing stale ever blocks).
+//!
+//! A second command into a directory in use is refused at once, naming the process that holds
+//! it: training runs last minutes to hours, and a command that silently waits that long looks
+//! hung. The shards of one sweep share its directory (a shared lock on `.lock`, plus an
+//! exclusive one on `.lock-shard-K-of-N`, so the same shard cannot run twice); a sweep without
+//! `--shard` and `sweep merge` take `.lock` exclusively, so they wait for no shard and no shard
+//! starts under them.
+//!
+//! On NFS, Linux (≥ 2.6.12) turns `flock` into a POSIX lock through the server's lock manager,
+//! so machines sharing a directory exclude each other too; a server without a lock manager
+//! (`nolock` mounts) makes every lock succeed locally, and the exclusion is then only between
+//! processes of one machine. A lock-less file system's error is reported, not ignored.
+use anyhow::{Context as _, Result};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+/// A held lock; released when dropped or when the process ends.
+#[derive(Debug)]
+pub struct DirLock {
+    _files: Vec<File>,
+}
+
+/// How a command uses a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// The only writer (a run, a whole sweep, a merge).
+    Alone,
+    /// One shard of a sweep: beside the other shards, never beside a whole sweep or a merge,
+    /// nor beside the same shard.
+    Shard { index: usize, count: usize },
+}
+
+/// Takes the lock `main` that guards `dir` for `usage`, or says which process holds it.
+pub fn lock(main: &Path, dir: &Path, usage: Use) -> Result<DirLock> {
+    let main = main.to_path_buf();
+    let main_file = open(&main)?;
+    let taken = match usage {
+        Use::Alone => main_file.try_lock(),
+        Use::Shard { .. } => main_file.try_lock_shared(),
+    };
+    let mut files = vec![main_file];
+    match taken {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Err(in_use(dir, &holders(&main))),
+        Err(TryLockError::Error(e)) => return Err(cannot_lock(&main, e)),
+    }
+    let own = match usage {
+        Use::Alone => main,
+        Use::Shard { index, count } => {
+            let path = shard_file(&main, &format!("{index}-of-{count}"));
+            let file = open(&path)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => return Err(in_use(dir, &[read_holder(&path)])),
+                Err(TryLockError::Error(e)) => return Err(cannot_lock(&path, e)),
+            }
+            files.push(file);
+            path
+        }
+    };
+    // Who holds it, for the message another command gives.
+    let file = files.last_mut().expect("a lock file");
+    let me = format!("PID {} ({})\n", std::process::id(), command_line());
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(me.as_bytes()));
+    written.with_context(|| format!("cannot write '{}'", own.display()))?;
+    Ok(DirLock { _files: files })
+}
+
+fn open(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| {
+            format!(
+                "cannot open the lock file '{}' (check the permissions there, or choose another \
+                 --out)",
+                path.display()
+            )
+        })
+}
+
+fn cannot_lock(path: &Path, e: std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot lock '{}' ({e}); this file system may not support locks: choose another --out",
+        path.display()
+    )
+}
+
+fn in_use(dir: &Path, holders: &[String]) -> anyhow::Error {
+    anyhow::anyhow!(
+        "'{}' is in use by another command: {}; wait for it to finish, or choose another --out",
+        dir.display(),
+        holders.join(", ")
+    )
+}
+
+/// `<main>-shard-<which>`: the lock of one shard.
+fn shard_file(main: &Path, which: &str) -> PathBuf {
+    let name = main
+        .file_name()
+        .map_or(".lock".into(), |n| n.to_string_lossy());
+    main.with_file_name(format!("{name}-shard-{which}"))
+}
+
+/// Who holds the lock `main`: the process named in it when it holds it alone, else every
+/// shard that holds its own lock.
+fn holders(main: &Path) -> Vec<String> {
+    let dir = main.parent().unwrap_or(Path::new("."));
+    let prefix = shard_file(main, "");
+    let prefix = prefix
+        .file_name()
+        .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+        })
+        .filter(|p| {
+            let file = OpenOptions::new().read(true).write(true).open(p);
+            file.is_ok_and(|f| matches!(f.try_lock(), Err(TryLockError::WouldBlock)))
+        })
+        .collect();
+    shards.sort();
+    if shards.is_empty() {
+        vec![read_holder(main)]
+    } else {
+        shards.iter().map(|p| read_holder(p)).collect()
+    }
+}
+
+fn read_holder(path: &Path) -> String {
+    let mut text = String::new();
+    let _ = File::open(path).and_then(|mut f| f.read_to_string(&mut text));
+    match text.trim() {
+        "" => "a process that has not said which".to_string(),
+        who => who.to_string(),
+    }
+}
+
+fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}

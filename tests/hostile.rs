@@ -610,3 +610,98 @@ fn data_paths_that_are_not_files_are_named_as_such() {
     );
     assert_fails_with(&o, &["is not a directory"]);
 }
+
+/// (g) A sweep stopped midway counts only the runs that finished: the one it stopped is
+/// recorded as interrupted (for the summary) but not called finished.
+#[test]
+fn a_stopped_sweep_counts_only_finished_runs() {
+    let out = tempfile::tempdir().unwrap();
+    let child = Command::new(BIN)
+        .args(["--device", "cpu", "--quiet", "--threads", "1", "--out"])
+        .arg(out.path())
+        .args(wd_sweep("20000", &[]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runs = out.path().join("sweep/weight-decay/runs");
+    let records = || -> Vec<serde_json::Value> {
+        std::fs::read_dir(&runs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .map(|e| read_json(&e.path()))
+            .collect()
+    };
+    // The first group (seed 0: λ 0 and 3) finished, the second one training.
+    for _ in 0..3000 {
+        if !records().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(143), "{}", stderr(&o));
+    let all = records();
+    let ok = all.iter().filter(|r| r["status"] == "ok").count();
+    assert!(all.len() > ok, "a run was stopped midway: {all:?}");
+    assert_fails_with(&o, &[&format!("the {ok} finished runs are in")]);
+}
+
+/// Two runs into one `--out` started at the same moment, many times: either one is refused
+/// (naming the other) or they ran one after the other; either way the directory holds one
+/// run's files whole — identical to that run made alone — never a mixture.
+#[test]
+fn two_runs_into_one_directory_at_once_leave_one_whole_set() {
+    let reference = |lr: &str| {
+        let out = tempfile::tempdir().unwrap();
+        let o = capped(out.path(), &["weight-decay", "--epochs", "30", "--lr", lr]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        out
+    };
+    let refs = [("0.003", reference("0.003")), ("0.004", reference("0.004"))];
+    for round in 0..5 {
+        let out = tempfile::tempdir().unwrap();
+        let spawn = |lr: &str| {
+            Command::new(BIN)
+                .args(["--device", "cpu", "--quiet", "--threads", "1", "--out"])
+                .arg(out.path())
+                .args(["weight-decay", "--epochs", "30", "--lr", lr])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn("0.003"), spawn("0.004"));
+        let outputs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+        for o in outputs.iter().filter(|o| !o.status.success()) {
+            assert_fails_with(o, &["is in use by another command: PID"]);
+        }
+        assert!(outputs.iter().any(|o| o.status.success()), "round {round}");
+        let dir = out.path().join("weight-decay");
+        let lr = read_json(&dir.join("run.json"))["config"]["lr"]
+            .as_f64()
+            .unwrap();
+        let (_, reference) = refs
+            .iter()
+            .find(|(l, _)| l.parse::<f64>().unwrap() == lr)
+            .unwrap();
+        let ref_dir = reference.path().join("weight-decay");
+        for f in files_under(&ref_dir)
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "csv"))
+        {
+            assert_eq!(
+                without_timings(&dir.join(f)),
+                without_timings(&ref_dir.join(f)),
+                "round {round}: {} is not lr {lr}'s",
+                f.display()
+            );
+        }
+        assert_eq!(files_under(&dir), files_under(&ref_dir), "round {round}");
+        assert_no_temporaries(out.path());
+    }
+}

@@ -43,7 +43,7 @@ pub struct SweepArgs<C: clap::Args> {
     #[command(flatten)]
     pub experiment: C,
     /// Seeds, comma-separated (default: --seed); every setting is trained once per seed
-    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = seed)]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, value_parser = seed)]
     pub seeds: Vec<i64>,
     /// Keep the runs a previous (interrupted) sweep of the same configuration finished in --out and train only the others
     #[arg(long, conflicts_with = "overwrite")]
@@ -52,7 +52,7 @@ pub struct SweepArgs<C: clap::Args> {
     #[arg(long)]
     pub overwrite: bool,
     /// Train only shard K of N (K = 0 … N−1, as Slurm numbers array tasks); the shards write into one --out, then `sweep merge` summarises them
-    #[arg(long, value_parser = parse_shard, conflicts_with = "overwrite")]
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_shard, conflicts_with = "overwrite")]
     #[serde(skip)]
     pub shard: Option<Shard>,
 }

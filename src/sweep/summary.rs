@@ -106,6 +106,16 @@ pub(super) fn summarise_dir<E: Experiment>(
     interrupted: bool,
 ) -> Result<()> {
     let runs = lines::<E>(planned, records);
+    // The previous summary goes first: a write that fails below leaves a summary that is
+    // missing files (the error names the one), never one whose files disagree.
+    for name in ["summary.csv", "results.xlsx"] {
+        record::remove_stale(&dir.join(name));
+    }
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "svg") {
+            record::remove_stale(&entry.path());
+        }
+    }
     let runs_bytes = write_runs_csv::<E>(cfg, dir, &runs)?;
     let settings = summarise::<E>(cfg, &runs, seeds)?;
     let mut header: Vec<String> = names(&["impl"]).collect();

@@ -56,6 +56,9 @@ impl experiment::Finals for Finals {
     }
 }
 
+/// Held while a run seeds libtorch's generator and draws its data.
+static DRAWING: Mutex<()> = Mutex::new(());
+
 /// Every run the toy trained: its results directory and seed (to see what `--resume` retrains).
 static TRAINED: Mutex<Vec<(PathBuf, i64)>> = Mutex::new(Vec::new());
 
@@ -96,9 +99,15 @@ impl Experiment for Toy {
         let mut runs = Vec::new();
         for &s in settings {
             TRAINED.lock().unwrap().push((ctx.out.clone(), ctx.seed));
-            tch::manual_seed(ctx.seed);
-            let x = Tensor::randn([64], (Kind::Double, Device::Cpu));
-            let y = &x * 2.0 + Tensor::randn([64], (Kind::Double, Device::Cpu)) * 0.1;
+            // libtorch's generator is one per process and the tests of this file run in
+            // parallel threads: seed and draw without another thread drawing in between.
+            let (x, y) = {
+                let _only_us = DRAWING.lock().unwrap_or_else(|e| e.into_inner());
+                tch::manual_seed(ctx.seed);
+                let x = Tensor::randn([64], (Kind::Double, Device::Cpu));
+                let y = &x * 2.0 + Tensor::randn([64], (Kind::Double, Device::Cpu)) * 0.1;
+                (x, y)
+            };
             let progress = progress::Epochs::new(Self::label(v, s), cfg.epochs);
             let mut recorder = Recorder::new(&progress);
             let mut w = 0.0;

@@ -258,6 +258,8 @@ fn no_flag_value_aborts_the_program() {
     let wd_small: &[&str] = &[
         "--epochs", "1", "--n-test", "5", "--impl", "concise", "--wd", "0",
     ];
+    // Dropout stops at its data after the flags are parsed: nothing trains.
+    let no_data: &[&str] = &["--offline", "--data-dir", "/nonexistent"];
     let flags: &[(&[&str], &str, &[&str])] = &[
         (
             &["weight-decay"],
@@ -279,31 +281,11 @@ fn no_flag_value_aborts_the_program() {
             "--wd",
             &["--epochs", "1", "--n-test", "5", "--impl", "concise"],
         ),
-        (
-            &["dropout"],
-            "--dropout1",
-            &["--offline", "--data-dir", "/nonexistent"],
-        ),
-        (
-            &["dropout"],
-            "--mc-samples",
-            &["--offline", "--data-dir", "/nonexistent"],
-        ),
-        (
-            &["dropout"],
-            "--input-noise",
-            &["--offline", "--data-dir", "/nonexistent"],
-        ),
-        (
-            &["dropout"],
-            "--epochs",
-            &["--offline", "--data-dir", "/nonexistent"],
-        ),
-        (
-            &["dropout"],
-            "--batch-size",
-            &["--offline", "--data-dir", "/nonexistent"],
-        ),
+        (&["dropout"], "--dropout1", no_data),
+        (&["dropout"], "--mc-samples", no_data),
+        (&["dropout"], "--input-noise", no_data),
+        (&["dropout"], "--epochs", no_data),
+        (&["dropout"], "--batch-size", no_data),
         (&["sweep", "weight-decay"], "--seeds", wd_small),
         (&["sweep", "weight-decay"], "--shard", wd_small),
         (

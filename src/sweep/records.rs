@@ -210,16 +210,22 @@ pub(super) fn clear(dir: &Path) -> Result<()> {
         std::fs::remove_dir_all(&runs)
             .with_context(|| format!("cannot remove '{}'", runs.display()))?;
     }
-    for name in ["runs.csv", "summary.csv", "results.xlsx"] {
+    record::remove_stale(&dir.join("runs.csv"));
+    remove_summary(dir);
+    Ok(())
+}
+
+/// Removes a sweep's summary set: `summary.csv`, `results.xlsx` and the figures.
+pub(super) fn remove_summary(dir: &Path) {
+    for name in ["summary.csv", "results.xlsx"] {
         record::remove_stale(&dir.join(name));
     }
-    for entry in std::fs::read_dir(dir)?.flatten() {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = entry.path();
         if p.extension().is_some_and(|e| e == "svg") {
             record::remove_stale(&p);
         }
     }
-    Ok(())
 }
 
 /// A trained run's curve (and what it saves), then its record — last, so a record exists only

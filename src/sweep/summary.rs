@@ -107,15 +107,9 @@ pub(super) fn summarise_dir<E: Experiment>(
 ) -> Result<()> {
     let runs = lines::<E>(planned, records);
     // The previous summary goes first: a write that fails below leaves a summary that is
-    // missing files (the error names the one), never one whose files disagree.
-    for name in ["summary.csv", "results.xlsx"] {
-        record::remove_stale(&dir.join(name));
-    }
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.path().extension().is_some_and(|e| e == "svg") {
-            record::remove_stale(&entry.path());
-        }
-    }
+    // missing files (the error names the one), never one whose files disagree; and
+    // `--no-plot` leaves no older figure or workbook.
+    remove_summary(dir);
     let runs_bytes = write_runs_csv::<E>(cfg, dir, &runs)?;
     let settings = summarise::<E>(cfg, &runs, seeds)?;
     let mut header: Vec<String> = names(&["impl"]).collect();
@@ -150,10 +144,9 @@ pub(super) fn summarise_dir<E: Experiment>(
     let mut book = crate::workbook::Book::new();
     book.add_table("summary", &summary_bytes)?;
     book.add_table("runs", &runs_bytes)?;
-    for (name, title, panels) in E::sweep_charts(cfg, &settings, seeds) {
-        let svg = dir.join(&name);
-        if plots {
-            record::write_panels(&svg, &title, &panels)?;
+    if plots {
+        for (name, title, panels) in E::sweep_charts(cfg, &settings, seeds) {
+            record::write_panels(&dir.join(&name), &title, &panels)?;
             for (i, (figure, series)) in panels.iter().enumerate() {
                 let sheet = format!("{} {}", name.trim_end_matches(".svg"), i + 1);
                 let mut figure = figure.clone();
@@ -164,15 +157,8 @@ pub(super) fn summarise_dir<E: Experiment>(
                 };
                 book.add_figure(&sheet, &figure, series)?;
             }
-        } else {
-            record::remove_stale(&svg);
         }
-    }
-    let xlsx = dir.join("results.xlsx");
-    if plots {
-        book.save(&xlsx)?;
-    } else {
-        record::remove_stale(&xlsx);
+        book.save(&dir.join("results.xlsx"))?;
     }
     print_table(settings.iter().map(|s| E::sweep_table_row(cfg, s)));
     for note in E::sweep_notes(cfg, &settings) {

@@ -18,6 +18,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
     println!("cargo:rerun-if-changed=src/cuda/shim.cpp");
     println!("cargo:rerun-if-changed=src/cpu/aten.cpp");
+    println!("cargo:rerun-if-changed=src/cpu/generator.cpp");
     println!("cargo::rustc-check-cfg=cfg(d2l_cuda_shim)");
     println!("cargo::rustc-check-cfg=cfg(d2l_aten_capability)");
     let dir = std::env::var("DEP_TCH_LIBTORCH_LIB").unwrap_or_default();
@@ -129,6 +130,7 @@ fn build_aten_capability(torch_lib: &Path) {
     cc::Build::new()
         .cpp(true)
         .file("src/cpu/aten.cpp")
+        .file("src/cpu/generator.cpp")
         .include(&include)
         .flag("-std=c++17")
         .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())

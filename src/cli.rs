@@ -64,7 +64,7 @@ pub enum Command {
     /// Book §4.5: L2 penalty on a 200-input linear regression with 20 training examples
     WeightDecay(weight_decay::Config),
     /// Book §4.6: dropout in a 784-256-256-10 MLP on Fashion-MNIST
-    Dropout(dropout::Config),
+    Dropout(RunArgs<dropout::Config>),
     /// Book exercises: train over a grid of λ or dropout rates, over several seeds, and
     /// summarise the final figures and the generalization gap
     #[command(subcommand)]
@@ -74,6 +74,15 @@ pub enum Command {
     /// What this binary runs on: libtorch, CUDA runtime and driver, GPUs, cuDNN (for "CUDA is
     /// not available")
     Doctor,
+}
+
+/// A run command: the experiment's own flags, and its checkpoints'.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs<C: clap::Args> {
+    #[command(flatten)]
+    pub experiment: C,
+    #[command(flatten)]
+    pub checkpoints: experiment::Checkpoints,
 }
 
 #[derive(Subcommand, Debug)]
@@ -91,8 +100,10 @@ impl Command {
     /// Runs an experiment or a sweep (`bench` and `doctor` are run by `main`).
     pub fn run(&self, ctx: &Context) -> Result<()> {
         match self {
-            Command::WeightDecay(cfg) => experiment::run::<WeightDecay>(cfg, ctx),
-            Command::Dropout(cfg) => experiment::run::<DropoutMlp>(cfg, ctx),
+            Command::WeightDecay(cfg) => experiment::run::<WeightDecay>(cfg, ctx, None),
+            Command::Dropout(a) => {
+                experiment::run::<DropoutMlp>(&a.experiment, ctx, Some(&a.checkpoints))
+            }
             Command::Sweep(Sweep::WeightDecay(s)) => sweep::run::<WeightDecay>(s, ctx),
             Command::Sweep(Sweep::Dropout(s)) => sweep::run::<DropoutMlp>(s, ctx),
             Command::Sweep(Sweep::Merge(m)) => match sweep::experiment_of(&m.dir)?.as_str() {
@@ -112,7 +123,7 @@ impl Command {
     pub fn memory_flags(&self) -> String {
         match self {
             Command::WeightDecay(cfg) => WeightDecay::memory_flags(cfg),
-            Command::Dropout(cfg) => DropoutMlp::memory_flags(cfg),
+            Command::Dropout(a) => DropoutMlp::memory_flags(&a.experiment),
             Command::Sweep(Sweep::WeightDecay(s)) => WeightDecay::memory_flags(&s.experiment),
             Command::Sweep(Sweep::Dropout(s)) => DropoutMlp::memory_flags(&s.experiment),
             Command::Sweep(Sweep::Merge(_)) | Command::Bench(_) | Command::Doctor => {
@@ -124,6 +135,6 @@ impl Command {
 
 /// No command: every experiment with the book's settings, one after the other.
 pub fn run_every_experiment(ctx: &Context) -> Result<()> {
-    experiment::run::<WeightDecay>(&defaults(), ctx)?;
-    experiment::run::<DropoutMlp>(&defaults(), ctx)
+    experiment::run::<WeightDecay>(&defaults(), ctx, None)?;
+    experiment::run::<DropoutMlp>(&defaults(), ctx, None)
 }

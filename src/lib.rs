@@ -5,6 +5,7 @@
 //! train loop → records.
 pub mod atomic;
 pub mod bench;
+pub mod checkpoint;
 pub mod cli;
 pub mod cpu;
 pub mod cuda;

@@ -9,6 +9,19 @@ use d2l_regularization::{device, progress, stop};
 use std::process::ExitCode;
 use std::sync::Mutex;
 
+/// Ctrl-C and SIGTERM are caught from the first instant the program's own code can run: the
+/// executable's pre-initialisers run before any shared library's (libtorch's static
+/// initialisers take about half a second), so a signal in that window is recorded like any
+/// other and the command then says it stopped before it started. Only the dynamic loader's
+/// own work before it (mapping and relocating the libraries) is not covered.
+#[used]
+#[link_section = ".preinit_array"]
+static CATCH_SIGNALS_EARLY: extern "C" fn() = catch_signals_early;
+
+extern "C" fn catch_signals_early() {
+    stop::install();
+}
+
 fn main() -> ExitCode {
     // Die quietly when stdout is closed early (`… | head`), as command-line tools do, instead
     // of panicking in println!.
@@ -33,6 +46,11 @@ fn main() -> ExitCode {
         d2l_regularization::cpu::use_reproducible_kernels();
     }
     stop::install();
+    if stop::requested().is_some() {
+        let stopped = stop::Stopped::interrupted("nothing was started and nothing written");
+        eprintln!("{stopped}");
+        return ExitCode::from(stopped.exit_code());
+    }
     progress::set_mode(match cli.command {
         Some(Command::Bench(_)) | Some(Command::Doctor) => progress::Mode::Quiet,
         _ => progress::Mode::detect(cli.global.quiet),
@@ -105,6 +123,7 @@ fn run(cli: Cli) -> Result<()> {
         out: g.out.clone(),
         plots: !g.no_plot,
         tag: None,
+        checkpoints: None,
     };
     match &cli.command {
         Some(command) => command.run(&ctx),

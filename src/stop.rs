@@ -70,6 +70,19 @@ impl std::fmt::Display for Stopped {
 
 impl std::error::Error for Stopped {}
 
+/// Ends a command asked to stop before its first run started (while it loaded its data, or
+/// before `main`): nothing was written, and `dir` is as it was.
+pub fn before_first_run(dir: &Path) -> Result<(), Stopped> {
+    match requested() {
+        None => Ok(()),
+        Some(_) => Err(Stopped::interrupted(&format!(
+            "it came before the first run started: nothing was trained or written, and {} is \
+             as it was",
+            dir.display()
+        ))),
+    }
+}
+
 /// The message of a diverged run; `advice` says which flags to change.
 pub fn diverged(run: &str, epoch: usize, advice: &str) -> String {
     format!(

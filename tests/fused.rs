@@ -28,6 +28,7 @@ fn ctx(seed: i64) -> Context {
         out: std::env::temp_dir(),
         plots: false,
         tag: None,
+        checkpoints: None,
     }
 }
 
@@ -153,7 +154,8 @@ fn statistics(
     let mut stats = [0.0; 3];
     for &seed in seeds {
         let setting = dropout::Setting::book(cfg.rates());
-        let trained = dropout::train(&cfg, version, setting, data, &ctx(seed), &quiet(cfg.epochs));
+        let trained =
+            dropout::train(&cfg, version, setting, data, &ctx(seed), &quiet(cfg.epochs)).unwrap();
         let curve = trained.curve;
         let last = curve.last().unwrap();
         let late_test: f64 = curve.iter().rev().take(3).map(|e| e.test_acc).sum::<f64>() / 3.0;

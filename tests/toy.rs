@@ -95,7 +95,7 @@ impl Experiment for Toy {
         v: Version,
         settings: &[Setting],
         ctx: &Context,
-    ) -> Vec<Run<Toy>> {
+    ) -> anyhow::Result<Vec<Run<Toy>>> {
         let mut runs = Vec::new();
         for &s in settings {
             TRAINED.lock().unwrap().push((ctx.out.clone(), ctx.seed));
@@ -130,7 +130,7 @@ impl Experiment for Toy {
                 model: (),
             });
         }
-        runs
+        Ok(runs)
     }
     fn curve_chart<'a>(title: &'a str) -> record::Chart<'a, Row> {
         record::Chart {
@@ -156,6 +156,7 @@ fn ctx(out: &Path) -> Context {
         out: out.to_path_buf(),
         plots: true,
         tag: None,
+        checkpoints: None,
     }
 }
 
@@ -183,7 +184,7 @@ fn a_toy_section_runs_through_the_run_command() {
         epochs: 30,
         lr: vec![0.1],
     };
-    experiment::run::<Toy>(&cfg, &ctx(out.path())).unwrap();
+    experiment::run::<Toy>(&cfg, &ctx(out.path()), None).unwrap();
     let dir = out.path().join("toy");
     // Columns from the setting's and the figures' field names; the file name from the setting.
     let summary = read(dir.join("summary.csv"));

@@ -226,6 +226,7 @@ fn each_run_is_reproducible_on_its_own() {
         out: std::env::temp_dir(),
         plots: false,
         tag: None,
+        checkpoints: None,
     };
     let (a, _) = weight_decay::run_one(
         &cfg,

@@ -2,11 +2,13 @@
 //! curve, chart, summary line, `run.json` and workbook.
 use super::{figures, setting_cells, setting_columns, Context, Experiment, Run};
 use crate::atomic;
+use crate::checkpoint;
 use crate::options::Version;
 use crate::record::{self, Cell};
 use crate::stop::{self, Status};
 use crate::workbook;
-use anyhow::Result;
+use anyhow::{bail, Context as _, Result};
+use serde::Serialize;
 use std::path::Path;
 
 /// The most settings one command trains (the product of its list flags' lengths).
@@ -68,12 +70,42 @@ fn check_lists(cfg: &serde_json::Value) -> Result<()> {
 /// (`<out>/.<NAME>.<pid>.staging`) that then takes the place of `<out>/<NAME>` in one rename.
 /// A command that fails or is killed leaves the previous set as it was; the next command
 /// removes what it left. One command at a time writes there (`<out>/.<NAME>.lock`).
-pub fn run<E: Experiment>(cfg: &E::Config, ctx: &Context) -> Result<()> {
+///
+/// With `checkpoints` (the command's flags), every run keeps a checkpoint in
+/// `<out>/.<NAME>.checkpoints/` (see [`crate::checkpoint`]); a command stopped or killed leaves
+/// them, and the next one continues from them with `--resume` (or starts over with
+/// `--overwrite`; without either it refuses, naming both). They are removed when the command
+/// has finished, unless `--keep-checkpoints`.
+pub fn run<E: Experiment>(
+    cfg: &E::Config,
+    ctx: &Context,
+    checkpoints: Option<&Checkpoints>,
+) -> Result<()> {
     check_grid::<E>(cfg)?;
     let data = E::prepare(cfg, ctx)?;
+    stop::before_first_run(&ctx.out.join(E::NAME))?;
     let dir = record::experiment_dir(&ctx.out, E::NAME)?;
     let lock_file = ctx.out.join(format!(".{}.lock", E::NAME));
     let _lock = crate::lock::lock(&lock_file, &dir, crate::lock::Use::Alone)?;
+    let plan = match checkpoints.filter(|c| !c.no_checkpoints) {
+        Some(flags) => {
+            let (plan, found) = checkpoint_plan::<E>(cfg, ctx, flags)?;
+            if flags.resume && !found && finished_here::<E>(cfg, ctx, &dir) {
+                std::fs::remove_dir_all(&plan.dir).ok();
+                eprintln!(
+                    "nothing to resume: {} holds this command's finished results, kept as they are",
+                    dir.display()
+                );
+                return Ok(());
+            }
+            Some(plan)
+        }
+        None => None,
+    };
+    let ctx = &Context {
+        checkpoints: plan.clone(),
+        ..ctx.clone()
+    };
     let stage = atomic::staging_dir(&ctx.out, E::NAME)?;
     let outcome = match write_runs::<E>(cfg, ctx, &data, &stage) {
         Ok(outcome) => outcome,
@@ -83,8 +115,162 @@ pub fn run<E: Experiment>(cfg: &E::Config, ctx: &Context) -> Result<()> {
         }
     };
     atomic::swap_in(&stage, &dir)?;
+    if let Some(plan) = &plan {
+        if outcome.interrupted() {
+            let mut stopped = outcome.result(&dir).expect_err("an interrupted command");
+            stopped.message += &format!(
+                "; add --resume to continue from the checkpoints in {}",
+                plan.dir.display()
+            );
+            return Err(stopped.into());
+        }
+        if !checkpoints.is_some_and(|c| c.keep_checkpoints) {
+            std::fs::remove_dir_all(&plan.dir).with_context(|| {
+                format!("cannot remove the checkpoints in '{}'", plan.dir.display())
+            })?;
+        }
+    }
     outcome.result(&dir)?;
     Ok(())
+}
+
+/// The run command's flags besides the experiment's: its checkpoints, and what to do with
+/// those a stopped command left.
+#[derive(clap::Args, Debug, Clone, Default, Serialize)]
+pub struct Checkpoints {
+    /// Continue from the checkpoints a stopped or killed command left (its finished runs are kept, the others go on from their last checkpoint)
+    #[arg(long, conflicts_with = "overwrite")]
+    pub resume: bool,
+    /// Start over where a stopped command left checkpoints (they are deleted)
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Write each run's checkpoint after every N-th epoch (and after the last)
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true, value_parser = crate::options::epochs)]
+    pub checkpoint_every: usize,
+    /// Keep the checkpoints when the command finishes (they are removed by default)
+    #[arg(long)]
+    pub keep_checkpoints: bool,
+    /// Write no checkpoints (a stopped command then cannot be resumed)
+    #[arg(long, conflicts_with_all = ["resume", "keep_checkpoints"])]
+    pub no_checkpoints: bool,
+}
+
+/// `<out>/.<NAME>.checkpoints`, checked against the flags: what a stopped command left there is
+/// refused without `--resume` or `--overwrite`, removed with `--overwrite`, and with `--resume`
+/// read through (every checkpoint must be of a run these flags train, of this configuration
+/// and this build) before anything trains.
+fn checkpoint_plan<E: Experiment>(
+    cfg: &E::Config,
+    ctx: &Context,
+    flags: &Checkpoints,
+) -> Result<(checkpoint::Plan, bool)> {
+    let dir = ctx.out.join(format!(".{}.checkpoints", E::NAME));
+    let plan = checkpoint::Plan {
+        dir: dir.clone(),
+        every: flags.checkpoint_every,
+        resume: flags.resume,
+        config: super::fingerprint::<E>(cfg, ctx.device)?,
+    };
+    if dir.is_dir() {
+        // Held alone (the lock): a temporary file there is a killed writer's.
+        atomic::remove_temporaries(&dir);
+    }
+    let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        if flags.resume {
+            eprintln!(
+                "note: no checkpoints in {}: every run trains from its first epoch",
+                dir.display()
+            );
+        }
+    } else if flags.overwrite {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove '{}'", dir.display()))?;
+    } else if !flags.resume {
+        let first = &found[0];
+        let what = match checkpoint::describe(first) {
+            Ok(meta) => format!(
+                "{} at epoch {} of {}",
+                name_of(first),
+                meta.epoch,
+                meta.epochs
+            ),
+            Err(_) => name_of(first),
+        };
+        bail!(
+            "{} holds the checkpoints of a command that was stopped ({what}{}); add --resume to \
+             continue from them, or --overwrite to start over (they are deleted)",
+            dir.display(),
+            if found.len() > 1 {
+                format!(", and {} more", found.len() - 1)
+            } else {
+                String::new()
+            }
+        );
+    } else {
+        let mut expected = std::collections::HashMap::new();
+        for (version, settings) in E::schedule(cfg) {
+            for setting in settings {
+                let run = plan.run(
+                    &E::stem(version, setting, false),
+                    ctx.seed,
+                    version,
+                    &setting,
+                );
+                expected.insert(run.path.clone(), run.fingerprint);
+            }
+        }
+        for path in &found {
+            let Some(fingerprint) = expected.get(path) else {
+                bail!(
+                    "the checkpoint '{}' is of no run these flags train (another configuration or \
+                     seed); {}, or resume with the flags that wrote it",
+                    path.display(),
+                    checkpoint::WAY_ON
+                );
+            };
+            checkpoint::load(path, fingerprint)?;
+        }
+    }
+    std::fs::create_dir_all(&dir).with_context(|| {
+        format!(
+            "cannot create '{}' for the checkpoints (check the permissions there, or choose \
+             another --out)",
+            dir.display()
+        )
+    })?;
+    Ok((plan, !found.is_empty() && flags.resume))
+}
+
+/// Whether `dir` holds the finished results (`run.json` with status ok) of this very command:
+/// the same experiment, configuration, seed, device and CPU kernels.
+fn finished_here<E: Experiment>(cfg: &E::Config, ctx: &Context, dir: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(dir.join("run.json")) else {
+        return false;
+    };
+    let Ok(old) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return false;
+    };
+    let info = record::RunInfo::new(E::NAME, cfg, ctx.seed, ctx.device_requested, ctx.device);
+    let Ok(now) = serde_json::to_value(&info) else {
+        return false;
+    };
+    let same = ["experiment", "config", "seed", "device", "cpu_kernels"]
+        .iter()
+        .all(|k| old.get(k) == now.get(k));
+    same && old.get("status").and_then(|s| s.as_str()) == Some("ok")
+}
+
+fn name_of(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Trains and writes every run into `dir`; how they ended.
@@ -109,7 +295,7 @@ fn write_runs<E: Experiment>(
     let mut curves: Vec<(String, String, Vec<u8>)> = Vec::new();
     let mut outcome = stop::Outcome::default();
     'schedule: for (version, settings) in E::schedule(cfg) {
-        let runs = E::train(cfg, data, version, &settings, ctx);
+        let runs = E::train(cfg, data, version, &settings, ctx)?;
         for (setting, run) in settings.into_iter().zip(runs) {
             let name = E::label(version, setting);
             if run.status == Status::Ok {

@@ -102,3 +102,33 @@ pub(super) fn cell_text(cell: &Cell) -> String {
         Cell::Int(v) => v.to_string(),
     }
 }
+
+/// The configuration's fingerprint: an MD5 of its JSON without what the sweep varies (the
+/// experiment's swept flags, `--impl`, the seeds) and without what does not change a result
+/// ([`Experiment::NOT_RESULTS`]: where the data are, what else is saved).
+/// The device's kind (`cpu`, `cuda`) is part of it: the same seed gives other numbers there;
+/// so is `--reproducible` on the CPU (other kernels).
+pub fn fingerprint<E: Experiment>(cfg: &E::Config, device: tch::Device) -> Result<String>
+where
+    E::Config: Serialize,
+{
+    use md5::{Digest, Md5};
+    let mut value = serde_json::to_value(cfg)?;
+    if let Some(map) = value.as_object_mut() {
+        let swept = super::setting_columns::<E>(cfg);
+        let not_results = E::NOT_RESULTS.iter().map(|k| k.to_string());
+        for key in swept.into_iter().chain(not_results) {
+            map.remove(&key);
+        }
+        // Every experiment's `--impl`: a sweep varies the versions too.
+        map.remove("implementation");
+    }
+    let text = serde_json::to_string(&value)?;
+    let kind = match (device.is_cuda(), crate::cpu::reproducible()) {
+        (true, _) => "cuda",
+        (false, false) => "cpu",
+        (false, true) => "cpu reproducible",
+    };
+    let digest = Md5::digest(format!("{}\n{kind}\n{text}", E::NAME).as_bytes());
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+}

@@ -17,9 +17,11 @@ use serde::Serialize;
 mod command;
 mod fields;
 
-pub use command::{check_grid, run, MAX_SETTINGS};
+pub use command::{check_grid, run, Checkpoints, MAX_SETTINGS};
 use fields::cell_text;
-pub use fields::{figures, finals_from, setting_cells, setting_columns, setting_fields};
+pub use fields::{
+    figures, finals_from, fingerprint, setting_cells, setting_columns, setting_fields,
+};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use tch::Device;
@@ -35,6 +37,8 @@ pub struct Context {
     pub plots: bool,
     /// Added to progress lines (a sweep's seed).
     pub tag: Option<String>,
+    /// Where the runs keep their checkpoints (none: no checkpoints).
+    pub checkpoints: Option<crate::checkpoint::Plan>,
 }
 
 impl Context {
@@ -212,14 +216,14 @@ pub trait Experiment: Sized {
     /// Refuses what cannot work before anything is written, then loads what every run shares.
     fn prepare(cfg: &Self::Config, ctx: &Context) -> Result<Self::Data>;
     /// Trains one group of the schedule, with progress; one run per setting, in order (fewer
-    /// when a run was interrupted).
+    /// when a run was interrupted). Fails only when a checkpoint cannot be read or written.
     fn train(
         cfg: &Self::Config,
         data: &Self::Data,
         version: Version,
         settings: &[Self::Setting],
         ctx: &Context,
-    ) -> Vec<Run<Self>>;
+    ) -> Result<Vec<Run<Self>>>;
 
     /// What a run is called in messages and progress: `weight decay, scratch λ=3`. By
     /// default the name, the version and the setting's fields (`toy, scratch lr=0.1`).
@@ -346,6 +350,16 @@ impl<'a, R: EpochRow> Recorder<'a, R> {
         self.progress.epoch(epoch, &row.figures());
         self.curve.push(row);
         ControlFlow::Continue(())
+    }
+
+    /// Continues a run from the rows of its finished epochs (a checkpoint's).
+    pub fn resume(&mut self, rows: Vec<R>) {
+        self.curve = rows;
+    }
+
+    /// The finished epochs' rows.
+    pub fn rows(&self) -> &[R] {
+        &self.curve
     }
 
     /// Stops the run because a stop was requested (its unfinished epoch is dropped).

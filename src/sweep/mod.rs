@@ -26,9 +26,10 @@ use std::path::{Path, PathBuf};
 mod records;
 mod summary;
 
+pub use crate::experiment::fingerprint;
 pub use crate::experiment::mean_std;
 use records::*;
-pub use records::{experiment_of, fingerprint, RunRecord};
+pub use records::{experiment_of, RunRecord};
 use summary::*;
 pub use summary::{at_settings, title, train_test_series};
 
@@ -157,6 +158,7 @@ where
     }
     experiment::check_grid::<E>(cfg)?;
     let data = E::prepare(cfg, ctx)?;
+    crate::stop::before_first_run(&ctx.out.join("sweep").join(E::NAME))?;
     let dir = record::experiment_dir(&record::experiment_dir(&ctx.out, "sweep")?, E::NAME)?;
     let _lock = lock::lock(
         &dir.join(".lock"),
@@ -235,7 +237,7 @@ where
                     first.version,
                     &settings,
                     &ctx.with_seed(first.seed),
-                );
+                )?;
                 for (p, run) in missing.iter().zip(runs) {
                     interrupted |= run.status == Status::Interrupted;
                     let record =

@@ -141,13 +141,13 @@ impl Experiment for DropoutMlp {
         version: Version,
         settings: &[Setting],
         ctx: &Context,
-    ) -> Vec<Run<Self>> {
+    ) -> Result<Vec<Run<Self>>> {
         settings
             .iter()
             .map(|&setting| {
                 let progress =
                     progress::Epochs::new(ctx.tagged(label(version, setting)), cfg.epochs);
-                let trained = train(cfg, version, setting, data, ctx, &progress);
+                let trained = train(cfg, version, setting, data, ctx, &progress)?;
                 let last = trained.curve.last();
                 let (single, mc) = trained.mc.unwrap_or((f64::NAN, f64::NAN));
                 let finals = Finals {
@@ -159,7 +159,7 @@ impl Experiment for DropoutMlp {
                         test_acc_mc: mc,
                     }),
                 };
-                Run {
+                Ok(Run {
                     finals,
                     seconds: trained.curve.iter().fold(0.0, |t, e| t + e.seconds),
                     curve: trained.curve,
@@ -168,7 +168,7 @@ impl Experiment for DropoutMlp {
                         vs: trained.vs,
                         activations: trained.activations,
                     },
-                }
+                })
             })
             .collect()
     }

@@ -167,15 +167,15 @@ impl Updater for Penalized {
 
 /// One line of `<run>-activations.csv`: a hidden layer's activations on the probe batch after
 /// an epoch.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct ActivationRow {
     pub epoch: usize,
     /// `hidden1` or `hidden2`.
-    pub layer: &'static str,
+    pub layer: String,
     /// `relu` (after the nonlinearity) or `noise` (as the next layer sees it).
-    pub stage: &'static str,
+    pub stage: String,
     /// `train` (noise on) or `eval` (noise off).
-    pub mode: &'static str,
+    pub mode: String,
     pub mean: f64,
     pub var: f64,
 }
@@ -204,9 +204,9 @@ pub fn probe(
                 let t = t.to_kind(tch::Kind::Double);
                 rows.push(ActivationRow {
                     epoch,
-                    layer,
-                    stage,
-                    mode,
+                    layer: layer.into(),
+                    stage: stage.into(),
+                    mode: mode.into(),
                     mean: t.mean(None).double_value(&[]),
                     var: t.var(false).double_value(&[]),
                 });

@@ -25,6 +25,16 @@ impl Rng {
         }
     }
 
+    /// The generator's words (to continue it later with [`Rng::from_state`]).
+    pub fn state(&self) -> [u64; 4] {
+        self.s
+    }
+
+    /// A generator that continues where the one whose [`Rng::state`] this is stopped.
+    pub fn from_state(s: [u64; 4]) -> Rng {
+        Rng { s }
+    }
+
     #[inline(always)]
     pub fn next_u64(&mut self) -> u64 {
         let s = &mut self.s;

@@ -19,6 +19,7 @@ use engines::fused_learner;
 pub use engines::{autograd_net, learner, scratch_layers, train_autograd};
 pub use exercises::{probe, ActivationRow, PROBE_ROWS};
 
+use crate::checkpoint;
 use crate::cuda::GraphMode;
 use crate::d2l::EpochMetrics;
 use crate::data::fashion_mnist::{self, FashionMnist};
@@ -31,7 +32,7 @@ use crate::progress;
 use crate::record::{self};
 use crate::stop::{self, Status};
 use crate::train::{self, Learner};
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use noise::{Layers, NoiseKind, Perturbation};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -225,7 +226,7 @@ pub fn layers(vs: &tnn::VarStore, version: Version) -> Layers {
 // ---------------------------------------------------------------- training (train_ch3)
 
 /// One row of `<impl>.csv`.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize)]
 pub struct Epoch {
     pub epoch: usize,
     /// Running mean of the training loss over the epoch, dropout on.
@@ -275,6 +276,11 @@ pub struct Trained {
 /// The autograd engine runs the book's code (`book.rs`, or its exercise variant), the fused
 /// engine its own loop. Ends early when the loss becomes NaN or infinite (that epoch is not
 /// kept) or a stop is requested (Ctrl-C).
+///
+/// With checkpoints (`ctx.checkpoints`), the model, the generators and the rows so far are
+/// saved after every `every`-th epoch; resuming, the freshly built model (its initial draws
+/// made as always) takes the checkpoint's variables and generator states and trains the epochs
+/// left, so the run ends with the very numbers of an uninterrupted one.
 pub fn train(
     cfg: &Config,
     version: Version,
@@ -282,16 +288,63 @@ pub fn train(
     data: &FashionMnist,
     ctx: &Context,
     progress: &progress::Epochs,
-) -> Trained {
+) -> Result<Trained> {
+    let checkpoint = ctx.checkpoints.as_ref().map(|plan| {
+        let stem = <DropoutMlp as experiment::Experiment>::stem(version, setting, false);
+        plan.run(&stem, ctx.seed, version, &setting)
+    });
     let mut recorder = Recorder::new(progress);
     let mut activations = Vec::new();
     let begin = Instant::now();
     let mut epoch_start = Instant::now();
-    // What the command keeps of epoch `epoch`, given its sums (on the device).
-    let mut record = |epoch: usize, sums: [&Tensor; 3], count: i64, params: &Layers| {
+    // The seconds a resumed run had trained before.
+    let mut before = 0.0;
+    tch::manual_seed(ctx.seed);
+    let vs = tnn::VarStore::new(ctx.device);
+    // Built here, before a checkpoint is restored: building draws from the generator.
+    let (net, mut fused) = match cfg.engine {
+        Engine::Autograd => (Some(autograd_net(cfg, version, setting, &vs)), None),
+        Engine::Fused => (None, Some(fused_learner(cfg, version, setting, &vs, ctx))),
+    };
+    let params = layers(&vs, version);
+    let mut start = 0;
+    if let Some(c) = checkpoint.as_ref().filter(|c| c.resume) {
+        if let Some(saved) = checkpoint::load(&c.path, &c.fingerprint)? {
+            saved.restore(&c.path, &vs, ctx.device)?;
+            let extra: Extra = serde_json::from_value(saved.meta.extra.clone())
+                .with_context(|| format!("the checkpoint '{}' is corrupt", c.path.display()))?;
+            let rows: Vec<Epoch> = serde_json::from_value(saved.meta.rows.clone())
+                .with_context(|| format!("the checkpoint '{}' is corrupt", c.path.display()))?;
+            if rows.len() != saved.meta.epoch || saved.meta.epochs != cfg.epochs {
+                anyhow::bail!(
+                    "the checkpoint '{}' is corrupt ({} rows for epoch {}); {}",
+                    c.path.display(),
+                    rows.len(),
+                    saved.meta.epoch,
+                    checkpoint::WAY_ON
+                );
+            }
+            if let (Some(learner), Some(state)) = (fused.as_mut(), extra.masks) {
+                learner.set_mask_state(state);
+            }
+            before = rows.last().map_or(0.0, |r| r.elapsed_s);
+            start = saved.meta.epoch;
+            recorder.resume(rows);
+            activations = extra.activations;
+        }
+    }
+    let mut failure: Option<anyhow::Error> = None;
+    // What the command keeps of epoch `epoch`, given its sums (on the device), and its
+    // checkpoint when one is due; `masks`, the fused engine's mask generator.
+    let mut record = |epoch: usize,
+                      sums: [&Tensor; 3],
+                      count: i64,
+                      recorder: &mut Recorder<Epoch>,
+                      masks: Option<[u64; 4]>|
+     -> std::ops::ControlFlow<()> {
         let [loss_sum, correct, test_correct] = train::read(&sums);
         if cfg.track_activations {
-            activations.extend(probe(cfg, setting, params, data, epoch));
+            activations.extend(probe(cfg, setting, &params, data, epoch));
         }
         let row = Epoch {
             epoch,
@@ -299,60 +352,71 @@ pub fn train(
             train_acc: correct / count as f64,
             test_acc: test_correct / data.test.len() as f64,
             seconds: epoch_start.elapsed().as_secs_f64(),
-            elapsed_s: begin.elapsed().as_secs_f64(),
+            elapsed_s: before + begin.elapsed().as_secs_f64(),
         };
+        let flow = recorder.add(epoch, row);
+        if flow.is_continue() {
+            if let Some(c) = checkpoint.as_ref().filter(|c| c.due(epoch, cfg.epochs)) {
+                let extra = Extra {
+                    masks,
+                    activations: activations.clone(),
+                };
+                if let Err(e) = save(c, epoch, cfg.epochs, recorder.rows(), &extra, &vs, ctx) {
+                    failure = Some(e);
+                    return std::ops::ControlFlow::Break(());
+                }
+            }
+        }
         epoch_start = Instant::now();
-        row
+        flow
     };
-    tch::manual_seed(ctx.seed);
-    let vs = tnn::VarStore::new(ctx.device);
-    let params = match cfg.engine {
-        Engine::Autograd => {
-            let net = autograd_net(cfg, version, setting, &vs);
-            let params = layers(&vs, version);
+    match (net, fused.as_mut()) {
+        (Some(net), _) => {
+            // The book's loop trains the epochs left, numbered from where the checkpoint was.
+            let left = Config {
+                epochs: cfg.epochs - start,
+                ..cfg.clone()
+            };
             let mut animator = |epoch: usize, m: EpochMetrics| {
                 if stop::requested().is_some() {
                     return recorder.interrupted();
                 }
                 let sums = [&m.train.loss_sum, &m.train.correct, &m.test_correct];
-                let row = record(epoch, sums, m.train.count, &params);
-                recorder.add(epoch, row)
+                record(start + epoch, sums, m.train.count, &mut recorder, None)
             };
-            let splits = (&data.train, &data.test);
-            train_autograd(
-                cfg,
-                version,
-                setting,
-                net.as_ref(),
-                &vs,
-                splits,
-                &mut animator,
-            );
-            params
+            if left.epochs > 0 {
+                let splits = (&data.train, &data.test);
+                train_autograd(
+                    &left,
+                    version,
+                    setting,
+                    net.as_ref(),
+                    &vs,
+                    splits,
+                    &mut animator,
+                );
+            }
         }
-        Engine::Fused => {
-            let mut learner = fused_learner(cfg, version, setting, &vs, ctx);
-            let params = layers(&vs, version);
-            for epoch in 1..=cfg.epochs {
+        (None, Some(learner)) => {
+            for epoch in start + 1..=cfg.epochs {
                 let sums = learner.train_epoch(&data.train);
                 if stop::requested().is_some() {
                     let _ = recorder.interrupted();
                     break;
                 }
                 let test_correct = learner.count_correct(&data.test);
-                let row = record(
-                    epoch,
-                    [sums.loss(), sums.correct(), &test_correct],
-                    sums.count(),
-                    &params,
-                );
-                if recorder.add(epoch, row).is_break() {
+                let masks = Some(learner.mask_state());
+                let (count, sums) = (sums.count(), [sums.loss(), sums.correct(), &test_correct]);
+                if record(epoch, sums, count, &mut recorder, masks).is_break() {
                     break;
                 }
             }
-            params
         }
-    };
+        (None, None) => unreachable!("one engine builds the model"),
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
     let (curve, status) = recorder.finish();
     let mc = match (cfg.mc_samples, status) {
         (Some(k), Status::Ok) => {
@@ -361,13 +425,45 @@ pub fn train(
         }
         _ => None,
     };
-    Trained {
+    Ok(Trained {
         curve,
         vs,
         status,
         activations,
         mc,
-    }
+    })
+}
+
+/// What a dropout checkpoint keeps besides the variables and the generators.
+#[derive(Serialize, serde::Deserialize)]
+struct Extra {
+    /// The fused engine's mask generator.
+    masks: Option<[u64; 4]>,
+    /// The activation rows so far (`--track-activations`).
+    activations: Vec<ActivationRow>,
+}
+
+/// Writes a run's checkpoint after `epoch`.
+fn save(
+    c: &checkpoint::RunCheckpoint,
+    epoch: usize,
+    epochs: usize,
+    rows: &[Epoch],
+    extra: &Extra,
+    vs: &tnn::VarStore,
+    ctx: &Context,
+) -> Result<()> {
+    let meta = checkpoint::Meta {
+        format: checkpoint::FORMAT,
+        program: checkpoint::program().to_string(),
+        fingerprint: c.fingerprint.clone(),
+        epoch,
+        epochs,
+        rows: serde_json::to_value(rows)?,
+        extra: serde_json::to_value(extra)?,
+    };
+    checkpoint::save(&c.path, &meta, &checkpoint::variables(vs), ctx.device)?;
+    Ok(())
 }
 
 /// What a run is called in messages and progress lines: `dropout (0.2, 0.5), scratch`.

@@ -188,9 +188,9 @@ impl Experiment for WeightDecay {
         version: Version,
         settings: &[Setting],
         ctx: &Context,
-    ) -> Vec<Run<Self>> {
+    ) -> Result<Vec<Run<Self>>> {
         let with_val = cfg.n_val.is_some();
-        run_group(cfg, version, settings, ctx)
+        Ok(run_group(cfg, version, settings, ctx)
             .into_iter()
             .map(|(trained, seconds)| {
                 let last = trained.curve.last();
@@ -212,7 +212,7 @@ impl Experiment for WeightDecay {
                     model: (),
                 }
             })
-            .collect()
+            .collect())
     }
 
     fn label(version: Version, setting: Setting) -> String {

@@ -162,6 +162,16 @@ impl FusedMlp {
         self
     }
 
+    /// The mask generator's state (for a checkpoint).
+    pub fn mask_state(&self) -> [u64; 4] {
+        self.rng.state()
+    }
+
+    /// Continues the mask generator from a state [`FusedMlp::mask_state`] read.
+    pub fn set_mask_state(&mut self, state: [u64; 4]) {
+        self.rng = Rng::from_state(state);
+    }
+
     fn buffers(&mut self) -> &mut Buffers {
         let (bs, opts) = (self.batch_size as i64, (Kind::Float, Device::Cpu));
         let dims: Vec<i64> = self.w.iter().map(|w| w.size()[0]).collect();

@@ -1,0 +1,388 @@
+//! Checkpoints: what a run needs to go on exactly where it stopped, one file per run.
+//!
+//! A checkpoint is a safetensors file (`<run>-seed<k>.safetensors`, loadable by PyTorch's
+//! `safetensors.torch.load_file`) holding the model's variables under their names, the state of
+//! every libtorch generator the run draws from (`generator.cpu`, `generator.cuda:0`: uint8
+//! tensors, as `torch.get_rng_state()` returns them), and in its metadata (`d2l`, JSON): the
+//! format, the program's identity, the run's fingerprint, the finished epochs and their rows,
+//! and what else the run keeps (the fused engine's mask generator, activation rows). Optimizer
+//! state is not stored: every optimizer a checkpointed run uses is plain SGD (no momentum),
+//! which has none.
+//!
+//! Written through a temporary file, synced and renamed, so a kill at any instant leaves the
+//! previous checkpoint or the new one. Read back, every field is checked: a file that is
+//! truncated, corrupt, of another configuration or of another build of the program is refused
+//! with its name and the way on, never continued from.
+use crate::atomic;
+use crate::options::Version;
+use anyhow::{bail, Context as _, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+pub mod generator;
+
+/// The layout of the metadata; another number is refused.
+pub const FORMAT: u32 = 1;
+/// The metadata key the run's description is stored under.
+const META_KEY: &str = "d2l";
+/// The prefix of the generator states' tensor names.
+const GENERATOR: &str = "generator.";
+
+/// Where a command keeps its runs' checkpoints, how often it writes them, and whether it
+/// continues from them.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub dir: PathBuf,
+    /// Write a checkpoint after every `every`-th epoch (and the last).
+    pub every: usize,
+    /// Continue from the checkpoints found in `dir`.
+    pub resume: bool,
+    /// The configuration's fingerprint (the command's flags, device kind), shared by its runs.
+    pub config: String,
+}
+
+impl Plan {
+    /// The checkpoint of one run: its file and its fingerprint.
+    pub fn run(
+        &self,
+        stem: &str,
+        seed: i64,
+        version: Version,
+        setting: &impl Serialize,
+    ) -> RunCheckpoint {
+        RunCheckpoint {
+            path: self.dir.join(format!("{stem}-seed{seed}.safetensors")),
+            fingerprint: run_fingerprint(&self.config, version, setting, seed),
+            every: self.every,
+            resume: self.resume,
+        }
+    }
+}
+
+/// The fingerprint of one run: its configuration, version, setting and seed.
+pub fn run_fingerprint(
+    config: &str,
+    version: Version,
+    setting: &impl Serialize,
+    seed: i64,
+) -> String {
+    use md5::{Digest, Md5};
+    let setting = serde_json::to_string(setting).unwrap_or_default();
+    let text = format!("{config}\n{}\n{setting}\nseed {seed}", version.name());
+    Md5::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// One run's checkpoint file and what it must match.
+#[derive(Debug, Clone)]
+pub struct RunCheckpoint {
+    pub path: PathBuf,
+    pub fingerprint: String,
+    pub every: usize,
+    pub resume: bool,
+}
+
+impl RunCheckpoint {
+    /// Whether a checkpoint is written after `epoch` of `epochs`: every `every`-th, and the last.
+    pub fn due(&self, epoch: usize, epochs: usize) -> bool {
+        epoch.is_multiple_of(self.every) || epoch == epochs
+    }
+}
+
+/// What a checkpoint says besides its tensors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    pub format: u32,
+    /// The program that wrote it (see [`program`]).
+    pub program: String,
+    /// The run's fingerprint ([`run_fingerprint`]).
+    pub fingerprint: String,
+    /// The finished epochs.
+    pub epoch: usize,
+    /// The epochs the run trains in all.
+    pub epochs: usize,
+    /// The finished epochs' rows (the curve so far).
+    pub rows: serde_json::Value,
+    /// What else the run keeps (its own layout).
+    pub extra: serde_json::Value,
+}
+
+/// A checkpoint read back: its description and its model's tensors by name (the generator
+/// states set aside).
+pub struct Loaded {
+    pub meta: Meta,
+    pub tensors: HashMap<String, Tensor>,
+    generators: Vec<(Device, Vec<u8>)>,
+}
+
+/// The identity of this build of the program: its version and an MD5 of its executable, so a
+/// checkpoint written by another build (whose numbers may differ in the last digits) is never
+/// continued from.
+pub fn program() -> &'static str {
+    static PROGRAM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PROGRAM.get_or_init(|| {
+        use md5::{Digest, Md5};
+        let digest = std::fs::read("/proc/self/exe")
+            .or_else(|_| std::env::current_exe().and_then(std::fs::read))
+            .map(|bytes| {
+                Md5::digest(&bytes)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            })
+            .unwrap_or_else(|_| "unknown".into());
+        format!(
+            "{} {} {digest}",
+            env!("CARGO_PKG_NAME"),
+            env!("CARGO_PKG_VERSION")
+        )
+    })
+}
+
+/// A tensor's bytes as safetensors stores them.
+struct Raw {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl safetensors::View for &Raw {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn dtype(kind: Kind) -> Result<safetensors::Dtype> {
+    use safetensors::Dtype;
+    Ok(match kind {
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        Kind::Int64 => Dtype::I64,
+        Kind::Uint8 => Dtype::U8,
+        other => bail!("a checkpoint cannot hold a {other:?} tensor"),
+    })
+}
+
+fn kind(dtype: safetensors::Dtype) -> Option<Kind> {
+    use safetensors::Dtype;
+    match dtype {
+        Dtype::F32 => Some(Kind::Float),
+        Dtype::F64 => Some(Kind::Double),
+        Dtype::I64 => Some(Kind::Int64),
+        Dtype::U8 => Some(Kind::Uint8),
+        _ => None,
+    }
+}
+
+fn raw(tensor: &Tensor) -> Result<Raw> {
+    let t = tensor.detach().to_device(Device::Cpu).contiguous();
+    let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+    let numel = t.numel();
+    let kind = t.kind();
+    let mut data = vec![0u8; numel * kind.elt_size_in_bytes()];
+    t.f_copy_data_u8(&mut data, numel)?;
+    Ok(Raw {
+        dtype: dtype(kind)?,
+        shape,
+        data,
+    })
+}
+
+/// Writes a checkpoint of `tensors` and the generators of `device` with `meta` to `path`
+/// (through a synced temporary file and a rename); its size in bytes.
+pub fn save(path: &Path, meta: &Meta, tensors: &[(String, Tensor)], device: Device) -> Result<u64> {
+    let mut raws: Vec<(String, Raw)> = Vec::with_capacity(tensors.len() + 2);
+    for (name, t) in tensors {
+        raws.push((name.clone(), raw(t)?));
+    }
+    for d in generator::of(device) {
+        let state = generator::state(d)?;
+        raws.push((
+            format!("{GENERATOR}{}", generator::name(d)),
+            Raw {
+                dtype: safetensors::Dtype::U8,
+                shape: vec![state.len()],
+                data: state,
+            },
+        ));
+    }
+    let metadata = HashMap::from([(META_KEY.to_string(), serde_json::to_string(meta)?)]);
+    let views: Vec<(&str, &Raw)> = raws.iter().map(|(n, r)| (n.as_str(), r)).collect();
+    let bytes = safetensors::serialize(views, &Some(metadata))
+        .map_err(|e| anyhow::anyhow!("cannot encode the checkpoint: {e:?}"))?;
+    atomic::write_atomic(path, &bytes)?;
+    Ok(bytes.len() as u64)
+}
+
+/// What to do about a checkpoint that cannot be used, for messages.
+pub const WAY_ON: &str = "add --overwrite to start the command over (its checkpoints are deleted)";
+
+/// Reads the checkpoint at `path` if there is one, refusing one that is unreadable, of another
+/// format or program, or of another run than `fingerprint`.
+pub fn load(path: &Path, fingerprint: &str) -> Result<Option<Loaded>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot read the checkpoint '{}'", path.display()))
+        }
+    };
+    let loaded = decode(&bytes).with_context(|| {
+        format!(
+            "the checkpoint '{}' is truncated or corrupt; {WAY_ON}",
+            path.display()
+        )
+    })?;
+    let meta = &loaded.meta;
+    if meta.program != program() {
+        bail!(
+            "the checkpoint '{}' was written by another build of this program ({}), whose \
+             numbers may differ; {WAY_ON}, or resume with the build that wrote it",
+            path.display(),
+            meta.program
+        );
+    }
+    if meta.fingerprint != fingerprint {
+        bail!(
+            "the checkpoint '{}' is of another configuration than these flags ask for (other \
+             hyper-parameters, seed or device); {WAY_ON}, or resume with the flags that wrote it",
+            path.display()
+        );
+    }
+    Ok(Some(loaded))
+}
+
+/// The description of the checkpoint at `path` alone (for messages and validation).
+pub fn describe(path: &Path) -> Result<Meta> {
+    describe_bytes(&std::fs::read(path)?)
+}
+
+/// The description in a checkpoint's bytes.
+pub fn describe_bytes(bytes: &[u8]) -> Result<Meta> {
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| anyhow::anyhow!("not a safetensors file: {e:?}"))?;
+    meta_of(metadata.metadata())
+}
+
+fn meta_of(metadata: &Option<HashMap<String, String>>) -> Result<Meta> {
+    let text = metadata
+        .as_ref()
+        .and_then(|m| m.get(META_KEY))
+        .context("no d2l metadata")?;
+    let meta: Meta = serde_json::from_str(text).context("unreadable d2l metadata")?;
+    if meta.format != FORMAT {
+        bail!("format {} (this build reads {FORMAT})", meta.format);
+    }
+    if meta.epoch > meta.epochs {
+        bail!("epoch {} of {}", meta.epoch, meta.epochs);
+    }
+    Ok(meta)
+}
+
+fn decode(bytes: &[u8]) -> Result<Loaded> {
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| anyhow::anyhow!("not a safetensors file: {e:?}"))?;
+    let meta = meta_of(metadata.metadata())?;
+    let file = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| anyhow::anyhow!("not a safetensors file: {e:?}"))?;
+    let mut tensors = HashMap::new();
+    let mut generators = Vec::new();
+    for (name, view) in file.tensors() {
+        let kind =
+            kind(view.dtype()).with_context(|| format!("{name}: a {:?} tensor", view.dtype()))?;
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        if let Some(device) = name.strip_prefix(GENERATOR) {
+            let device = match device {
+                "cpu" => Device::Cpu,
+                other => Device::Cuda(
+                    other
+                        .strip_prefix("cuda:")
+                        .and_then(|i| i.parse().ok())
+                        .with_context(|| format!("a generator of unknown device '{other}'"))?,
+                ),
+            };
+            generators.push((device, view.data().to_vec()));
+        } else {
+            let t = Tensor::f_from_data_size(view.data(), &shape, kind)?;
+            tensors.insert(name, t);
+        }
+    }
+    if generators.is_empty() {
+        bail!("no generator state");
+    }
+    Ok(Loaded {
+        meta,
+        tensors,
+        generators,
+    })
+}
+
+impl Loaded {
+    /// Copies the checkpoint's variables into `vs` (every one by name, each of the same shape)
+    /// and sets the generators (after the model was built: building it drew from them).
+    pub fn restore(&self, path: &Path, vs: &tch::nn::VarStore, device: Device) -> Result<()> {
+        let variables = vs.variables();
+        let mismatch = |what: String| {
+            anyhow::anyhow!(
+                "the checkpoint '{}' does not fit this model ({what}); {WAY_ON}",
+                path.display()
+            )
+        };
+        if variables.len() != self.tensors.len() {
+            return Err(mismatch(format!(
+                "{} tensors for {} variables",
+                self.tensors.len(),
+                variables.len()
+            )));
+        }
+        tch::no_grad(|| -> Result<()> {
+            for (name, var) in &variables {
+                let saved = self
+                    .tensors
+                    .get(name)
+                    .ok_or_else(|| mismatch(format!("no '{name}'")))?;
+                if saved.size() != var.size() || saved.kind() != var.kind() {
+                    return Err(mismatch(format!("'{name}' of another shape")));
+                }
+                var.shallow_clone().f_copy_(saved)?;
+            }
+            Ok(())
+        })?;
+        self.restore_generators(device)
+    }
+
+    /// Sets libtorch's generators to the checkpoint's states.
+    pub fn restore_generators(&self, device: Device) -> Result<()> {
+        let wanted = generator::of(device);
+        for d in &wanted {
+            let (_, state) = self
+                .generators
+                .iter()
+                .find(|(g, _)| g == d)
+                .with_context(|| format!("no state of the {} generator", generator::name(*d)))?;
+            generator::set_state(*d, state)?;
+        }
+        Ok(())
+    }
+}
+
+/// The variables of `vs` by name, for [`save`].
+pub fn variables(vs: &tch::nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}

@@ -214,6 +214,34 @@ const LONG_WEIGHT_DECAY: &[&str] = &[
     "1000000",
 ];
 
+/// A signal while libtorch starts up (its static initialisers take about a second, before
+/// `main`) is caught like any other (`src/main.rs` installs the handlers from the executable's
+/// pre-initialisers): the command says it stopped and what it left, instead of ending
+/// silently. 300 ms is inside that second on the machines here (the handler is in place about
+/// 0.1 s after exec, `strace -tt`); if the machine is faster and the command has started, it
+/// must still say so.
+#[test]
+fn a_signal_during_start_up_is_reported() {
+    let out = tempfile::tempdir().unwrap();
+    let child = Command::new(BIN)
+        .args(["--device", "cpu", "--out", out.path().to_str().unwrap()])
+        .args(LONG_WEIGHT_DECAY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, libc::SIGTERM);
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(143), "128 + SIGTERM; stderr:\n{err}");
+    assert!(err.contains("interrupted by SIGTERM"), "{err}");
+    if err.contains("nothing was started and nothing written") {
+        assert!(!out.path().join("weight-decay").exists());
+    }
+    assert_no_partial_files(out.path());
+}
+
 #[test]
 fn sigterm_ends_the_run_at_a_batch_boundary_and_keeps_the_finished_epochs() {
     let out = tempfile::tempdir().unwrap();

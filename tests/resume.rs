@@ -143,7 +143,15 @@ fn a_command_killed_anywhere_resumes_to_the_uninterrupted_files() {
             "concise-p0.2-0.5-seed0.safetensors",
             2,
         );
-        run_ok(&killed, &resume);
+        let o = run_ok(&killed, &resume);
+        // The concise run went on from its checkpoint (the scratch run was finished: its last
+        // checkpoint holds all three epochs).
+        let err = stderr(&o);
+        assert!(
+            err.contains("concise: continuing from its checkpoint after epoch 2 of 3")
+                && err.contains("scratch: continuing from its checkpoint after epoch 3 of 3"),
+            "{err}"
+        );
         assert_same_results(&whole, &killed);
     }
 }
@@ -380,4 +388,89 @@ print(meta["epoch"], meta["epochs"], len(meta["rows"]))
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).trim(), "1 1 1");
+}
+
+/// A dropout sweep killed in the middle of a run: `--resume` keeps the finished run and
+/// continues the other from its checkpoint, to the summary of an undisturbed sweep; a shard
+/// (always resuming: it is run again to finish) does the same.
+#[test]
+fn a_killed_sweep_or_shard_continues_its_run_from_the_checkpoint() {
+    let Some(data) = real_data_dir() else { return };
+    let data = data.to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = [
+        "sweep",
+        "dropout",
+        "--impl",
+        "concise",
+        "--engine",
+        "fused",
+        "--epochs",
+        "3",
+        "--dropout1",
+        "0.2,0.5",
+        "--dropout2",
+        "0.5",
+        "--seeds",
+        "0",
+        "--data-dir",
+        data,
+        "--offline",
+    ];
+    let whole = tmp.path().join("whole");
+    run_ok(&whole, &sweep);
+    let ckpt = |out: &Path| out.join("sweep/dropout/checkpoints");
+    assert_eq!(
+        std::fs::read_dir(ckpt(&whole))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+    for (name, extra) in [
+        ("resumed", &["--resume"][..]),
+        ("shard", &["--shard", "0/1"][..]),
+    ] {
+        let out = tmp.path().join(name);
+        let mut child = spawn(&out, &sweep);
+        // The first run finished (its checkpoint removed once its record was written), the
+        // second in its second epoch.
+        let second = ckpt(&out).join("concise-p0.5-0.5-seed0.safetensors");
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while checkpoint::describe(&second).map(|m| m.epoch).ok() != Some(1) {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{name}: the sweep ended early"
+            );
+            assert!(Instant::now() < deadline, "{name}: no checkpoint");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!ckpt(&out)
+            .join("concise-p0.2-0.5-seed0.safetensors")
+            .exists());
+        let o = run_ok(&out, &[&sweep[..], extra].concat());
+        let err = stderr(&o);
+        assert!(
+            err.contains("continuing from its checkpoint after epoch 1 of 3"),
+            "{name}: {err}"
+        );
+        if name == "shard" {
+            run_ok(
+                &out,
+                &[
+                    "sweep",
+                    "merge",
+                    out.join("sweep/dropout").to_str().unwrap(),
+                ],
+            );
+        }
+        assert_same_sweep(&whole.join("sweep/dropout"), &out.join("sweep/dropout"));
+        assert_eq!(
+            std::fs::read_dir(ckpt(&out))
+                .map(|d| d.count())
+                .unwrap_or(0),
+            0
+        );
+    }
 }

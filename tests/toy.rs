@@ -170,6 +170,7 @@ fn sweep_args(resume: bool, shard: Option<Shard>) -> SweepArgs<Config> {
         resume,
         overwrite: false,
         shard,
+        checkpointing: Default::default(),
     }
 }
 

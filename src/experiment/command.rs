@@ -82,12 +82,15 @@ pub fn run<E: Experiment>(
     checkpoints: Option<&Checkpoints>,
 ) -> Result<()> {
     check_grid::<E>(cfg)?;
+    if let Some(c) = checkpoints {
+        c.writing.check::<E>()?;
+    }
     let data = E::prepare(cfg, ctx)?;
     stop::before_first_run(&ctx.out.join(E::NAME))?;
     let dir = record::experiment_dir(&ctx.out, E::NAME)?;
     let lock_file = ctx.out.join(format!(".{}.lock", E::NAME));
     let _lock = crate::lock::lock(&lock_file, &dir, crate::lock::Use::Alone)?;
-    let plan = match checkpoints.filter(|c| !c.no_checkpoints) {
+    let plan = match checkpoints.filter(|c| E::CHECKPOINTS && !c.writing.no_checkpoints) {
         Some(flags) => {
             let (plan, found) = checkpoint_plan::<E>(cfg, ctx, flags)?;
             if flags.resume && !found && finished_here::<E>(cfg, ctx, &dir) {
@@ -124,7 +127,7 @@ pub fn run<E: Experiment>(
             );
             return Err(stopped.into());
         }
-        if !checkpoints.is_some_and(|c| c.keep_checkpoints) {
+        if !checkpoints.is_some_and(|c| c.writing.keep_checkpoints) {
             std::fs::remove_dir_all(&plan.dir).with_context(|| {
                 format!("cannot remove the checkpoints in '{}'", plan.dir.display())
             })?;
@@ -144,15 +147,47 @@ pub struct Checkpoints {
     /// Start over where a stopped command left checkpoints (they are deleted)
     #[arg(long)]
     pub overwrite: bool,
-    /// Write each run's checkpoint after every N-th epoch (and after the last)
+    #[command(flatten)]
+    pub writing: CheckpointWriting,
+}
+
+/// How runs write checkpoints (the run command's and a sweep's flags).
+#[derive(clap::Args, Debug, Clone, Serialize)]
+pub struct CheckpointWriting {
+    /// Write each run's checkpoint after every N-th epoch (and after the last); dropout only
     #[arg(long, default_value_t = 1, allow_hyphen_values = true, value_parser = crate::options::epochs)]
     pub checkpoint_every: usize,
-    /// Keep the checkpoints when the command finishes (they are removed by default)
+    /// Keep the checkpoints of finished runs (they are removed by default)
     #[arg(long)]
     pub keep_checkpoints: bool,
-    /// Write no checkpoints (a stopped command then cannot be resumed)
+    /// Write no checkpoints (a stopped run then trains again from its first epoch)
     #[arg(long, conflicts_with_all = ["resume", "keep_checkpoints"])]
     pub no_checkpoints: bool,
+}
+
+impl Default for CheckpointWriting {
+    fn default() -> Self {
+        CheckpointWriting {
+            checkpoint_every: 1,
+            keep_checkpoints: false,
+            no_checkpoints: false,
+        }
+    }
+}
+
+impl CheckpointWriting {
+    /// Refuses checkpoint flags for an experiment that keeps no checkpoints.
+    pub fn check<E: Experiment>(&self) -> Result<()> {
+        if !E::CHECKPOINTS && (self.checkpoint_every != 1 || self.keep_checkpoints) {
+            bail!(
+                "--checkpoint-every and --keep-checkpoints are for dropout: {} runs keep no \
+                 checkpoints (one takes well under a second; a stopped one is trained again, to \
+                 the same numbers)",
+                E::NAME
+            );
+        }
+        Ok(())
+    }
 }
 
 /// `<out>/.<NAME>.checkpoints`, checked against the flags: what a stopped command left there is
@@ -167,7 +202,7 @@ fn checkpoint_plan<E: Experiment>(
     let dir = ctx.out.join(format!(".{}.checkpoints", E::NAME));
     let plan = checkpoint::Plan {
         dir: dir.clone(),
-        every: flags.checkpoint_every,
+        every: flags.writing.checkpoint_every,
         resume: flags.resume,
         config: super::fingerprint::<E>(cfg, ctx.device)?,
     };

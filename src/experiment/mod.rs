@@ -17,7 +17,7 @@ use serde::Serialize;
 mod command;
 mod fields;
 
-pub use command::{check_grid, run, Checkpoints, MAX_SETTINGS};
+pub use command::{check_grid, run, CheckpointWriting, Checkpoints, MAX_SETTINGS};
 use fields::cell_text;
 pub use fields::{
     figures, finals_from, fingerprint, setting_cells, setting_columns, setting_fields,
@@ -165,6 +165,8 @@ pub trait Experiment: Sized {
     /// The configuration's fields (as saved in `run.json`) that do not change a result (where
     /// the data are, what else is saved): left out of a sweep's fingerprint.
     const NOT_RESULTS: &'static [&'static str] = &[];
+    /// Whether its runs keep checkpoints (`ctx.checkpoints`) and resume from them.
+    const CHECKPOINTS: bool = false;
 
     /// The hyper-parameters (the subcommand's flags), saved in `run.json`.
     type Config: Serialize;

@@ -56,6 +56,11 @@ pub struct SweepArgs<C: clap::Args> {
     #[arg(long, allow_hyphen_values = true, value_parser = parse_shard, conflicts_with = "overwrite")]
     #[serde(skip)]
     pub shard: Option<Shard>,
+    /// How runs write checkpoints (dropout): a run stopped midway goes on from its last
+    /// checkpoint with --resume (a shard always does), instead of training again
+    #[command(flatten)]
+    #[serde(skip)]
+    pub checkpointing: experiment::CheckpointWriting,
 }
 
 /// `--shard K/N`.
@@ -157,6 +162,7 @@ where
         bail!("--seeds lists {seed} twice; name each seed once");
     }
     experiment::check_grid::<E>(cfg)?;
+    sweep.checkpointing.check::<E>()?;
     let data = E::prepare(cfg, ctx)?;
     crate::stop::before_first_run(&ctx.out.join("sweep").join(E::NAME))?;
     let dir = record::experiment_dir(&record::experiment_dir(&ctx.out, "sweep")?, E::NAME)?;
@@ -183,6 +189,27 @@ where
         clear(&dir)?;
     }
     let runs_dir = record::experiment_dir(&dir, "runs")?;
+    // A run stopped midway goes on from its checkpoint when the sweep resumes (a shard always
+    // resumes: it is run again to finish).
+    let writing = &sweep.checkpointing;
+    let checkpoints =
+        (E::CHECKPOINTS && !writing.no_checkpoints).then(|| crate::checkpoint::Plan {
+            dir: dir.join("checkpoints"),
+            every: writing.checkpoint_every,
+            resume: sweep.resume || sweep.shard.is_some(),
+            config: fingerprint.clone(),
+        });
+    if let Some(plan) = &checkpoints {
+        std::fs::create_dir_all(&plan.dir)
+            .with_context(|| format!("cannot create '{}'", plan.dir.display()))?;
+        if sweep.shard.is_none() {
+            crate::atomic::remove_temporaries(&plan.dir);
+        }
+    }
+    let ctx = &Context {
+        checkpoints: checkpoints.clone(),
+        ..ctx.clone()
+    };
     if sweep.shard.is_none() {
         // Alone in the directory: what a killed writer left is nobody's.
         crate::atomic::remove_temporaries(&dir);
@@ -243,6 +270,14 @@ where
                     let record =
                         write_run::<E>(cfg, &runs_dir, p, &run, &fingerprint, &config, &seeds)?;
                     records.insert(p.stem.clone(), record);
+                    // Its record written, a run that ended needs its checkpoint no more.
+                    if let Some(plan) = checkpoints.as_ref().filter(|_| !writing.keep_checkpoints) {
+                        if run.status != Status::Interrupted {
+                            let stem = E::stem(p.version, p.setting, false);
+                            let c = plan.run(&stem, p.seed, p.version, &p.setting);
+                            crate::record::remove_stale(&c.path);
+                        }
+                    }
                     // A run stopped midway is recorded (for the summary) but not counted.
                     trained += usize::from(run.status != Status::Interrupted);
                 }
@@ -279,6 +314,10 @@ where
     }
     if kept > 0 {
         eprintln!("sweep: kept {kept} finished runs, trained {trained}");
+    }
+    if let Some(plan) = checkpoints.as_ref().filter(|_| !interrupted) {
+        // Empty unless --keep-checkpoints.
+        let _ = std::fs::remove_dir(&plan.dir);
     }
     summarise_dir::<E>(
         cfg,

@@ -167,18 +167,22 @@ pub(super) fn finished(records: &HashMap<String, RunRecord>, stem: &str) -> bool
 
 /// Files of a sweep directory that an earlier sweep left.
 pub(super) fn has_sweep(dir: &Path) -> bool {
-    dir.join("runs.csv").exists()
-        || std::fs::read_dir(dir.join("runs"))
+    let non_empty = |d: &str| {
+        std::fs::read_dir(dir.join(d))
             .map(|mut d| d.next().is_some())
             .unwrap_or(false)
+    };
+    dir.join("runs.csv").exists() || non_empty("runs") || non_empty("checkpoints")
 }
 
 /// Removes what an earlier sweep wrote in `dir` (`--overwrite`).
 pub(super) fn clear(dir: &Path) -> Result<()> {
-    let runs = dir.join("runs");
-    if runs.exists() {
-        std::fs::remove_dir_all(&runs)
-            .with_context(|| format!("cannot remove '{}'", runs.display()))?;
+    for sub in ["runs", "checkpoints"] {
+        let sub = dir.join(sub);
+        if sub.exists() {
+            std::fs::remove_dir_all(&sub)
+                .with_context(|| format!("cannot remove '{}'", sub.display()))?;
+        }
     }
     record::remove_stale(&dir.join("runs.csv"));
     remove_summary(dir);

@@ -55,6 +55,7 @@ pub struct Model {
 
 impl Experiment for DropoutMlp {
     const NAME: &'static str = "dropout";
+    const CHECKPOINTS: bool = true;
     const NOT_RESULTS: &'static [&'static str] =
         &["data_dir", "offline", "save_weights", "cuda_graph"];
     type Config = Config;

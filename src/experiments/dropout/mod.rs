@@ -329,6 +329,11 @@ pub fn train(
             }
             before = rows.last().map_or(0.0, |r| r.elapsed_s);
             start = saved.meta.epoch;
+            eprintln!(
+                "{}: continuing from its checkpoint after epoch {start} of {}",
+                ctx.tagged(label(version, setting)),
+                cfg.epochs
+            );
             recorder.resume(rows);
             activations = extra.activations;
         }

@@ -113,13 +113,20 @@ def main():
     def add(side, key, values):
         sides[side].setdefault(key, []).extend(values)
 
-    libtorch, ops = "?", {}
+    libtorch, ops, checkpoints = "?", {}, {"autograd": [], "fused": [], "bytes": 0}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(1, args.rounds + 1):
             print(f"round {r}/{args.rounds}", file=sys.stderr)
             res = run_json(rust_bench, env)
             libtorch = res.get("libtorch_version", libtorch)
             ops = res.get("ops_per_step", ops)
+            for engine in ("autograd", "fused"):
+                timings = res[engine]
+                # Each checkpoint against the epoch (training and test pass) it followed.
+                for c, a, b in zip(timings.get("checkpoint_s", []), timings["dropout_train_s"],
+                                   timings["dropout_test_s"]):
+                    checkpoints[engine].append(c / (a + b))
+                checkpoints["bytes"] = timings.get("checkpoint_bytes", checkpoints["bytes"])
             for k, _ in ROWS[:4]:
                 add("rust", k, res["autograd"][k])
                 add("rust-fused", k, res["fused"][k])
@@ -166,6 +173,11 @@ def main():
               + " | ".join(fmt_ratio(x) for x in ratios) + " |")
         rows.append([key, name] + [med[k].get(key) for k in sides] + [ratio(r, t), ratio(f, t),
                     ratio(f, best_anchor(key)), len(sides["rust"].get(key, [])), len(sides["torch"].get(key, []))])
+    if checkpoints["autograd"]:
+        print(f"\ncheckpoint after each dropout epoch ({checkpoints['bytes'] / 1e6:.2f} MB, written, synced, renamed),"
+              " median cost per epoch in the same process: "
+              + ", ".join(f"{e} engine {100 * statistics.median(checkpoints[e]):.2f} %"
+                          for e in ("autograd", "fused") if checkpoints[e]))
     if ops:
         print(f"\nlibtorch operators per training step (launching / all, counted by the Rust binary on {device}): "
               + ", ".join(f"{k} {v[0]} / {v[1]}" for k, v in ops.items() if v))

@@ -19,17 +19,24 @@
 #   --sbatch ARG      any other sbatch option, repeatable (e.g. --sbatch=--account=abc)
 #   --binary PATH     the d2l-regularization binary (default: target/release of this checkout;
 #                     it must be where every node can read it)
+#   --warn SECONDS    how long before a task's time limit Slurm warns it (default 180): the
+#                     trainer then stops at its next batch and the task requeues itself, to go
+#                     on from its checkpoints (dropout) when it starts again
 #   --resume          the tasks keep the runs an earlier submission finished (they always do;
 #                     this flag is accepted so a resubmitted command reads as what it does)
 #   --dry-run         print the sbatch commands instead of submitting them
 #
+# Tasks are requeueable (--requeue): one that is preempted, requeued by hand (scontrol requeue)
+# or warned before its time runs out starts again and continues every unfinished run from its
+# last checkpoint (dropout; a weight-decay run, well under a second, trains again). Their logs
+# are appended to, so every start of a task is in its log.
 # Prints "array job <id>, merge job <id>" and where the logs go (<out>/slurm/). A task that
 # failed or was cancelled leaves the merge job pending forever (DependencyNeverSatisfied):
 # cancel it and submit the same command again (the finished runs are kept), or finish in one
 # process with `d2l-regularization ... sweep <experiment> ... --resume`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-shards=4 gpu=auto partition="" time_limit="" cpus="" mem="" dry=0
+shards=4 gpu=auto partition="" time_limit="" cpus="" mem="" dry=0 warn=180
 binary="$here/target/release/d2l-regularization"
 extra=()
 usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
@@ -46,6 +53,8 @@ while [ $# -gt 0 ]; do
     --time=*) time_limit=${1#*=}; shift ;;
     --cpus) cpus=${2:?}; shift 2 ;;
     --cpus=*) cpus=${1#*=}; shift ;;
+    --warn) warn=${2:?}; shift 2 ;;
+    --warn=*) warn=${1#*=}; shift ;;
     --mem) mem=${2:?}; shift 2 ;;
     --mem=*) mem=${1#*=}; shift ;;
     --sbatch) extra+=("${2:?}"); shift 2 ;;
@@ -109,8 +118,28 @@ fi
 q() { printf '%q ' "$@"; }
 cat > "$logs/task.sh" <<EOF
 #!/usr/bin/env bash
-# One array task: shard \$SLURM_ARRAY_TASK_ID of \$SLURM_ARRAY_TASK_COUNT.
-exec $(q "$binary" "${task[@]}" "${args[@]}") --shard "\$SLURM_ARRAY_TASK_ID/\$SLURM_ARRAY_TASK_COUNT"
+# One array task: shard \$SLURM_ARRAY_TASK_ID of \$SLURM_ARRAY_TASK_COUNT. When Slurm warns this
+# script that the time is nearly up (USR1, sbatch --signal=B:USR1@$warn), the trainer is asked
+# to stop (SIGTERM: it ends at its next batch, its finished runs and checkpoints kept) and the
+# task requeues itself, to go on from its checkpoints when it starts again.
+$(q "$binary" "${task[@]}" "${args[@]}") --shard "\$SLURM_ARRAY_TASK_ID/\$SLURM_ARRAY_TASK_COUNT" &
+trainer=\$!
+warned=0
+trap 'warned=1; kill -TERM \$trainer 2>/dev/null' USR1
+# Slurm's own SIGTERM (cancel, requeue, preemption) reaches the trainer directly.
+trap ':' TERM
+while :; do
+  wait \$trainer
+  status=\$?
+  # wait returns early when a trap ran; the trainer is then still finishing its batch.
+  kill -0 \$trainer 2>/dev/null || break
+done
+if [ \$warned = 1 ]; then
+  echo "slurm-sweep: the task's time is nearly up; requeued to go on from its checkpoints"
+  scontrol requeue "\${SLURM_ARRAY_JOB_ID}_\${SLURM_ARRAY_TASK_ID}"
+  sleep 60 # the requeue ends this script
+fi
+exit \$status
 EOF
 cat > "$logs/merge.sh" <<EOF
 #!/usr/bin/env bash
@@ -120,7 +149,7 @@ EOF
 chmod +x "$logs/task.sh" "$logs/merge.sh"
 
 array=(sbatch "${common[@]}" --array "0-$((shards - 1))" --job-name "d2l-$experiment"
-  --output "$logs/%x-%A_%a.out")
+  --output "$logs/%x-%A_%a.out" --open-mode append --requeue --signal "B:USR1@$warn")
 [ "$gpu" = yes ] && array+=(--gres gpu:1)
 array+=("$logs/task.sh")
 if [ "$dry" = 1 ]; then

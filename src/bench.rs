@@ -3,8 +3,11 @@
 //! For each engine, the dropout experiment (concise) is timed per training epoch and per test
 //! pass after one warm-up epoch, and the weight-decay experiment per 100-epoch run of each
 //! version at λ = 3. Each timing ends with a read of the results, so queued GPU work is included.
-//! On a GPU the fused engine is timed with CUDA graphs (its default there) and without. Last,
-//! the libtorch operators per training step of each engine are counted.
+//! On a GPU the fused engine is timed with CUDA graphs (its default there) and without. After
+//! each timed epoch a checkpoint of the model is written (as the dropout command writes one
+//! after every epoch) and timed on its own, so its cost is a ratio measured in the same run.
+//! Last, the libtorch operators per training step of each engine are counted.
+use crate::checkpoint;
 use crate::cuda::GraphMode;
 use crate::data::fashion_mnist::FashionMnist;
 use crate::data::Split;
@@ -38,6 +41,9 @@ struct Timings {
     dropout_test_s: Vec<f64>,
     wd_scratch_s: Vec<f64>,
     wd_concise_s: Vec<f64>,
+    /// Writing a checkpoint after an epoch (variables, generators, rows; synced and renamed).
+    checkpoint_s: Vec<f64>,
+    checkpoint_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -91,24 +97,47 @@ fn time_engine(
         cuda_graph,
         ..Default::default()
     };
-    let (_vs, mut learner) = dropout::learner(
+    let (vs, mut learner) = dropout::learner(
         &dcfg,
         Version::Concise,
         dropout::Setting::book(dcfg.rates()),
         ctx,
     );
+    let file = std::env::temp_dir().join(format!("d2l-bench-{}.safetensors", std::process::id()));
+    let mut rows = Vec::new();
     for epoch in 0..=cfg.epochs {
         let start = Instant::now();
         let sums = learner.train_epoch(&data.train);
-        train::read(&[sums.loss()]);
+        let [loss] = train::read(&[sums.loss()]);
         let trained = Instant::now();
         let correct = learner.count_correct(&data.test);
         train::read(&[&correct]);
+        let tested = Instant::now();
+        rows.push(dropout::Epoch {
+            epoch: epoch + 1,
+            train_loss: loss,
+            ..Default::default()
+        });
+        let meta = checkpoint::Meta {
+            format: checkpoint::FORMAT,
+            program: checkpoint::program().to_string(),
+            fingerprint: String::new(),
+            epoch: epoch + 1,
+            epochs: cfg.epochs + 1,
+            rows: serde_json::to_value(&rows).unwrap_or_default(),
+            extra: serde_json::Value::Null,
+        };
+        let saved = checkpoint::save(&file, &meta, &checkpoint::variables(&vs), ctx.device);
         if epoch > 0 {
             t.dropout_train_s.push((trained - start).as_secs_f64());
-            t.dropout_test_s.push(trained.elapsed().as_secs_f64());
+            t.dropout_test_s.push((tested - trained).as_secs_f64());
+            if let Ok(bytes) = saved {
+                t.checkpoint_s.push(tested.elapsed().as_secs_f64());
+                t.checkpoint_bytes = bytes;
+            }
         }
     }
+    let _ = std::fs::remove_file(&file);
     t
 }
 

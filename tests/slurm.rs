@@ -325,11 +325,17 @@ fn a_sweep_as_a_slurm_job_array_equals_the_sweep_in_one_process_and_resumes_a_ca
     let (array, merge) = submit(&cluster, out.path(), true, &sweep(&[]));
     cluster.wait_jobs("the merge job", Duration::from_secs(240), |jobs| {
         let merge_state = jobs.iter().find(|j| j.0 == merge).map(|j| j.1.as_str());
+        // COMPLETING: the task's script has ended and Slurm is cleaning up after it.
         let failed = jobs.iter().find(|j| {
             j.0.starts_with(&format!("{array}_"))
-                && j.1 != "COMPLETED"
-                && j.1 != "RUNNING"
-                && j.1 != "PENDING"
+                && ![
+                    "COMPLETED",
+                    "COMPLETING",
+                    "CONFIGURING",
+                    "RUNNING",
+                    "PENDING",
+                ]
+                .contains(&j.1.as_str())
         });
         assert!(
             failed.is_none(),
@@ -406,9 +412,104 @@ fn a_sweep_as_a_slurm_job_array_equals_the_sweep_in_one_process_and_resumes_a_ca
         cluster.logs()
     );
     assert_same_sweep(&plain, &dir);
+
+    // A dropout sweep whose tasks are stopped as a scheduler stops them: task 0 requeued
+    // (`scontrol requeue`, what a preemption does), task 1 warned that its time is nearly up
+    // (USR1 to its batch script, what `--signal=B:USR1@…` sends). Both start again and go on
+    // from their checkpoints; the merged files are the undisturbed sweep's.
+    if let Some(data) = real_data_dir() {
+        requeued_tasks_continue_from_their_checkpoints(&cluster, data.to_str().unwrap());
+    }
     drop(cluster);
     eprintln!(
         "Slurm test: {:.1} s in all",
         started.elapsed().as_secs_f64()
+    );
+}
+
+fn requeued_tasks_continue_from_their_checkpoints(cluster: &Cluster, data: &str) {
+    let sweep = [
+        "sweep",
+        "dropout",
+        "--impl",
+        "concise",
+        "--engine",
+        "fused",
+        "--epochs",
+        "3",
+        "--dropout1",
+        "0,0.2,0.5",
+        "--dropout2",
+        "0.5",
+        "--seeds",
+        "0",
+        "--data-dir",
+        data,
+        "--offline",
+    ];
+    let plain = tempfile::tempdir().unwrap();
+    succeed_on_one_core(plain.path(), &sweep);
+    let out = tempfile::tempdir().unwrap();
+    let (array, merge) = submit(cluster, out.path(), false, &sweep);
+    let checkpoint = |p: &str| {
+        let file = out.path().join(format!(
+            "sweep/dropout/checkpoints/concise-p{p}-0.5-seed0.safetensors"
+        ));
+        d2l_regularization::checkpoint::describe(&file)
+            .map(|m| m.epoch)
+            .unwrap_or(0)
+    };
+    // Task k trains the k-th setting (--dropout1 0, 0.2, 0.5): both stopped in their second
+    // epoch, once their first is saved.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while checkpoint("0") < 1 || checkpoint("0.2") < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoints\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (requeued, warned) = (format!("{array}_0"), format!("{array}_1"));
+    assert!(cluster
+        .slurm("scontrol")
+        .args(["requeue", &requeued])
+        .status()
+        .unwrap()
+        .success());
+    assert!(cluster
+        .slurm("scancel")
+        .args(["--signal", "USR1", "--batch", &warned])
+        .status()
+        .unwrap()
+        .success());
+    cluster.wait_jobs("the merge job", Duration::from_secs(420), |jobs| {
+        let merge_state = jobs.iter().find(|j| j.0 == merge).map(|j| j.1.as_str());
+        assert!(
+            !matches!(merge_state, Some("FAILED" | "CANCELLED" | "TIMEOUT")),
+            "the merge job: {merge_state:?} {jobs:?}\n{}",
+            cluster.logs()
+        );
+        merge_state == Some("COMPLETED")
+    });
+    let log = |task: &str| {
+        std::fs::read_to_string(out.path().join(format!("slurm/d2l-dropout-{task}.out")))
+            .unwrap_or_default()
+    };
+    for task in [&requeued, &warned] {
+        assert!(
+            log(task).contains("continuing from its checkpoint after epoch"),
+            "task {task} started again from its checkpoint:\n{}",
+            log(task)
+        );
+    }
+    assert!(
+        log(&warned).contains("time is nearly up; requeued"),
+        "{}",
+        log(&warned)
+    );
+    assert_same_sweep(
+        &plain.path().join("sweep/dropout"),
+        &out.path().join("sweep/dropout"),
     );
 }

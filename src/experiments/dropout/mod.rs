@@ -12,6 +12,7 @@ pub mod exercises;
 pub mod fused;
 pub mod kernels;
 pub mod noise;
+mod resume;
 
 pub use book::{concise_layers, concise_net, Hyper, Net, NUM_HIDDENS1, NUM_HIDDENS2};
 pub use command::{DropoutMlp, Finals, McFinals, Model};
@@ -19,7 +20,6 @@ use engines::fused_learner;
 pub use engines::{autograd_net, learner, scratch_layers, train_autograd};
 pub use exercises::{probe, ActivationRow, PROBE_ROWS};
 
-use crate::checkpoint;
 use crate::cuda::GraphMode;
 use crate::d2l::EpochMetrics;
 use crate::data::fashion_mnist::{self, FashionMnist};
@@ -32,7 +32,7 @@ use crate::progress;
 use crate::record::{self};
 use crate::stop::{self, Status};
 use crate::train::{self, Learner};
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use noise::{Layers, NoiseKind, Perturbation};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -308,34 +308,20 @@ pub fn train(
     };
     let params = layers(&vs, version);
     let mut start = 0;
-    if let Some(c) = checkpoint.as_ref().filter(|c| c.resume) {
-        if let Some(saved) = checkpoint::load(&c.path, &c.fingerprint)? {
-            saved.restore(&c.path, &vs, ctx.device)?;
-            let extra: Extra = serde_json::from_value(saved.meta.extra.clone())
-                .with_context(|| format!("the checkpoint '{}' is corrupt", c.path.display()))?;
-            let rows: Vec<Epoch> = serde_json::from_value(saved.meta.rows.clone())
-                .with_context(|| format!("the checkpoint '{}' is corrupt", c.path.display()))?;
-            if rows.len() != saved.meta.epoch || saved.meta.epochs != cfg.epochs {
-                anyhow::bail!(
-                    "the checkpoint '{}' is corrupt ({} rows for epoch {}); {}",
-                    c.path.display(),
-                    rows.len(),
-                    saved.meta.epoch,
-                    checkpoint::WAY_ON
-                );
-            }
-            if let (Some(learner), Some(state)) = (fused.as_mut(), extra.masks) {
+    if let Some(c) = &checkpoint {
+        if let Some(resumed) = resume::restore(c, cfg.epochs, &vs, ctx.device)? {
+            if let (Some(learner), Some(state)) = (fused.as_mut(), resumed.extra.masks) {
                 learner.set_mask_state(state);
             }
-            before = rows.last().map_or(0.0, |r| r.elapsed_s);
-            start = saved.meta.epoch;
+            start = resumed.epoch;
+            before = resumed.rows.last().map_or(0.0, |r| r.elapsed_s);
             eprintln!(
                 "{}: continuing from its checkpoint after epoch {start} of {}",
                 ctx.tagged(label(version, setting)),
                 cfg.epochs
             );
-            recorder.resume(rows);
-            activations = extra.activations;
+            recorder.resume(resumed.rows);
+            activations = resumed.extra.activations;
         }
     }
     let mut failure: Option<anyhow::Error> = None;
@@ -362,11 +348,12 @@ pub fn train(
         let flow = recorder.add(epoch, row);
         if flow.is_continue() {
             if let Some(c) = checkpoint.as_ref().filter(|c| c.due(epoch, cfg.epochs)) {
-                let extra = Extra {
+                let extra = resume::Extra {
                     masks,
                     activations: activations.clone(),
                 };
-                if let Err(e) = save(c, epoch, cfg.epochs, recorder.rows(), &extra, &vs, ctx) {
+                let at = (epoch, cfg.epochs);
+                if let Err(e) = resume::save(c, at, recorder.rows(), &extra, &vs, ctx.device) {
                     failure = Some(e);
                     return std::ops::ControlFlow::Break(());
                 }
@@ -437,38 +424,6 @@ pub fn train(
         activations,
         mc,
     })
-}
-
-/// What a dropout checkpoint keeps besides the variables and the generators.
-#[derive(Serialize, serde::Deserialize)]
-struct Extra {
-    /// The fused engine's mask generator.
-    masks: Option<[u64; 4]>,
-    /// The activation rows so far (`--track-activations`).
-    activations: Vec<ActivationRow>,
-}
-
-/// Writes a run's checkpoint after `epoch`.
-fn save(
-    c: &checkpoint::RunCheckpoint,
-    epoch: usize,
-    epochs: usize,
-    rows: &[Epoch],
-    extra: &Extra,
-    vs: &tnn::VarStore,
-    ctx: &Context,
-) -> Result<()> {
-    let meta = checkpoint::Meta {
-        format: checkpoint::FORMAT,
-        program: checkpoint::program().to_string(),
-        fingerprint: c.fingerprint.clone(),
-        epoch,
-        epochs,
-        rows: serde_json::to_value(rows)?,
-        extra: serde_json::to_value(extra)?,
-    };
-    checkpoint::save(&c.path, &meta, &checkpoint::variables(vs), ctx.device)?;
-    Ok(())
 }
 
 /// What a run is called in messages and progress lines: `dropout (0.2, 0.5), scratch`.

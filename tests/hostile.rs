@@ -286,6 +286,8 @@ fn no_flag_value_aborts_the_program() {
         (&["dropout"], "--input-noise", no_data),
         (&["dropout"], "--epochs", no_data),
         (&["dropout"], "--batch-size", no_data),
+        (&["dropout"], "--checkpoint-every", no_data),
+        (&["sweep", "dropout"], "--checkpoint-every", no_data),
         (&["sweep", "weight-decay"], "--seeds", wd_small),
         (&["sweep", "weight-decay"], "--shard", wd_small),
         (

@@ -118,16 +118,10 @@ fn time_engine(
             train_loss: loss,
             ..Default::default()
         });
-        let meta = checkpoint::Meta {
-            format: checkpoint::FORMAT,
-            program: checkpoint::program().to_string(),
-            fingerprint: String::new(),
-            epoch: epoch + 1,
-            epochs: cfg.epochs + 1,
-            rows: serde_json::to_value(&rows).unwrap_or_default(),
-            extra: serde_json::Value::Null,
-        };
-        let saved = checkpoint::save(&file, &meta, &checkpoint::variables(&vs), ctx.device);
+        let at = (epoch + 1, cfg.epochs + 1);
+        let saved = checkpoint::Meta::new("", at, &rows, &()).and_then(|meta| {
+            checkpoint::save(&file, &meta, &checkpoint::variables(&vs), ctx.device)
+        });
         if epoch > 0 {
             t.dropout_train_s.push((trained - start).as_secs_f64());
             t.dropout_test_s.push((tested - trained).as_secs_f64());

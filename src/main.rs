@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 /// Ctrl-C and SIGTERM are caught from the first instant the program's own code can run: the
 /// executable's pre-initialisers run before any shared library's (libtorch's static
-/// initialisers take about half a second), so a signal in that window is recorded like any
+/// initialisers take about a second), so a signal in that window is recorded like any
 /// other and the command then says it stopped before it started. Only the dynamic loader's
 /// own work before it (mapping and relocating the libraries) is not covered.
 #[used]
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         // settings from the environment once, at their first use.
         d2l_regularization::cpu::use_reproducible_kernels();
     }
-    stop::install();
+    // The handlers are in place since `catch_signals_early`.
     if stop::requested().is_some() {
         let stopped = stop::Stopped::interrupted("nothing was started and nothing written");
         eprintln!("{stopped}");

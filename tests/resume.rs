@@ -15,20 +15,8 @@ use std::time::{Duration, Instant};
 /// rows (`--track-activations`), the weights (`--save-weights`) and the Monte-Carlo passes
 /// drawn after training (`--mc-samples`).
 fn args<'a>(engine: &'a str, data: &'a str) -> Vec<&'a str> {
-    vec![
-        "dropout",
-        "--epochs",
-        "3",
-        "--engine",
-        engine,
-        "--data-dir",
-        data,
-        "--offline",
-        "--track-activations",
-        "--save-weights",
-        "--mc-samples",
-        "2",
-    ]
+    let extras = ["--track-activations", "--save-weights", "--mc-samples", "2"];
+    local_dropout(engine, "3", data, &extras)
 }
 
 fn run_ok(out: &Path, args: &[&str]) -> Output {
@@ -228,16 +216,7 @@ fn a_checkpoint_that_cannot_be_used_is_refused_with_its_name() {
     let data = data.to_str().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path();
-    let args = [
-        "dropout",
-        "--epochs",
-        "2",
-        "--engine",
-        "fused",
-        "--data-dir",
-        data,
-        "--offline",
-    ];
+    let args = local_dropout("fused", "2", data, &[]);
     let resume: Vec<&str> = [&args[..], &["--resume"]].concat();
     let file = stopped_command(out, &args);
     let good = std::fs::read(&file).unwrap();
@@ -299,16 +278,7 @@ fn resuming_a_finished_command_changes_nothing() {
     let data = data.to_str().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path();
-    let args = [
-        "dropout",
-        "--epochs",
-        "1",
-        "--engine",
-        "fused",
-        "--data-dir",
-        data,
-        "--offline",
-    ];
+    let args = local_dropout("fused", "1", data, &[]);
     run_ok(out, &args);
     let before: Vec<(PathBuf, Vec<u8>, std::time::SystemTime)> = files_under(&out.join("dropout"))
         .into_iter()
@@ -348,19 +318,12 @@ fn pytorch_reads_a_checkpoint() {
     let data = data.to_str().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path();
-    let args = [
-        "dropout",
-        "--epochs",
-        "1",
-        "--engine",
+    let args = local_dropout(
         "fused",
-        "--impl",
-        "concise",
-        "--data-dir",
+        "1",
         data,
-        "--offline",
-        "--keep-checkpoints",
-    ];
+        &["--impl", "concise", "--keep-checkpoints"],
+    );
     run_ok(out, &args);
     let file = checkpoints(out).join("concise-p0.2-0.5-seed0.safetensors");
     let script = r#"
@@ -398,25 +361,7 @@ fn a_killed_sweep_or_shard_continues_its_run_from_the_checkpoint() {
     let Some(data) = real_data_dir() else { return };
     let data = data.to_str().unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let sweep = [
-        "sweep",
-        "dropout",
-        "--impl",
-        "concise",
-        "--engine",
-        "fused",
-        "--epochs",
-        "3",
-        "--dropout1",
-        "0.2,0.5",
-        "--dropout2",
-        "0.5",
-        "--seeds",
-        "0",
-        "--data-dir",
-        data,
-        "--offline",
-    ];
+    let sweep = fused_dropout_sweep("0.2,0.5", data);
     let whole = tmp.path().join("whole");
     run_ok(&whole, &sweep);
     let ckpt = |out: &Path| out.join("sweep/dropout/checkpoints");

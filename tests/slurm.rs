@@ -428,25 +428,7 @@ fn a_sweep_as_a_slurm_job_array_equals_the_sweep_in_one_process_and_resumes_a_ca
 }
 
 fn requeued_tasks_continue_from_their_checkpoints(cluster: &Cluster, data: &str) {
-    let sweep = [
-        "sweep",
-        "dropout",
-        "--impl",
-        "concise",
-        "--engine",
-        "fused",
-        "--epochs",
-        "3",
-        "--dropout1",
-        "0,0.2,0.5",
-        "--dropout2",
-        "0.5",
-        "--seeds",
-        "0",
-        "--data-dir",
-        data,
-        "--offline",
-    ];
+    let sweep = fused_dropout_sweep("0,0.2,0.5", data);
     let plain = tempfile::tempdir().unwrap();
     succeed_on_one_core(plain.path(), &sweep);
     let out = tempfile::tempdir().unwrap();

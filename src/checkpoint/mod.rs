@@ -14,6 +14,7 @@
 //! truncated, corrupt, of another configuration or of another build of the program is refused
 //! with its name and the way on, never continued from.
 use crate::atomic;
+use crate::data::download::hex;
 use crate::options::Version;
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
@@ -71,10 +72,7 @@ pub fn run_fingerprint(
     use md5::{Digest, Md5};
     let setting = serde_json::to_string(setting).unwrap_or_default();
     let text = format!("{config}\n{}\n{setting}\nseed {seed}", version.name());
-    Md5::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Md5::digest(text.as_bytes()))
 }
 
 /// One run's checkpoint file and what it must match.
@@ -111,6 +109,26 @@ pub struct Meta {
     pub extra: serde_json::Value,
 }
 
+impl Meta {
+    /// The description of a checkpoint this build writes after `epoch` of `epochs`.
+    pub fn new(
+        fingerprint: &str,
+        (epoch, epochs): (usize, usize),
+        rows: &impl Serialize,
+        extra: &impl Serialize,
+    ) -> Result<Meta> {
+        Ok(Meta {
+            format: FORMAT,
+            program: program().to_string(),
+            fingerprint: fingerprint.to_string(),
+            epoch,
+            epochs,
+            rows: serde_json::to_value(rows)?,
+            extra: serde_json::to_value(extra)?,
+        })
+    }
+}
+
 /// A checkpoint read back: its description and its model's tensors by name (the generator
 /// states set aside).
 pub struct Loaded {
@@ -128,12 +146,7 @@ pub fn program() -> &'static str {
         use md5::{Digest, Md5};
         let digest = std::fs::read("/proc/self/exe")
             .or_else(|_| std::env::current_exe().and_then(std::fs::read))
-            .map(|bytes| {
-                Md5::digest(&bytes)
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            })
+            .map(|bytes| hex(&Md5::digest(&bytes)))
             .unwrap_or_else(|_| "unknown".into());
         format!(
             "{} {} {digest}",

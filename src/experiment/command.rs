@@ -206,10 +206,8 @@ fn checkpoint_plan<E: Experiment>(
         resume: flags.resume,
         config: super::fingerprint::<E>(cfg, ctx.device)?,
     };
-    if dir.is_dir() {
-        // Held alone (the lock): a temporary file there is a killed writer's.
-        atomic::remove_temporaries(&dir);
-    }
+    // Held alone (the lock): a temporary file there is a killed writer's.
+    atomic::remove_temporaries(&dir);
     let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
         .into_iter()
         .flatten()

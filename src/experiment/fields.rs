@@ -130,5 +130,5 @@ where
         (false, true) => "cpu reproducible",
     };
     let digest = Md5::digest(format!("{}\n{kind}\n{text}", E::NAME).as_bytes());
-    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::data::download::hex(&digest))
 }

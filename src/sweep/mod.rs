@@ -33,6 +33,9 @@ pub use records::{experiment_of, RunRecord};
 use summary::*;
 pub use summary::{at_settings, title, train_test_series};
 
+/// Where a sweep keeps its runs' checkpoints, in its directory.
+const CHECKPOINTS_DIR: &str = "checkpoints";
+
 /// The most seeds a sweep takes, and the most shards it is divided into.
 pub const MAX_SEEDS: usize = 10_000;
 pub const MAX_SHARDS: usize = 10_000;
@@ -194,7 +197,7 @@ where
     let writing = &sweep.checkpointing;
     let checkpoints =
         (E::CHECKPOINTS && !writing.no_checkpoints).then(|| crate::checkpoint::Plan {
-            dir: dir.join("checkpoints"),
+            dir: dir.join(CHECKPOINTS_DIR),
             every: writing.checkpoint_every,
             resume: sweep.resume || sweep.shard.is_some(),
             config: fingerprint.clone(),
@@ -202,9 +205,6 @@ where
     if let Some(plan) = &checkpoints {
         std::fs::create_dir_all(&plan.dir)
             .with_context(|| format!("cannot create '{}'", plan.dir.display()))?;
-        if sweep.shard.is_none() {
-            crate::atomic::remove_temporaries(&plan.dir);
-        }
     }
     let ctx = &Context {
         checkpoints: checkpoints.clone(),
@@ -214,6 +214,7 @@ where
         // Alone in the directory: what a killed writer left is nobody's.
         crate::atomic::remove_temporaries(&dir);
         crate::atomic::remove_temporaries(&runs_dir);
+        crate::atomic::remove_temporaries(&dir.join(CHECKPOINTS_DIR));
     }
     // Read once; every run this process writes is added as it is written.
     let (mut records, damaged) = read_records(&runs_dir)?;

@@ -172,12 +172,12 @@ pub(super) fn has_sweep(dir: &Path) -> bool {
             .map(|mut d| d.next().is_some())
             .unwrap_or(false)
     };
-    dir.join("runs.csv").exists() || non_empty("runs") || non_empty("checkpoints")
+    dir.join("runs.csv").exists() || non_empty("runs") || non_empty(CHECKPOINTS_DIR)
 }
 
 /// Removes what an earlier sweep wrote in `dir` (`--overwrite`).
 pub(super) fn clear(dir: &Path) -> Result<()> {
-    for sub in ["runs", "checkpoints"] {
+    for sub in ["runs", CHECKPOINTS_DIR] {
         let sub = dir.join(sub);
         if sub.exists() {
             std::fs::remove_dir_all(&sub)

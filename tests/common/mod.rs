@@ -253,6 +253,52 @@ pub fn wd_sweep<'a>(epochs: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
+/// `dropout` with `engine` for `epochs` on the local data (never downloading), then `extra`:
+/// the dropout command the resume tests kill and resume.
+pub fn local_dropout<'a>(
+    engine: &'a str,
+    epochs: &'a str,
+    data: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "dropout",
+        "--epochs",
+        epochs,
+        "--engine",
+        engine,
+        "--data-dir",
+        data,
+        "--offline",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// A dropout sweep over `--dropout1 <rates>` (× 0.5), concise, fused, 3 epochs, seed 0, on the
+/// local data: one run per setting, a few seconds each (resume and Slurm tests).
+pub fn fused_dropout_sweep<'a>(rates: &'a str, data: &'a str) -> Vec<&'a str> {
+    vec![
+        "sweep",
+        "dropout",
+        "--impl",
+        "concise",
+        "--engine",
+        "fused",
+        "--epochs",
+        "3",
+        "--dropout1",
+        rates,
+        "--dropout2",
+        "0.5",
+        "--seeds",
+        "0",
+        "--data-dir",
+        data,
+        "--offline",
+    ]
+}
+
 /// Starts the binary quietly on one CPU thread with results under `out`, then `args`.
 pub fn spawn_on_one_core(out: &Path, args: &[&str]) -> Child {
     Command::new(BIN)

@@ -440,8 +440,7 @@ pub fn label(version: Version, setting: Setting) -> String {
 
 /// The trained variables as safetensors, written to a temporary file and renamed into place.
 pub fn save_weights(vs: &tnn::VarStore, path: &Path) -> Result<()> {
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let named = crate::checkpoint::variables(vs);
     record::replace_atomically(path, "safetensors", |tmp| {
         Ok(Tensor::write_safetensors(&named, tmp)?)
     })

@@ -35,15 +35,7 @@ pub(super) fn save(
     vs: &VarStore,
     device: Device,
 ) -> Result<()> {
-    let meta = checkpoint::Meta {
-        format: checkpoint::FORMAT,
-        program: checkpoint::program().to_string(),
-        fingerprint: c.fingerprint.clone(),
-        epoch,
-        epochs,
-        rows: serde_json::to_value(rows)?,
-        extra: serde_json::to_value(extra)?,
-    };
+    let meta = checkpoint::Meta::new(&c.fingerprint, (epoch, epochs), &rows, extra)?;
     checkpoint::save(&c.path, &meta, &checkpoint::variables(vs), device)?;
     Ok(())
 }

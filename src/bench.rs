@@ -78,7 +78,7 @@ fn time_engine(
     cfg: &Config,
     data: &FashionMnist,
     ctx: &Context,
-) -> Timings {
+) -> Result<Timings> {
     let mut t = Timings::default();
     let wd = weight_decay::Config {
         engine,
@@ -86,10 +86,10 @@ fn time_engine(
     };
     for _ in 0..cfg.wd_runs {
         t.wd_scratch_s.push(
-            weight_decay::run_one(&wd, Version::Scratch, weight_decay::Setting::book(3.0), ctx).1,
+            weight_decay::run_one(&wd, Version::Scratch, weight_decay::Setting::book(3.0), ctx)?.1,
         );
         t.wd_concise_s.push(
-            weight_decay::run_one(&wd, Version::Concise, weight_decay::Setting::book(3.0), ctx).1,
+            weight_decay::run_one(&wd, Version::Concise, weight_decay::Setting::book(3.0), ctx)?.1,
         );
     }
     let dcfg = dropout::Config {
@@ -132,7 +132,7 @@ fn time_engine(
         }
     }
     let _ = std::fs::remove_file(&file);
-    t
+    Ok(t)
 }
 
 /// The first `n` training examples.
@@ -186,9 +186,12 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<()> {
         threads: tch::get_num_threads(),
         libtorch_version: crate::LIBTORCH_VERSION,
         cpu_kernels: crate::cpu::KernelPaths::current(),
-        autograd: time_engine(Engine::Autograd, GraphMode::Auto, cfg, &data, ctx),
-        fused: time_engine(Engine::Fused, GraphMode::Auto, cfg, &data, ctx),
-        fused_eager: cuda.then(|| time_engine(Engine::Fused, GraphMode::Off, cfg, &data, ctx)),
+        autograd: time_engine(Engine::Autograd, GraphMode::Auto, cfg, &data, ctx)?,
+        fused: time_engine(Engine::Fused, GraphMode::Auto, cfg, &data, ctx)?,
+        fused_eager: match cuda {
+            true => Some(time_engine(Engine::Fused, GraphMode::Off, cfg, &data, ctx)?),
+            false => None,
+        },
         ops_per_step: count_ops_per_step(&data, ctx),
     };
     println!("{}", serde_json::to_string(&report)?);

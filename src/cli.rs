@@ -62,7 +62,7 @@ pub struct Global {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Book §4.5: L2 penalty on a 200-input linear regression with 20 training examples
-    WeightDecay(weight_decay::Config),
+    WeightDecay(RunArgs<weight_decay::Config>),
     /// Book §4.6: dropout in a 784-256-256-10 MLP on Fashion-MNIST
     Dropout(RunArgs<dropout::Config>),
     /// Book exercises: train over a grid of λ or dropout rates, over several seeds, and
@@ -100,7 +100,9 @@ impl Command {
     /// Runs an experiment or a sweep (`bench` and `doctor` are run by `main`).
     pub fn run(&self, ctx: &Context) -> Result<()> {
         match self {
-            Command::WeightDecay(cfg) => experiment::run::<WeightDecay>(cfg, ctx, None),
+            Command::WeightDecay(a) => {
+                experiment::run::<WeightDecay>(&a.experiment, ctx, Some(&a.checkpoints))
+            }
             Command::Dropout(a) => {
                 experiment::run::<DropoutMlp>(&a.experiment, ctx, Some(&a.checkpoints))
             }
@@ -122,7 +124,7 @@ impl Command {
     /// The flags that decide how much memory the command needs, with their values.
     pub fn memory_flags(&self) -> String {
         match self {
-            Command::WeightDecay(cfg) => WeightDecay::memory_flags(cfg),
+            Command::WeightDecay(a) => WeightDecay::memory_flags(&a.experiment),
             Command::Dropout(a) => DropoutMlp::memory_flags(&a.experiment),
             Command::Sweep(Sweep::WeightDecay(s)) => WeightDecay::memory_flags(&s.experiment),
             Command::Sweep(Sweep::Dropout(s)) => DropoutMlp::memory_flags(&s.experiment),

@@ -3,6 +3,7 @@
 //! with `d2l.Animator`, the caller passes an [`Animator`]: it receives each epoch's values (on
 //! the device) and may answer "stop" — that is where progress lines, records, Ctrl-C and
 //! divergence live, outside the book's code.
+use crate::checkpoint::optimizer;
 use crate::data::batches;
 use std::ops::ControlFlow;
 use tch::nn::{ModuleT, Optimizer};
@@ -12,7 +13,33 @@ pub use crate::data::synthetic::synthetic_data;
 pub use crate::data::Split;
 
 /// `animator.add(epoch, values)`: gets every epoch's values, answers `Break` to stop training.
-pub type Animator<'a, V> = &'a mut dyn FnMut(usize, V) -> ControlFlow<()>;
+/// Any closure `FnMut(usize, V) -> ControlFlow<()>` is one.
+pub type Animator<'a, V> = &'a mut dyn Animate<V>;
+
+/// What a training function shows its [`Animator`].
+pub trait Animate<V> {
+    /// After each epoch, its values; `Break` stops training.
+    fn add(&mut self, epoch: usize, values: V) -> ControlFlow<()>;
+    /// Once the model and its optimizer are built, before the first epoch: the epochs already
+    /// trained (a checkpoint's, which the animator restored into `model`); 0 by default.
+    fn start(&mut self, model: Model<'_>) -> usize {
+        let _ = model;
+        0
+    }
+}
+
+impl<V, F: FnMut(usize, V) -> ControlFlow<()>> Animate<V> for F {
+    fn add(&mut self, epoch: usize, values: V) -> ControlFlow<()> {
+        self(epoch, values)
+    }
+}
+
+/// A model as a training function hands it to [`Animate::start`]: its parameters by name, and
+/// the state of its optimizer where it has one (Adam's moments; plain SGD has none).
+pub struct Model<'a> {
+    pub params: &'a [(&'a str, &'a Tensor)],
+    pub optimizer: Option<&'a optimizer::State>,
+}
 
 /// `d2l.load_array(data, batch_size, is_train=True)`: mini-batches in a fresh random order
 /// (one permutation drawn on the data's device), the last partial batch kept. A requested stop
@@ -154,7 +181,7 @@ pub fn train_ch3(
             train: train_metrics,
             test_correct,
         };
-        if animator(epoch, metrics).is_break() {
+        if animator.add(epoch, metrics).is_break() {
             break;
         }
     }

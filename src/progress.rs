@@ -70,6 +70,11 @@ pub struct Epochs {
 }
 
 impl Epochs {
+    /// What the run is called.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
     pub fn new(label: impl Into<String>, total: usize) -> Epochs {
         let label = label.into();
         let mode = mode();

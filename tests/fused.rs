@@ -56,7 +56,9 @@ fn fused_weight_decay_matches_autograd_to_rounding() {
                 .iter()
                 .map(|&wd| {
                     let setting = weight_decay::Setting::book(wd);
-                    weight_decay::run_one(&cfg, version, setting, &ctx(11)).0
+                    weight_decay::run_one(&cfg, version, setting, &ctx(11))
+                        .unwrap()
+                        .0
                 })
                 .collect();
             for loops in [Loops::Host, Loops::Tensors] {
@@ -69,7 +71,9 @@ fn fused_weight_decay_matches_autograd_to_rounding() {
                     &data,
                     loops,
                     &quiet(cfg.epochs),
-                );
+                    None,
+                )
+                .unwrap();
                 for ((r, f), wd) in reference.iter().zip(&fused).zip(lambdas) {
                     let what = format!("batch {batch_size} {version:?} λ={wd} {loops:?}");
                     assert_eq!(f.curve.len(), cfg.epochs, "{what}");

@@ -20,7 +20,7 @@ fn step_with_zero_gradient(wd: f64, lr: f64) -> (Vec<f32>, Vec<f32>, Vec<f32>, V
     let lin = init::linear(&vs.root(), 7, 3);
     decay::regroup(&vs);
     let (w0, b0) = (values(&lin.ws), values(lin.bs.as_ref().unwrap()));
-    let mut opt = Optimizer::Sgd.build(&vs, lr, wd).unwrap();
+    let (mut opt, _) = Optimizer::Sgd.build(&vs, lr, wd).unwrap();
     let zero_grad_loss = (lin.ws.sum(None) + lin.bs.as_ref().unwrap().sum(None)) * 0.0;
     opt.zero_grad();
     zero_grad_loss.backward();
@@ -112,7 +112,7 @@ fn concise_gradients_and_step_match_hand_computed_values() {
     let y = Tensor::from_slice(&[3.0f32]).reshape([1, 1]);
     let l = lin.forward(&x).mse_loss(&y, Reduction::None);
     close(&values(&l), &[4.25 * 4.25]);
-    let mut opt = Optimizer::Sgd.build(&vs, lr, wd).unwrap();
+    let (mut opt, _) = Optimizer::Sgd.build(&vs, lr, wd).unwrap();
     opt.update(&l);
     // MSE without ½: ∂/∂w = 2(ŷ - y)·x = [-8.5, -17], ∂/∂b = -8.5; the decay adds λw to the weight only.
     close(&values(&lin.ws.grad()), &[-8.5, -17.0]);
@@ -233,14 +233,16 @@ fn each_run_is_reproducible_on_its_own() {
         d2l_regularization::options::Version::Concise,
         weight_decay::Setting::book(3.0),
         &ctx,
-    );
+    )
+    .unwrap();
     let _ = Tensor::randn([10], (Kind::Float, Device::Cpu)); // disturb the generator
     let (b, _) = weight_decay::run_one(
         &cfg,
         d2l_regularization::options::Version::Concise,
         weight_decay::Setting::book(3.0),
         &ctx,
-    );
+    )
+    .unwrap();
     assert_eq!(a.w_norm, b.w_norm);
     assert_eq!(
         a.curve.last().unwrap().test_loss,

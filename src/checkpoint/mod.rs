@@ -5,9 +5,9 @@
 //! every libtorch generator the run draws from (`generator.cpu`, `generator.cuda:0`: uint8
 //! tensors, as `torch.get_rng_state()` returns them), and in its metadata (`d2l`, JSON): the
 //! format, the program's identity, the run's fingerprint, the finished epochs and their rows,
-//! and what else the run keeps (the fused engine's mask generator, activation rows). Optimizer
-//! state is not stored: every optimizer a checkpointed run uses is plain SGD (no momentum),
-//! which has none.
+//! and what else the run keeps (the fused engine's mask generator, activation rows). A run whose
+//! optimizer has state (Adam's moments and step counts) keeps it as libtorch serialises it
+//! (`optimizer.state`, uint8; see [`optimizer`]).
 //!
 //! Written through a temporary file, synced and renamed, so a kill at any instant leaves the
 //! previous checkpoint or the new one. Read back, every field is checked: a file that is
@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 pub mod generator;
+pub mod optimizer;
 
 /// The layout of the metadata; another number is refused.
 pub const FORMAT: u32 = 1;
@@ -30,14 +31,16 @@ pub const FORMAT: u32 = 1;
 const META_KEY: &str = "d2l";
 /// The prefix of the generator states' tensor names.
 const GENERATOR: &str = "generator.";
+/// The name of the optimizer's state (libtorch's serialisation, as uint8).
+pub const OPTIMIZER: &str = "optimizer.state";
 
 /// Where a command keeps its runs' checkpoints, how often it writes them, and whether it
 /// continues from them.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub dir: PathBuf,
-    /// Write a checkpoint after every `every`-th epoch (and the last).
-    pub every: usize,
+    /// When a run writes a checkpoint.
+    pub every: Every,
     /// Continue from the checkpoints found in `dir`.
     pub resume: bool,
     /// The configuration's fingerprint (the command's flags, device kind), shared by its runs.
@@ -58,8 +61,19 @@ impl Plan {
             fingerprint: run_fingerprint(&self.config, version, setting, seed),
             every: self.every,
             resume: self.resume,
+            last: std::cell::Cell::new(std::time::Instant::now()),
         }
     }
+}
+
+/// When a run writes a checkpoint (always after its last epoch too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Every {
+    /// After every N-th epoch.
+    Epochs(usize),
+    /// After the first epoch that ends at least this many seconds after the run started or
+    /// wrote its last checkpoint: for epochs far shorter than a checkpoint's write.
+    Seconds(u64),
 }
 
 /// The fingerprint of one run: its configuration, version, setting and seed.
@@ -80,14 +94,25 @@ pub fn run_fingerprint(
 pub struct RunCheckpoint {
     pub path: PathBuf,
     pub fingerprint: String,
-    pub every: usize,
+    pub every: Every,
     pub resume: bool,
+    /// When the run started or last found a checkpoint due.
+    last: std::cell::Cell<std::time::Instant>,
 }
 
 impl RunCheckpoint {
-    /// Whether a checkpoint is written after `epoch` of `epochs`: every `every`-th, and the last.
+    /// Whether a checkpoint is written after `epoch` of `epochs` (see [`Every`]; and after the
+    /// last); the caller then writes it.
     pub fn due(&self, epoch: usize, epochs: usize) -> bool {
-        epoch.is_multiple_of(self.every) || epoch == epochs
+        let due = epoch == epochs
+            || match self.every {
+                Every::Epochs(n) => epoch.is_multiple_of(n),
+                Every::Seconds(s) => self.last.get().elapsed().as_secs() >= s,
+            };
+        if due {
+            self.last.set(std::time::Instant::now());
+        }
+        due
     }
 }
 
@@ -130,10 +155,12 @@ impl Meta {
 }
 
 /// A checkpoint read back: its description and its model's tensors by name (the generator
-/// states set aside).
+/// states and the optimizer's set aside).
 pub struct Loaded {
     pub meta: Meta,
     pub tensors: HashMap<String, Tensor>,
+    /// The optimizer's state ([`optimizer::State::save`]), where the run's optimizer has one.
+    pub optimizer: Option<Vec<u8>>,
     generators: Vec<(Device, Vec<u8>)>,
 }
 
@@ -314,7 +341,12 @@ fn decode(bytes: &[u8]) -> Result<Loaded> {
         .map_err(|e| anyhow::anyhow!("not a safetensors file: {e:?}"))?;
     let mut tensors = HashMap::new();
     let mut generators = Vec::new();
+    let mut optimizer = None;
     for (name, view) in file.tensors() {
+        if name == OPTIMIZER {
+            optimizer = Some(view.data().to_vec());
+            continue;
+        }
         let kind =
             kind(view.dtype()).with_context(|| format!("{name}: a {:?} tensor", view.dtype()))?;
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
@@ -340,6 +372,7 @@ fn decode(bytes: &[u8]) -> Result<Loaded> {
     Ok(Loaded {
         meta,
         tensors,
+        optimizer,
         generators,
     })
 }
@@ -348,7 +381,17 @@ impl Loaded {
     /// Copies the checkpoint's variables into `vs` (every one by name, each of the same shape)
     /// and sets the generators (after the model was built: building it drew from them).
     pub fn restore(&self, path: &Path, vs: &tch::nn::VarStore, device: Device) -> Result<()> {
-        let variables = vs.variables();
+        self.restore_tensors(path, &variables(vs), device)
+    }
+
+    /// Copies the checkpoint's tensors into `variables` (every one by name, each of the same
+    /// shape) and sets the generators.
+    pub fn restore_tensors(
+        &self,
+        path: &Path,
+        variables: &[(String, Tensor)],
+        device: Device,
+    ) -> Result<()> {
         let mismatch = |what: String| {
             anyhow::anyhow!(
                 "the checkpoint '{}' does not fit this model ({what}); {WAY_ON}",
@@ -363,7 +406,7 @@ impl Loaded {
             )));
         }
         tch::no_grad(|| -> Result<()> {
-            for (name, var) in &variables {
+            for (name, var) in variables {
                 let saved = self
                     .tensors
                     .get(name)
@@ -376,6 +419,22 @@ impl Loaded {
             Ok(())
         })?;
         self.restore_generators(device)
+    }
+
+    /// Sets the state of the optimizer `state` handles to the checkpoint's (which must have one).
+    pub fn restore_optimizer(&self, path: &Path, state: &optimizer::State) -> Result<()> {
+        let bytes = self.optimizer.as_ref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the checkpoint '{}' holds no optimizer state; {WAY_ON}",
+                path.display()
+            )
+        })?;
+        state.load(bytes).with_context(|| {
+            format!(
+                "the checkpoint '{}' holds an optimizer state this run cannot take; {WAY_ON}",
+                path.display()
+            )
+        })
     }
 
     /// Sets libtorch's generators to the checkpoint's states.

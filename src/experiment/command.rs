@@ -152,11 +152,11 @@ pub struct Checkpoints {
 }
 
 /// How runs write checkpoints (the run command's and a sweep's flags).
-#[derive(clap::Args, Debug, Clone, Serialize)]
+#[derive(clap::Args, Debug, Clone, Default, Serialize)]
 pub struct CheckpointWriting {
-    /// Write each run's checkpoint after every N-th epoch (and after the last); dropout only
-    #[arg(long, default_value_t = 1, allow_hyphen_values = true, value_parser = crate::options::epochs)]
-    pub checkpoint_every: usize,
+    /// Write each run's checkpoint after every N-th epoch (and after the last); by default every epoch for dropout, and for weight-decay (whose epochs take well under a millisecond) after the first epoch 30 s after the last checkpoint
+    #[arg(long, allow_hyphen_values = true, value_parser = crate::options::epochs)]
+    pub checkpoint_every: Option<usize>,
     /// Keep the checkpoints of finished runs (they are removed by default)
     #[arg(long)]
     pub keep_checkpoints: bool,
@@ -165,28 +165,24 @@ pub struct CheckpointWriting {
     pub no_checkpoints: bool,
 }
 
-impl Default for CheckpointWriting {
-    fn default() -> Self {
-        CheckpointWriting {
-            checkpoint_every: 1,
-            keep_checkpoints: false,
-            no_checkpoints: false,
-        }
-    }
-}
-
 impl CheckpointWriting {
     /// Refuses checkpoint flags for an experiment that keeps no checkpoints.
     pub fn check<E: Experiment>(&self) -> Result<()> {
-        if !E::CHECKPOINTS && (self.checkpoint_every != 1 || self.keep_checkpoints) {
+        if !E::CHECKPOINTS && (self.checkpoint_every.is_some() || self.keep_checkpoints) {
             bail!(
-                "--checkpoint-every and --keep-checkpoints are for dropout: {} runs keep no \
-                 checkpoints (one takes well under a second; a stopped one is trained again, to \
-                 the same numbers)",
+                "--checkpoint-every and --keep-checkpoints are not for {}: its runs keep no \
+                 checkpoints",
                 E::NAME
             );
         }
         Ok(())
+    }
+
+    /// When a run of `E` writes its checkpoint: `--checkpoint-every`, or the experiment's
+    /// own default.
+    pub fn every<E: Experiment>(&self) -> checkpoint::Every {
+        self.checkpoint_every
+            .map_or(E::CHECKPOINT_EVERY, checkpoint::Every::Epochs)
     }
 }
 
@@ -202,7 +198,7 @@ fn checkpoint_plan<E: Experiment>(
     let dir = ctx.out.join(format!(".{}.checkpoints", E::NAME));
     let plan = checkpoint::Plan {
         dir: dir.clone(),
-        every: flags.writing.checkpoint_every,
+        every: flags.writing.every::<E>(),
         resume: flags.resume,
         config: super::fingerprint::<E>(cfg, ctx.device)?,
     };

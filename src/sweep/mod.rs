@@ -198,7 +198,7 @@ where
     let checkpoints =
         (E::CHECKPOINTS && !writing.no_checkpoints).then(|| crate::checkpoint::Plan {
             dir: dir.join(CHECKPOINTS_DIR),
-            every: writing.checkpoint_every,
+            every: writing.every::<E>(),
             resume: sweep.resume || sweep.shard.is_some(),
             config: fingerprint.clone(),
         });

@@ -5,7 +5,7 @@
 //! and the test loss low. Each `train_*` function hands every epoch's losses to an
 //! [`Animator`], the book's plot, which the caller may use to stop it. The exercises are in
 //! `exercises.rs`, the fused engine in `fused.rs`, the command in `command.rs`.
-use crate::d2l::{self, Animator, Split};
+use crate::d2l::{self, Animator, Model, Split};
 use crate::nn::{decay, init};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Reduction, Tensor};
@@ -87,7 +87,12 @@ pub fn train_scratch(
     let (w, b) = init_params(hp.num_inputs, data.train.x.device());
     let net = |x: &Tensor| d2l::linreg(x, &w, &b);
     let loss = d2l::squared_loss;
-    for epoch in 1..=hp.num_epochs {
+    let params = [("w", &w), ("b", &b)];
+    let start = animator.start(Model {
+        params: &params,
+        optimizer: None,
+    });
+    for epoch in start + 1..=hp.num_epochs {
         for (x, y) in d2l::load_array(&data.train, hp.batch_size) {
             // The L2 penalty is added to every example's loss (it broadcasts).
             let l = loss(&net(&x), &y) + l2_penalty(&w) * lambd;
@@ -98,7 +103,7 @@ pub fn train_scratch(
             d2l::evaluate_loss(net, &data.train, loss),
             d2l::evaluate_loss(net, &data.test, loss),
         ];
-        if animator(epoch, losses).is_break() {
+        if animator.add(epoch, losses).is_break() {
             break;
         }
     }
@@ -135,7 +140,14 @@ pub fn train_concise(
     decay::regroup(&vs);
     let mut trainer =
         decay::optimizer(nn::Sgd::default(), &vs, hp.lr, wd).expect("SGD over a fresh VarStore");
-    for epoch in 1..=hp.num_epochs {
+    let bias = net.bs.as_ref().expect("a bias");
+    let params = [("weight", &net.ws), ("bias", bias)];
+    // Plain SGD keeps no state.
+    let start = animator.start(Model {
+        params: &params,
+        optimizer: None,
+    });
+    for epoch in start + 1..=hp.num_epochs {
         for (x, y) in d2l::load_array(&data.train, hp.batch_size) {
             trainer.zero_grad();
             let l = loss(&net.forward(&x), &y);
@@ -146,7 +158,7 @@ pub fn train_concise(
             d2l::evaluate_loss(|x| net.forward(x), &data.train, loss),
             d2l::evaluate_loss(|x| net.forward(x), &data.test, loss),
         ];
-        if animator(epoch, losses).is_break() {
+        if animator.add(epoch, losses).is_break() {
             break;
         }
     }

@@ -9,7 +9,8 @@
 //!   decay groups (`--optimizer adam|adamw`);
 //! - a **validation** split to choose λ on (exercise 2, `--n-val`), drawn after training.
 use super::book::{self, Data, Hyper};
-use crate::d2l::{self, Animator, Split};
+use crate::checkpoint::optimizer::{self, State};
+use crate::d2l::{self, Animator, Model, Split};
 use crate::nn::decay;
 use anyhow::Result;
 use serde::Serialize;
@@ -61,12 +62,22 @@ impl Optimizer {
         }
     }
 
-    /// This optimizer over `vs`, the weights (decay group) decaying by `wd`, the bias not.
-    pub fn build(self, vs: &nn::VarStore, lr: f64, wd: f64) -> Result<nn::Optimizer> {
+    /// This optimizer over `vs`, the weights (decay group) decaying by `wd`, the bias not, and
+    /// the handle on its state (Adam's moments and step counts).
+    pub fn build(self, vs: &nn::VarStore, lr: f64, wd: f64) -> Result<(nn::Optimizer, State)> {
+        fn with_state(
+            config: impl nn::OptimizerConfig,
+            vs: &nn::VarStore,
+            lr: f64,
+            wd: f64,
+        ) -> Result<(nn::Optimizer, State)> {
+            let (config, state) = optimizer::saveable(config);
+            Ok((decay::optimizer(config, vs, lr, wd)?, state))
+        }
         match self {
-            Optimizer::Sgd => decay::optimizer(nn::Sgd::default(), vs, lr, wd),
-            Optimizer::Adam => decay::optimizer(nn::Adam::default(), vs, lr, wd),
-            Optimizer::Adamw => decay::optimizer(nn::AdamW::default(), vs, lr, wd),
+            Optimizer::Sgd => with_state(nn::Sgd::default(), vs, lr, wd),
+            Optimizer::Adam => with_state(nn::Adam::default(), vs, lr, wd),
+            Optimizer::Adamw => with_state(nn::AdamW::default(), vs, lr, wd),
         }
     }
 }
@@ -100,7 +111,12 @@ pub fn train_scratch_l1(
     let (w, b) = book::init_params(hp.num_inputs, data.train.x.device());
     let net = |x: &Tensor| d2l::linreg(x, &w, &b);
     let loss = d2l::squared_loss;
-    for epoch in 1..=hp.num_epochs {
+    let params = [("w", &w), ("b", &b)];
+    let start = animator.start(Model {
+        params: &params,
+        optimizer: None,
+    });
+    for epoch in start + 1..=hp.num_epochs {
         for (x, y) in d2l::load_array(&data.train, hp.batch_size) {
             let l = match penalty {
                 Penalty::L1Prox => loss(&net(&x), &y),
@@ -117,7 +133,7 @@ pub fn train_scratch_l1(
             d2l::evaluate_loss(net, &data.train, loss),
             d2l::evaluate_loss(net, &data.test, loss),
         ];
-        if animator(epoch, losses).is_break() {
+        if animator.add(epoch, losses).is_break() {
             break;
         }
     }
@@ -142,10 +158,16 @@ pub fn train_concise_with(
     decay::regroup(&vs);
     let decaying = decay::decaying_variables(&vs);
     let optimizer_decay = if penalty == Penalty::L2 { lambd } else { 0.0 };
-    let mut trainer = optimizer
+    let (mut trainer, state) = optimizer
         .build(&vs, hp.lr, optimizer_decay)
         .expect("an optimizer over a fresh VarStore");
-    for epoch in 1..=hp.num_epochs {
+    let bias = net.bs.as_ref().expect("a bias");
+    let params = [("weight", &net.ws), ("bias", bias)];
+    let start = animator.start(Model {
+        params: &params,
+        optimizer: Some(&state),
+    });
+    for epoch in start + 1..=hp.num_epochs {
         for (x, y) in d2l::load_array(&data.train, hp.batch_size) {
             trainer.zero_grad();
             let data_loss = mse(&net.forward(&x), &y);
@@ -169,7 +191,7 @@ pub fn train_concise_with(
             d2l::evaluate_loss(|x| net.forward(x), &data.train, mse),
             d2l::evaluate_loss(|x| net.forward(x), &data.test, mse),
         ];
-        if animator(epoch, losses).is_break() {
+        if animator.add(epoch, losses).is_break() {
             break;
         }
     }

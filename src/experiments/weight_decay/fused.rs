@@ -12,6 +12,7 @@ use crate::experiment::{fmt_num, EpochRow};
 use crate::options::Version;
 use crate::progress;
 use crate::stop::{self, Status};
+use std::ops::ControlFlow;
 use tch::{Kind, Tensor};
 
 /// The SGD schedule: epochs, learning rate, nominal batch size.
@@ -44,9 +45,40 @@ pub struct Column<R> {
 /// Makes a curve row from (epoch, train loss, test loss, seconds since the start).
 pub type MakeRow<R> = fn(usize, f64, f64, f64) -> R;
 
+/// Where a stopped group goes on from (its checkpoint's): the finished epochs, the weights
+/// (`[inputs, k]`) and biases (`[1, k]`) after them, each λ's curve and status, and the
+/// seconds trained before.
+pub struct Start<R> {
+    pub epoch: usize,
+    pub w: Tensor,
+    pub b: Tensor,
+    pub curves: Vec<Vec<R>>,
+    pub status: Vec<Status>,
+    pub before: f64,
+}
+
+/// The group after a finished epoch, for its checkpoint.
+pub struct Snapshot<'a, R> {
+    pub epoch: usize,
+    pub w: Tensor,
+    pub b: Tensor,
+    pub curves: &'a [Vec<R>],
+    pub status: &'a [Status],
+}
+
+/// What is shown each finished epoch (`Break` stops training: the checkpoint could not be
+/// written).
+pub type Keep<'a, R> = &'a mut dyn FnMut(Snapshot<'_, R>) -> ControlFlow<()>;
+
+/// A group that keeps checkpoints: where it starts, and what keeps each finished epoch.
+pub struct Resume<'a, R> {
+    pub start: Option<Start<R>>,
+    pub keep: Keep<'a, R>,
+}
+
 /// Trains one model per λ from the initial weight `w0` (`[inputs, 1]`) and bias `b0`, column k
 /// of the weight matrix being the model with `lambdas[k]`, with [`Loops::Host`] on the CPU and
-/// [`Loops::Tensors`] elsewhere.
+/// [`Loops::Tensors`] elsewhere; with `resume`, from its start and keeping each epoch.
 ///
 /// Scratch: loss ½r² + λ‖w‖²/2 per example, `w -= lr·grad/batch_size`, so
 /// w ← (1 − lr·λ·B/batch_size)·w − (lr/batch_size)·Xᵀr. Concise: MSE, decay λ on the weight
@@ -61,6 +93,7 @@ pub fn train<R: EpochRow>(
     loops: Loops,
     progress: &progress::Epochs,
     row: MakeRow<R>,
+    resume: Option<Resume<'_, R>>,
 ) -> Vec<Column<R>> {
     let _guard = tch::no_grad_guard();
     let device = train.x.device();
@@ -68,14 +101,26 @@ pub fn train<R: EpochRow>(
     let mut w = w0.detach().repeat([1, k]);
     let mut b = b0.detach().reshape([1, 1]).repeat([1, k]);
     let mut columns = Columns::new(lambdas, row);
+    let mut first = 1;
+    let mut keep = None;
+    if let Some(resume) = resume {
+        if let Some(start) = resume.start {
+            (w, b, first) = (start.w, start.b, start.epoch + 1);
+            columns.curves = start.curves;
+            columns.status = start.status;
+            columns.before = start.before;
+        }
+        keep = Some(resume.keep);
+    }
     if loops == Loops::Host && device == tch::Device::Cpu {
         return train_on_host(
             schedule,
             version,
             lambdas,
             (train, test),
-            &w,
-            &b,
+            (&w, &b),
+            first,
+            keep,
             columns,
             progress,
         );
@@ -83,7 +128,7 @@ pub fn train<R: EpochRow>(
     let lambda = Tensor::from_slice(&lambdas.iter().map(|&l| l as f32).collect::<Vec<_>>())
         .to_device(device);
     let half = matches!(version, Version::Scratch);
-    for epoch in 1..=schedule.epochs {
+    for epoch in first..=schedule.epochs {
         for (x, y) in batches::shuffled(train, schedule.batch_size) {
             if stop::requested().is_some() {
                 break;
@@ -105,7 +150,9 @@ pub fn train<R: EpochRow>(
         );
         let losses =
             Vec::<f64>::try_from(losses.to_kind(Kind::Double).flatten(0, -1)).expect("f64 losses");
-        if !columns.epoch(epoch, &losses, progress) {
+        if !columns.epoch(epoch, &losses, progress)
+            || columns.keep(&mut keep, epoch, w.shallow_clone(), b.shallow_clone())
+        {
             break;
         }
     }
@@ -120,6 +167,8 @@ pub fn train<R: EpochRow>(
 /// whose status is still `Ok` is still training.
 struct Columns<'a, R> {
     start: std::time::Instant,
+    /// Seconds trained before `start` (a resumed group's).
+    before: f64,
     lambdas: &'a [f64],
     curves: Vec<Vec<R>>,
     status: Vec<Status>,
@@ -131,6 +180,7 @@ impl<'a, R: EpochRow> Columns<'a, R> {
         let k = lambdas.len();
         Columns {
             start: std::time::Instant::now(),
+            before: 0.0,
             lambdas,
             curves: vec![Vec::new(); k],
             status: vec![Status::Ok; k],
@@ -158,7 +208,7 @@ impl<'a, R: EpochRow> Columns<'a, R> {
                 epoch,
                 train_loss,
                 test_loss,
-                self.start.elapsed().as_secs_f64(),
+                self.before + self.start.elapsed().as_secs_f64(),
             );
             if row.finite() {
                 self.curves[j].push(row);
@@ -172,6 +222,21 @@ impl<'a, R: EpochRow> Columns<'a, R> {
         }
         progress.epoch(epoch, &figures.join(", "));
         self.status.contains(&Status::Ok)
+    }
+
+    /// Shows `keep` the group after `epoch` (weights `w`, biases `b`); true when it says stop.
+    fn keep(&self, keep: &mut Option<Keep<'_, R>>, epoch: usize, w: Tensor, b: Tensor) -> bool {
+        let Some(keep) = keep else {
+            return false;
+        };
+        let snapshot = Snapshot {
+            epoch,
+            w,
+            b,
+            curves: &self.curves,
+            status: &self.status,
+        };
+        keep(snapshot).is_break()
     }
 
     /// The columns' results from the final norms, weights (`[k, inputs]` row-major: one row
@@ -227,8 +292,9 @@ fn train_on_host<R: EpochRow>(
     version: Version,
     lambdas: &[f64],
     (train, test): (&Split, &Split),
-    w: &Tensor,
-    b: &Tensor,
+    (w, b): (&Tensor, &Tensor),
+    first: usize,
+    mut keep: Option<Keep<'_, R>>,
     mut columns: Columns<'_, R>,
     progress: &progress::Epochs,
 ) -> Vec<Column<R>> {
@@ -240,7 +306,7 @@ fn train_on_host<R: EpochRow>(
     let mut r = vec![0f32; schedule.batch_size * k];
     let mut x_rows: Vec<&[f32]> = Vec::with_capacity(schedule.batch_size);
     let n_train = train.len();
-    for epoch in 1..=schedule.epochs {
+    for epoch in first..=schedule.epochs {
         let order =
             Vec::<i64>::try_from(Tensor::randperm(n_train, (Kind::Int64, tch::Device::Cpu)))
                 .expect("i64 order");
@@ -302,6 +368,13 @@ fn train_on_host<R: EpochRow>(
         }
         if !columns.epoch(epoch, &losses, progress) {
             break;
+        }
+        if keep.is_some() {
+            let w = Tensor::from_slice(&w).reshape([d as i64, k as i64]);
+            let b = Tensor::from_slice(&b).reshape([1, k as i64]);
+            if columns.keep(&mut keep, epoch, w, b) {
+                break;
+            }
         }
     }
     let norms: Vec<f64> = (0..k)

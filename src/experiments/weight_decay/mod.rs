@@ -13,11 +13,13 @@ mod charts;
 mod command;
 pub mod exercises;
 pub mod fused;
+mod resume;
 
 pub use book::{Data, Hyper};
 pub use command::{Finals, ValFinals, WeightDecay};
 pub use exercises::{Optimizer, Penalty};
 
+use crate::checkpoint;
 use crate::experiment::{self, fmt_num, Context, EpochRow, Recorder, Run, SettingStats, Stat};
 use crate::options::{
     defaults, epochs, examples, learning_rate, non_negative_f64, num_inputs, Engine, Version,
@@ -26,7 +28,6 @@ use crate::options::{
 use crate::progress;
 use crate::record::{self, Cell};
 use crate::stop::{self, Status};
-use crate::train;
 use anyhow::Result;
 use serde::Serialize;
 use std::path::Path;
@@ -129,7 +130,7 @@ impl Config {
 }
 
 /// One row of `<impl>-wd<λ>.csv`: the mean per-example loss, without the penalty, after an epoch.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize)]
 pub struct Epoch {
     pub epoch: usize,
     pub train_loss: f64,
@@ -212,31 +213,31 @@ impl Trained {
 /// Trains one version at one setting from a freshly seeded generator, so every run is
 /// reproducible on its own: the data are the same for every setting and version. Returns the
 /// wall time too.
-pub fn run_one(cfg: &Config, version: Version, setting: Setting, ctx: &Context) -> (Trained, f64) {
-    let mut runs = run_group(cfg, version, &[setting], ctx);
-    runs.remove(0)
+pub fn run_one(
+    cfg: &Config,
+    version: Version,
+    setting: Setting,
+    ctx: &Context,
+) -> Result<(Trained, f64)> {
+    let mut runs = run_group(cfg, version, &[setting], ctx)?;
+    Ok(runs.remove(0))
 }
 
 /// Trains one run with the autograd engine: the book's function for the book's setting (SGD,
-/// L2), its exercise variant otherwise, each epoch's losses read in one transfer and recorded.
+/// L2), its exercise variant otherwise, each epoch's losses read in one transfer and recorded
+/// (and checkpointed, with `checkpoint`; see `resume.rs`).
 fn train_autograd(
     cfg: &Config,
     version: Version,
     setting: Setting,
     data: &Data,
     progress: &progress::Epochs,
-) -> Trained {
+    (checkpoint, label): (Option<&checkpoint::RunCheckpoint>, String),
+) -> Result<Trained> {
     let hp = cfg.hyper();
-    let start = Instant::now();
-    let mut recorder = Recorder::new(progress);
-    let mut animator = |epoch: usize, [train, test]: [Tensor; 2]| {
-        if stop::requested().is_some() {
-            return recorder.interrupted();
-        }
-        let [train_loss, test_loss] = train::read(&[&train, &test]);
-        let elapsed = start.elapsed().as_secs_f64();
-        recorder.add(epoch, Epoch::new(epoch, train_loss, test_loss, elapsed))
-    };
+    let device = data.train.x.device();
+    let recorder = Recorder::new(progress);
+    let mut animator = resume::Recording::new(recorder, checkpoint, cfg.epochs, device, label);
     let (optimizer, penalty, wd) = (setting.optimizer, setting.penalty, setting.wd);
     let (w, b) = match (version, optimizer, penalty) {
         (Version::Scratch, _, Penalty::L2) => book::train_scratch(wd, &hp, data, &mut animator),
@@ -250,22 +251,27 @@ fn train_autograd(
             exercises::train_concise_with(optimizer, penalty, wd, &hp, data, &mut animator)
         }
     };
-    let (curve, status) = recorder.finish();
+    if let Some(e) = animator.failure {
+        return Err(e);
+    }
+    let (curve, status) = animator.recorder.finish();
     let w_norm = w.norm().double_value(&[]);
-    Trained::new(curve, status, w_norm, (&w, &b))
+    Ok(Trained::new(curve, status, w_norm, (&w, &b)))
 }
 
 /// Every setting of `settings` for one version, each with its wall time. The autograd engine
 /// trains them one after the other (none after an interrupted one); the fused engine trains
 /// them together as one batched model (same seed, so same data, initialisation and batches)
 /// and reports that shared time for each (it trains the book's SGD with L2 only: `prepare`
-/// refuses the others).
+/// refuses the others). With checkpoints (`ctx.checkpoints`), each autograd run keeps its
+/// own, a fused group one (under its first setting's name). Fails only when a checkpoint
+/// cannot be read or written.
 pub fn run_group(
     cfg: &Config,
     version: Version,
     settings: &[Setting],
     ctx: &Context,
-) -> Vec<(Trained, f64)> {
+) -> Result<Vec<(Trained, f64)>> {
     let validation = |trained: &mut Trained| {
         if let Some(n) = cfg.n_val {
             let val = exercises::validation_split(n, cfg.num_inputs, ctx.seed, ctx.device);
@@ -277,6 +283,12 @@ pub fn run_group(
             );
         }
     };
+    let checkpoint = |setting: Setting| {
+        ctx.checkpoints.as_ref().map(|plan| {
+            let stem = <WeightDecay as experiment::Experiment>::stem(version, setting, false);
+            plan.run(&stem, ctx.seed, version, &setting)
+        })
+    };
     match cfg.engine {
         Engine::Autograd => {
             let mut runs = Vec::new();
@@ -284,9 +296,11 @@ pub fn run_group(
                 tch::manual_seed(ctx.seed);
                 let start = Instant::now();
                 let data = Data::new(&cfg.hyper(), ctx.device);
-                let name = label(version, setting, &[setting.wd]);
-                let progress = progress::Epochs::new(ctx.tagged(name), cfg.epochs);
-                let mut trained = train_autograd(cfg, version, setting, &data, &progress);
+                let name = ctx.tagged(label(version, setting, &[setting.wd]));
+                let progress = progress::Epochs::new(name.clone(), cfg.epochs);
+                let c = checkpoint(setting);
+                let mut trained =
+                    train_autograd(cfg, version, setting, &data, &progress, (c.as_ref(), name))?;
                 validation(&mut trained);
                 let interrupted = trained.status == Status::Interrupted;
                 runs.push((trained, start.elapsed().as_secs_f64()));
@@ -294,7 +308,7 @@ pub fn run_group(
                     break;
                 }
             }
-            runs
+            Ok(runs)
         }
         Engine::Fused => {
             tch::manual_seed(ctx.seed);
@@ -303,19 +317,29 @@ pub fn run_group(
             let lambdas: Vec<f64> = settings.iter().map(|s| s.wd).collect();
             let name = format!("{} (fused)", label(version, settings[0], &lambdas));
             let progress = progress::Epochs::new(ctx.tagged(name), cfg.epochs);
-            let mut trained =
-                train_fused(cfg, version, &lambdas, &data, fused::Loops::Host, &progress);
+            let c = checkpoint(settings[0]);
+            let mut trained = train_fused(
+                cfg,
+                version,
+                &lambdas,
+                &data,
+                fused::Loops::Host,
+                &progress,
+                c.as_ref(),
+            )?;
             for t in &mut trained {
                 validation(t);
             }
             let seconds = start.elapsed().as_secs_f64();
-            trained.into_iter().map(|t| (t, seconds)).collect()
+            Ok(trained.into_iter().map(|t| (t, seconds)).collect())
         }
     }
 }
 
 /// The fused engine on the book's data and initialisation (drawn here, after the data, as the
-/// autograd engine draws them): SGD with the L2 penalty, every λ of `lambdas` at once.
+/// autograd engine draws them): SGD with the L2 penalty, every λ of `lambdas` at once; with
+/// `checkpoint`, the group's checkpoint written after each due epoch and, resuming, gone on
+/// from (the initial parameters drawn first, as always).
 pub fn train_fused(
     cfg: &Config,
     version: Version,
@@ -323,7 +347,8 @@ pub fn train_fused(
     data: &Data,
     loops: fused::Loops,
     progress: &progress::Epochs,
-) -> Vec<Trained> {
+    checkpoint: Option<&checkpoint::RunCheckpoint>,
+) -> Result<Vec<Trained>> {
     let device = data.train.x.device();
     let (w0, b0) = match version {
         Version::Scratch => book::init_params(cfg.num_inputs, device),
@@ -338,6 +363,28 @@ pub fn train_fused(
         lr: cfg.lr,
         batch_size: cfg.batch_size,
     };
+    let shape = (cfg.num_inputs as i64, lambdas.len() as i64);
+    let start = match checkpoint.filter(|c| c.resume) {
+        Some(c) => resume::restore_fused(c, cfg.epochs, shape, device, progress.label())?,
+        None => None,
+    };
+    let mut failure = None;
+    let mut keep = |snapshot: fused::Snapshot<'_, Epoch>| {
+        let Some(c) = checkpoint.filter(|c| c.due(snapshot.epoch, cfg.epochs)) else {
+            return std::ops::ControlFlow::Continue(());
+        };
+        match resume::save_fused(c, cfg.epochs, snapshot, device) {
+            Ok(()) => std::ops::ControlFlow::Continue(()),
+            Err(e) => {
+                failure = Some(e);
+                std::ops::ControlFlow::Break(())
+            }
+        }
+    };
+    let resume = checkpoint.map(|_| fused::Resume {
+        start,
+        keep: &mut keep,
+    });
     let columns = fused::train(
         schedule,
         version,
@@ -347,14 +394,18 @@ pub fn train_fused(
         loops,
         progress,
         Epoch::new,
+        resume,
     );
-    columns
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(columns
         .into_iter()
         .map(|c| {
             let bias = Tensor::from(c.bias);
             Trained::new(c.curve, c.status, c.w_norm, (&c.weight, &bias))
         })
-        .collect()
+        .collect())
 }
 
 /// What a run is called in messages and progress lines: `weight decay, concise adamw λ=0,3`.

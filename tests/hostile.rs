@@ -288,6 +288,8 @@ fn no_flag_value_aborts_the_program() {
         (&["dropout"], "--batch-size", no_data),
         (&["dropout"], "--checkpoint-every", no_data),
         (&["sweep", "dropout"], "--checkpoint-every", no_data),
+        (&["weight-decay"], "--checkpoint-every", wd_small),
+        (&["sweep", "weight-decay"], "--checkpoint-every", wd_small),
         (&["sweep", "weight-decay"], "--seeds", wd_small),
         (&["sweep", "weight-decay"], "--shard", wd_small),
         (

@@ -1,0 +1,190 @@
+//! A weight-decay command killed with SIGKILL in the middle of a run — the book's scratch
+//! version, the concise one with Adam (whose moments and step counts the checkpoint must
+//! carry), the fused engine's group of λ — then run again with `--resume`, ends with the files
+//! of an uninterrupted command: the same curves, summary and charts (timing columns aside).
+mod common;
+
+use common::*;
+use d2l_regularization::checkpoint;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn checkpoints(out: &Path) -> PathBuf {
+    out.join(".weight-decay.checkpoints")
+}
+
+fn spawn(out: &Path, args: &[&str]) -> Child {
+    Command::new(BIN)
+        .args(["--device", "cpu", "-q", "--out"])
+        .arg(out)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Kills `child` with SIGKILL once the checkpoint `file` holds `epoch` or more finished epochs
+/// (and fewer than all: the run is still training). Returns the epoch it saw.
+fn kill_after(mut child: Child, out: &Path, file: &str, epoch: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Ok(meta) = checkpoint::describe(&checkpoints(out).join(file)) {
+            if meta.epoch >= epoch {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                assert!(
+                    meta.epoch < meta.epochs,
+                    "{file} had finished: kill earlier"
+                );
+                return meta.epoch;
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the command ended ({status}) before {file} reached epoch {epoch}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{file} never reached epoch {epoch}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Every CSV of `<out>/weight-decay` without its timing columns, every chart byte for byte.
+fn results(out: &Path) -> Vec<(String, Vec<u8>)> {
+    let dir = out.join("weight-decay");
+    let mut files: Vec<(String, Vec<u8>)> = files_under(&dir)
+        .into_iter()
+        .filter_map(|p| {
+            let name = p.to_string_lossy().into_owned();
+            let p = dir.join(p);
+            let bytes = match p.extension()?.to_str()? {
+                "csv" => format!("{:?}", without_timings(&p)).into_bytes(),
+                "svg" => std::fs::read(&p).unwrap(),
+                _ => return None,
+            };
+            Some((name, bytes))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Runs `args` whole in `whole`; in `killed`, kills it at each of `kills` (a run's checkpoint
+/// and an epoch it must have passed), resuming after each, then resumes to the end: the same
+/// files, and no checkpoint left.
+fn killed_and_resumed_twice(args: &[&str], kills: [(&str, usize); 2]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (whole, killed) = (tmp.path().join("whole"), tmp.path().join("killed"));
+    let o = run_on_cpu(&whole, &[&["-q"], args].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let resume: Vec<&str> = [args, &["--resume"]].concat();
+    let mut said = Vec::new();
+    for (i, (file, epoch)) in kills.into_iter().enumerate() {
+        let command = if i == 0 { args } else { &resume[..] };
+        let at = kill_after(spawn(&killed, command), &killed, file, epoch);
+        said.push(format!(
+            "continuing from its checkpoint after epoch {at} of"
+        ));
+    }
+    let o = run_on_cpu(&killed, &resume);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(&said[1]),
+        "the last kill's run did not go on: {err}"
+    );
+    let (a, b) = (results(&whole), results(&killed));
+    let names = |r: &[(String, Vec<u8>)]| r.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b));
+    assert!(names(&a).iter().any(|n| n.ends_with(".svg")));
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x == y, "{name} differs from the uninterrupted command's");
+    }
+    assert!(
+        !checkpoints(&killed).exists(),
+        "a finished command removes its checkpoints"
+    );
+}
+
+/// The autograd engine: killed inside the scratch run, then inside the concise Adam run (its
+/// optimizer's moments must come back exactly, or every later step differs).
+#[test]
+fn a_weight_decay_command_killed_twice_resumes_to_the_uninterrupted_files() {
+    let args = [
+        "weight-decay",
+        "--wd",
+        "3",
+        "--optimizer",
+        "sgd,adam",
+        "--epochs",
+        "1500",
+        "--n-val",
+        "50",
+        "--checkpoint-every",
+        "5",
+    ];
+    killed_and_resumed_twice(
+        &args,
+        [
+            ("scratch-wd3-seed0.safetensors", 300),
+            ("concise-adam-wd3-seed0.safetensors", 300),
+        ],
+    );
+}
+
+/// The fused engine: each version's group of λ killed midway.
+#[test]
+fn a_fused_weight_decay_command_killed_twice_resumes_to_the_uninterrupted_files() {
+    let args = [
+        "weight-decay",
+        "--engine",
+        "fused",
+        "--wd",
+        "0,3",
+        "--epochs",
+        "30000",
+        "--checkpoint-every",
+        "500",
+    ];
+    killed_and_resumed_twice(
+        &args,
+        [
+            ("scratch-wd0-seed0.safetensors", 5000),
+            ("concise-wd0-seed0.safetensors", 5000),
+        ],
+    );
+}
+
+/// A checkpoint of another optimizer's run is refused by name before anything trains.
+#[test]
+fn a_weight_decay_checkpoint_of_other_flags_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    let args = [
+        "weight-decay",
+        "--optimizer",
+        "adam",
+        "--impl",
+        "concise",
+        "--epochs",
+        "3000",
+    ];
+    let child = spawn(out, &[&args[..], &["--checkpoint-every", "50"]].concat());
+    kill_after(child, out, "concise-adam-wd0-seed0.safetensors", 100);
+    let other = [
+        "weight-decay",
+        "--optimizer",
+        "adamw",
+        "--impl",
+        "concise",
+        "--epochs",
+        "3000",
+    ];
+    let o = run_on_cpu(out, &[&other[..], &["--resume"]].concat());
+    assert_fails_with(&o, &["concise-adam-wd0-seed0.safetensors", "--overwrite"]);
+    let o = run_on_cpu(out, &[&other[..], &["--overwrite", "-q"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+}

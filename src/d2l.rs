@@ -3,8 +3,8 @@
 //! with `d2l.Animator`, the caller passes an [`Animator`]: it receives each epoch's values (on
 //! the device) and may answer "stop" — that is where progress lines, records, Ctrl-C and
 //! divergence live, outside the book's code.
-use crate::checkpoint::optimizer;
 use crate::data::batches;
+use crate::nn::optimizer_state;
 use std::ops::ControlFlow;
 use tch::nn::{ModuleT, Optimizer};
 use tch::{Kind, Tensor};
@@ -38,7 +38,7 @@ impl<V, F: FnMut(usize, V) -> ControlFlow<()>> Animate<V> for F {
 /// the state of its optimizer where it has one (Adam's moments; plain SGD has none).
 pub struct Model<'a> {
     pub params: &'a [(&'a str, &'a Tensor)],
-    pub optimizer: Option<&'a optimizer::State>,
+    pub optimizer: Option<&'a optimizer_state::State>,
 }
 
 /// `d2l.load_array(data, batch_size, is_train=True)`: mini-batches in a fresh random order

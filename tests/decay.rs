@@ -248,3 +248,63 @@ fn without_regroup_nothing_decays() {
         assert!(p.equal(&start[&name]), "{name} decayed");
     }
 }
+
+/// `optimizer_state`: an optimizer's state saved after some steps and set into a fresh optimizer
+/// (over parameters copied from the first) makes the next steps the same bit for bit: Adam's and
+/// AdamW's moments and step counts, and SGD's momentum buffers. Without the state the fresh
+/// optimizer's next steps differ, so the check can fail.
+#[test]
+fn an_optimizer_state_saved_and_set_gives_the_same_next_steps() {
+    use d2l_regularization::nn::optimizer_state;
+    let _guard = rng_lock();
+    fn check<C: OptimizerConfig + Clone>(config: C, what: &str) {
+        tch::manual_seed(5);
+        let coefficients: BTreeMap<String, Tensor> = {
+            let vs = VarStore::new(Device::Cpu);
+            let _ = stock_model(&vs);
+            snapshot(&vs)
+                .into_iter()
+                .map(|(k, v)| (k, v.randn_like()))
+                .collect()
+        };
+        let build = |seed: i64| {
+            tch::manual_seed(seed);
+            let vs = VarStore::new(Device::Cpu);
+            let _ = stock_model(&vs);
+            decay::regroup(&vs);
+            let (config, state) = optimizer_state::saveable(config.clone());
+            let opt = decay::optimizer(config, &vs, LR, LAMBDA).unwrap();
+            (vs, opt, state)
+        };
+        let (vs, mut opt, state) = build(1);
+        steps(&mut opt, &vs, &coefficients);
+        let bytes = state.save().unwrap();
+        // Fresh models (other initial values) given the first's parameters; one its state too.
+        let (mut vs2, mut opt2, state2) = build(2);
+        vs2.copy(&vs).unwrap();
+        state2.load(&bytes).unwrap();
+        let (mut vs3, mut opt3, _) = build(3);
+        vs3.copy(&vs).unwrap();
+        steps(&mut opt, &vs, &coefficients);
+        steps(&mut opt2, &vs2, &coefficients);
+        steps(&mut opt3, &vs3, &coefficients);
+        let (a, b, c) = (snapshot(&vs), snapshot(&vs2), snapshot(&vs3));
+        for (name, t) in &a {
+            assert!(
+                t.equal(&b[name]),
+                "{what}: {name} differs after the state was set"
+            );
+        }
+        assert!(
+            a.iter().any(|(name, t)| !t.equal(&c[name])),
+            "{what}: without the state the steps should differ"
+        );
+    }
+    check(nn::Adam::default(), "Adam");
+    check(nn::AdamW::default(), "AdamW");
+    let momentum = nn::Sgd {
+        momentum: 0.9,
+        ..Default::default()
+    };
+    check(momentum, "SGD with momentum");
+}

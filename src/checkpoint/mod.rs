@@ -7,7 +7,7 @@
 //! format, the program's identity, the run's fingerprint, the finished epochs and their rows,
 //! and what else the run keeps (the fused engine's mask generator, activation rows). A run whose
 //! optimizer has state (Adam's moments and step counts) keeps it as libtorch serialises it
-//! (`optimizer.state`, uint8; see [`optimizer`]).
+//! (`optimizer.state`, uint8; see [`crate::nn::optimizer_state`]).
 //!
 //! Written through a temporary file, synced and renamed, so a kill at any instant leaves the
 //! previous checkpoint or the new one. Read back, every field is checked: a file that is
@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 pub mod generator;
-pub mod optimizer;
 
 /// The layout of the metadata; another number is refused.
 pub const FORMAT: u32 = 1;
@@ -159,7 +158,7 @@ impl Meta {
 pub struct Loaded {
     pub meta: Meta,
     pub tensors: HashMap<String, Tensor>,
-    /// The optimizer's state ([`optimizer::State::save`]), where the run's optimizer has one.
+    /// The optimizer's state ([`crate::nn::optimizer_state::State::save`]), where the run's optimizer has one.
     pub optimizer: Option<Vec<u8>>,
     generators: Vec<(Device, Vec<u8>)>,
 }
@@ -422,7 +421,11 @@ impl Loaded {
     }
 
     /// Sets the state of the optimizer `state` handles to the checkpoint's (which must have one).
-    pub fn restore_optimizer(&self, path: &Path, state: &optimizer::State) -> Result<()> {
+    pub fn restore_optimizer(
+        &self,
+        path: &Path,
+        state: &crate::nn::optimizer_state::State,
+    ) -> Result<()> {
         let bytes = self.optimizer.as_ref().ok_or_else(|| {
             anyhow::anyhow!(
                 "the checkpoint '{}' holds no optimizer state; {WAY_ON}",

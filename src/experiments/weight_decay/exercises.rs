@@ -9,9 +9,9 @@
 //!   decay groups (`--optimizer adam|adamw`);
 //! - a **validation** split to choose λ on (exercise 2, `--n-val`), drawn after training.
 use super::book::{self, Data, Hyper};
-use crate::checkpoint::optimizer::{self, State};
 use crate::d2l::{self, Animator, Model, Split};
 use crate::nn::decay;
+use crate::nn::optimizer_state::{self, State};
 use anyhow::Result;
 use serde::Serialize;
 use tch::nn::{self, Module};
@@ -71,7 +71,7 @@ impl Optimizer {
             lr: f64,
             wd: f64,
         ) -> Result<(nn::Optimizer, State)> {
-            let (config, state) = optimizer::saveable(config);
+            let (config, state) = optimizer_state::saveable(config);
             Ok((decay::optimizer(config, vs, lr, wd)?, state))
         }
         match self {

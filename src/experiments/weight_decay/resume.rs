@@ -6,9 +6,10 @@
 //! The fused engine's group of λ keeps one checkpoint ([`save_fused`], [`restore_fused`]).
 use super::fused::{Snapshot, Start};
 use super::Epoch;
-use crate::checkpoint::{self, optimizer, Loaded, RunCheckpoint};
+use crate::checkpoint::{self, Loaded, RunCheckpoint};
 use crate::d2l::{Animate, Model};
 use crate::experiment::Recorder;
+use crate::nn::optimizer_state;
 use crate::stop::{self, Status};
 use crate::train;
 use anyhow::{bail, Context as _, Result};
@@ -29,7 +30,7 @@ pub(super) struct Recording<'a> {
     /// The seconds a resumed run had trained before.
     before: f64,
     params: Vec<(String, Tensor)>,
-    optimizer: Option<optimizer::State>,
+    optimizer: Option<optimizer_state::State>,
     /// Why the run stopped, when a checkpoint could not be read or written.
     pub failure: Option<anyhow::Error>,
 }

@@ -4,12 +4,12 @@
 //! (`src/cpu/optimizer.cpp`, libtorch's own `Optimizer::save` / `load`).
 //!
 //! ```no_run
-//! use d2l_regularization::checkpoint::optimizer;
+//! use d2l_regularization::nn::optimizer_state;
 //! use tch::nn::{self, OptimizerConfig};
 //!
 //! let vs = nn::VarStore::new(tch::Device::Cpu);
 //! let _ = nn::linear(vs.root(), 4, 1, Default::default());
-//! let (config, state) = optimizer::saveable(nn::Adam::default());
+//! let (config, state) = optimizer_state::saveable(nn::Adam::default());
 //! let mut opt = config.build(&vs, 1e-3)?;
 //! let bytes = state.save()?; // after some steps: Adam's moments
 //! state.load(&bytes)?; // into this optimizer, or one built the same way

@@ -10,7 +10,7 @@
 #   1. a Rust toolchain (rustup) when cargo is missing, and a C++ compiler (torch-sys builds C++);
 #   2. a Python venv OUTSIDE the checkout with torch==2.11.0 (what tch 0.24 expects),
 #      torchvision==0.26.0 (the book's loader, for the benchmark) and nvidia-cuda-crt (headers
-#      for the CUDA-graph shim):
+#      for the CUDA-graph shim) and tensorboard==2.21.0 (to open and test the event files):
 #      $D2L_VENV, else an active venv that already has torch 2.11.0, else
 #      ${XDG_CACHE_HOME:-~/.cache}/d2l-regularization/venv;
 #   3. Fashion-MNIST from Debian's package dataset-fashion-mnist where apt is available;
@@ -22,6 +22,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TORCH_VERSION=2.11.0
 TORCHVISION_VERSION=0.26.0
 CUDA_CRT_VERSION=13.0.88
+TENSORBOARD_VERSION=2.21.0
 say() { printf '[setup] %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
 apt_updated=
@@ -70,6 +71,12 @@ has_torch "$python" || { say "torch $TORCH_VERSION is not importable from $pytho
 if ! "$python" -c "import importlib.metadata as m; m.version('nvidia-cuda-crt')" >/dev/null 2>&1; then
   say "installing nvidia-cuda-crt==$CUDA_CRT_VERSION (CUDA headers for the CUDA-graph shim)"
   "$python" -m pip install -q --disable-pip-version-check "nvidia-cuda-crt==$CUDA_CRT_VERSION"
+fi
+# TensorBoard: to open the event files the runs write, its reader for the tests, and
+# torch.utils.tensorboard for the PyTorch counterpart.
+if ! "$python" -c "import importlib.metadata as m, sys; sys.exit(m.version('tensorboard') != '$TENSORBOARD_VERSION')" >/dev/null 2>&1; then
+  say "installing tensorboard==$TENSORBOARD_VERSION into $venv"
+  "$python" -m pip install -q --disable-pip-version-check "tensorboard==$TENSORBOARD_VERSION"
 fi
 torch_dir=$("$python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')
 say "PyTorch: $("$python" -c 'import torch; print(torch.__version__)') in $venv"

@@ -53,6 +53,9 @@ pub struct Global {
     /// Write the CSV files only, no SVG charts
     #[arg(long, global = true)]
     pub no_plot: bool,
+    /// Write no TensorBoard event files (by default every run's curve goes to <out>/tensorboard/ as it trains)
+    #[arg(long, global = true)]
+    pub no_tensorboard: bool,
     /// CPU only: the same digits on any x86-64 CPU (MKL's COMPATIBLE branch, ATen's AVX2
     /// kernels, 2 threads unless --threads is given), at a cost in speed
     #[arg(long, global = true)]

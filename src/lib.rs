@@ -23,6 +23,7 @@ pub mod progress;
 pub mod record;
 pub mod stop;
 pub mod sweep;
+pub mod tensorboard;
 pub mod train;
 pub mod workbook;
 

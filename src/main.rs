@@ -124,6 +124,8 @@ fn run(cli: Cli) -> Result<()> {
         plots: !g.no_plot,
         tag: None,
         checkpoints: None,
+        tensorboard: !g.no_tensorboard,
+        board: None,
     };
     match &cli.command {
         Some(command) => command.run(&ctx),

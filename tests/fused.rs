@@ -29,6 +29,8 @@ fn ctx(seed: i64) -> Context {
         plots: false,
         tag: None,
         checkpoints: None,
+        tensorboard: false,
+        board: None,
     }
 }
 
@@ -71,7 +73,7 @@ fn fused_weight_decay_matches_autograd_to_rounding() {
                     &data,
                     loops,
                     &quiet(cfg.epochs),
-                    None,
+                    (None, Vec::new()),
                 )
                 .unwrap();
                 for ((r, f), wd) in reference.iter().zip(&fused).zip(lambdas) {

@@ -51,14 +51,16 @@ fn assert_clean(o: &Output, what: &str) {
     }
 }
 
-/// No hidden file but the lock files: no temporary, no staging directory.
+/// No hidden file but the lock files and kept checkpoints: no temporary, no staging directory.
 fn assert_no_temporaries(out: &Path) {
     let mut stack = vec![out.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
+            // A failed command keeps its runs' checkpoints (for --resume), not its temporaries.
+            let kept = name.contains(".lock") || name.ends_with(".checkpoints");
             assert!(
-                !name.starts_with('.') || name.contains(".lock"),
+                !name.starts_with('.') || kept,
                 "left behind: {}",
                 e.path().display()
             );

@@ -157,6 +157,8 @@ fn ctx(out: &Path) -> Context {
         plots: true,
         tag: None,
         checkpoints: None,
+        tensorboard: false,
+        board: None,
     }
 }
 

@@ -227,6 +227,8 @@ fn each_run_is_reproducible_on_its_own() {
         plots: false,
         tag: None,
         checkpoints: None,
+        tensorboard: false,
+        board: None,
     };
     let (a, _) = weight_decay::run_one(
         &cfg,

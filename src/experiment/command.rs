@@ -6,6 +6,7 @@ use crate::checkpoint;
 use crate::options::Version;
 use crate::record::{self, Cell};
 use crate::stop::{self, Status};
+use crate::tensorboard::Board;
 use crate::workbook;
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
@@ -105,8 +106,10 @@ pub fn run<E: Experiment>(
         }
         None => None,
     };
+    let board = (ctx.tensorboard).then(|| Board::new(ctx.out.join("tensorboard").join(E::NAME)));
     let ctx = &Context {
         checkpoints: plan.clone(),
+        board,
         ..ctx.clone()
     };
     let stage = atomic::staging_dir(&ctx.out, E::NAME)?;
@@ -114,6 +117,13 @@ pub fn run<E: Experiment>(
         Ok(outcome) => outcome,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&stage);
+            if let Some(plan) = &plan {
+                eprintln!(
+                    "note: the runs' checkpoints are kept in {}: once the cause below is fixed, \
+                     --resume goes on from them (--overwrite starts over)",
+                    plan.dir.display()
+                );
+            }
             return Err(atomic::named_as(e, &stage, &dir));
         }
     };
@@ -335,6 +345,7 @@ fn write_runs<E: Experiment>(
             let title = E::curve_title(version, setting, &run);
             let chart = ctx.plots.then(|| E::curve_chart(&title));
             let bytes = record::write_curve(dir, &stem, &run.curve, chart)?;
+            super::finish_board::<E>(cfg, ctx, version, setting, &run)?;
             if run.status == Status::Ok {
                 E::save(cfg, &run, &dir.join(&stem), ctx.plots)?;
             }

@@ -1,8 +1,9 @@
 //! Settings and final figures as columns: a serde struct's fields, in their declared order,
 //! as names and cells (and back, for a sweep's records).
-use super::{fmt_num, Experiment};
+use super::{fmt_num, Experiment, Finals as _};
 use crate::options::Version;
 use crate::record::Cell;
+use crate::stop::Status;
 use anyhow::Result;
 use serde::Serialize;
 
@@ -131,4 +132,55 @@ where
     };
     let digest = Md5::digest(format!("{}\n{kind}\n{text}", E::NAME).as_bytes());
     Ok(crate::data::download::hex(&digest))
+}
+
+/// Ends a run's TensorBoard run (see [`crate::tensorboard`]) when the command writes them: its
+/// hyper-parameters — the version, the setting's fields, the configuration's other single
+/// values and the seed — its final figures as the HParams dashboard's metrics
+/// (`final/<figure>`, at the run's last epoch) and whether it finished. Fails with the run's
+/// first write failure.
+pub fn finish_board<E: Experiment>(
+    cfg: &E::Config,
+    ctx: &super::Context,
+    version: Version,
+    setting: E::Setting,
+    run: &super::Run<E>,
+) -> Result<()> {
+    use crate::tensorboard::Value;
+    let Some(board) = &ctx.board else {
+        return Ok(());
+    };
+    let mut hparams = vec![("impl".to_string(), Value::Text(version.name().into()))];
+    for (name, cell) in setting_fields(&setting) {
+        let value = match cell {
+            Cell::Text(s) => Value::Text(s),
+            Cell::Float(v) => Value::Number(v),
+            Cell::Int(v) => Value::Number(v as f64),
+        };
+        hparams.push((name, value));
+    }
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(cfg) {
+        for (name, v) in fields {
+            let skip = name == "implementation"
+                || E::NOT_RESULTS.contains(&name.as_str())
+                || hparams.iter().any(|(n, _)| *n == name);
+            let value = match v {
+                _ if skip => continue,
+                serde_json::Value::Number(n) => Value::Number(n.as_f64().unwrap_or(f64::NAN)),
+                serde_json::Value::String(s) => Value::Text(s),
+                serde_json::Value::Bool(b) => Value::Bool(b),
+                _ => continue,
+            };
+            hparams.push((name, value));
+        }
+    }
+    hparams.push(("seed".into(), Value::Number(ctx.seed as f64)));
+    let mut metrics: Vec<(String, f64)> = figures(&run.finals)
+        .into_iter()
+        .map(|(name, v)| (format!("final/{}", name.trim_start_matches("final_")), v))
+        .collect();
+    metrics.push(("final/gap".into(), run.finals.gap()));
+    let name = format!("{}-seed{}", E::stem(version, setting, false), ctx.seed);
+    let ok = run.status == Status::Ok;
+    board.finish(&name, &hparams, &metrics, run.curve.len() as i64, ok)
 }

@@ -20,7 +20,7 @@ mod fields;
 pub use command::{check_grid, run, CheckpointWriting, Checkpoints, MAX_SETTINGS};
 use fields::cell_text;
 pub use fields::{
-    figures, finals_from, fingerprint, setting_cells, setting_columns, setting_fields,
+    figures, finals_from, fingerprint, finish_board, setting_cells, setting_columns, setting_fields,
 };
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -39,6 +39,10 @@ pub struct Context {
     pub tag: Option<String>,
     /// Where the runs keep their checkpoints (none: no checkpoints).
     pub checkpoints: Option<crate::checkpoint::Plan>,
+    /// Whether runs write TensorBoard event files (`--no-tensorboard` turns it off).
+    pub tensorboard: bool,
+    /// Where this command's runs write them (set by the run command and the sweep).
+    pub board: Option<crate::tensorboard::Board>,
 }
 
 impl Context {
@@ -49,6 +53,11 @@ impl Context {
             tag: Some(format!("seed {seed}")),
             ..self.clone()
         }
+    }
+
+    /// The TensorBoard run of the run `stem` at this seed (`<stem>-seed<k>`), started afresh.
+    pub fn board_run(&self, stem: &str) -> Option<crate::tensorboard::Run> {
+        (self.board.as_ref()).map(|b| b.run(&format!("{stem}-seed{}", self.seed)))
     }
 
     /// A progress label with the context's tag.
@@ -335,6 +344,8 @@ pub struct Recorder<'a, R> {
     curve: Vec<R>,
     status: Status,
     progress: &'a progress::Epochs,
+    /// The run's TensorBoard event file, which gets every kept row as it comes.
+    board: Option<crate::tensorboard::Run>,
 }
 
 impl<'a, R: EpochRow> Recorder<'a, R> {
@@ -343,7 +354,23 @@ impl<'a, R: EpochRow> Recorder<'a, R> {
             curve: Vec::new(),
             status: Status::Ok,
             progress,
+            board: None,
         }
+    }
+
+    /// The same, writing every row to `board` too (see [`board_scalars`]).
+    pub fn with_board(mut self, board: Option<crate::tensorboard::Run>) -> Self {
+        self.board = board;
+        self
+    }
+
+    /// Writes `row` to the board; false when that failed (the run then stops, and the
+    /// command reports the failure as it ends the run).
+    fn log(&self, row: &R) -> bool {
+        self.board.as_ref().is_none_or(|b| {
+            let step = board_step(row);
+            b.scalars(step, &board_scalars(row))
+        })
     }
 
     /// Keeps epoch `epoch`'s row, or stops the run if it has diverged.
@@ -353,12 +380,23 @@ impl<'a, R: EpochRow> Recorder<'a, R> {
             return ControlFlow::Break(());
         }
         self.progress.epoch(epoch, &row.figures());
+        let logged = self.log(&row);
         self.curve.push(row);
+        if !logged {
+            self.status = Status::Interrupted;
+            return ControlFlow::Break(());
+        }
         ControlFlow::Continue(())
     }
 
-    /// Continues a run from the rows of its finished epochs (a checkpoint's).
+    /// Continues a run from the rows of its finished epochs (a checkpoint's), written to the
+    /// board again (its event file was started afresh).
     pub fn resume(&mut self, rows: Vec<R>) {
+        for row in &rows {
+            if !self.log(row) {
+                break;
+            }
+        }
         self.curve = rows;
     }
 
@@ -377,6 +415,27 @@ impl<'a, R: EpochRow> Recorder<'a, R> {
     pub fn finish(self) -> (Vec<R>, Status) {
         (self.curve, self.status)
     }
+}
+
+/// A row's `epoch` field: its step on the board.
+pub fn board_step<R: Serialize>(row: &R) -> i64 {
+    serde_json::to_value(row)
+        .ok()
+        .and_then(|v| v.get("epoch").and_then(|e| e.as_i64()))
+        .unwrap_or(0)
+}
+
+/// A row's figures as TensorBoard scalars: every number but the epoch (the step), tagged with
+/// its CSV column's name.
+pub fn board_scalars<R: Serialize>(row: &R) -> Vec<(String, f64)> {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(row) else {
+        return Vec::new();
+    };
+    fields
+        .into_iter()
+        .filter(|(name, _)| name != "epoch")
+        .filter_map(|(name, v)| Some((name, v.as_f64()?)))
+        .collect()
 }
 
 /// A named figure of a curve's rows.

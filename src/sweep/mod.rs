@@ -206,8 +206,10 @@ where
         std::fs::create_dir_all(&plan.dir)
             .with_context(|| format!("cannot create '{}'", plan.dir.display()))?;
     }
+    let board = (ctx.tensorboard).then(|| crate::tensorboard::Board::new(dir.join("tensorboard")));
     let ctx = &Context {
         checkpoints: checkpoints.clone(),
+        board,
         ..ctx.clone()
     };
     if sweep.shard.is_none() {
@@ -271,6 +273,8 @@ where
                     let record =
                         write_run::<E>(cfg, &runs_dir, p, &run, &fingerprint, &config, &seeds)?;
                     records.insert(p.stem.clone(), record);
+                    let ctx = ctx.with_seed(p.seed);
+                    experiment::finish_board::<E>(cfg, &ctx, p.version, p.setting, &run)?;
                     // Its record written, a run that ended needs its checkpoint no more.
                     if let Some(plan) = checkpoints.as_ref().filter(|_| !writing.keep_checkpoints) {
                         if run.status != Status::Interrupted {

@@ -289,11 +289,10 @@ pub fn train(
     ctx: &Context,
     progress: &progress::Epochs,
 ) -> Result<Trained> {
-    let checkpoint = ctx.checkpoints.as_ref().map(|plan| {
-        let stem = <DropoutMlp as experiment::Experiment>::stem(version, setting, false);
-        plan.run(&stem, ctx.seed, version, &setting)
-    });
-    let mut recorder = Recorder::new(progress);
+    let stem = <DropoutMlp as experiment::Experiment>::stem(version, setting, false);
+    let checkpoint =
+        (ctx.checkpoints.as_ref()).map(|plan| plan.run(&stem, ctx.seed, version, &setting));
+    let mut recorder = Recorder::new(progress).with_board(ctx.board_run(&stem));
     let mut activations = Vec::new();
     let begin = Instant::now();
     let mut epoch_start = Instant::now();

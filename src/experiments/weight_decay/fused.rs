@@ -70,15 +70,27 @@ pub struct Snapshot<'a, R> {
 /// written).
 pub type Keep<'a, R> = &'a mut dyn FnMut(Snapshot<'_, R>) -> ControlFlow<()>;
 
-/// A group that keeps checkpoints: where it starts, and what keeps each finished epoch.
-pub struct Resume<'a, R> {
+/// What else a group does: start from a checkpoint's state, keep each finished epoch (its
+/// checkpoint), write each λ's rows to its TensorBoard run (one per λ, or none).
+pub struct Hooks<'a, R> {
     pub start: Option<Start<R>>,
-    pub keep: Keep<'a, R>,
+    pub keep: Option<Keep<'a, R>>,
+    pub boards: Vec<crate::tensorboard::Run>,
+}
+
+impl<R> Default for Hooks<'_, R> {
+    fn default() -> Self {
+        Hooks {
+            start: None,
+            keep: None,
+            boards: Vec::new(),
+        }
+    }
 }
 
 /// Trains one model per λ from the initial weight `w0` (`[inputs, 1]`) and bias `b0`, column k
 /// of the weight matrix being the model with `lambdas[k]`, with [`Loops::Host`] on the CPU and
-/// [`Loops::Tensors`] elsewhere; with `resume`, from its start and keeping each epoch.
+/// [`Loops::Tensors`] elsewhere; with `hooks`, from its start, keeping each epoch.
 ///
 /// Scratch: loss ½r² + λ‖w‖²/2 per example, `w -= lr·grad/batch_size`, so
 /// w ← (1 − lr·λ·B/batch_size)·w − (lr/batch_size)·Xᵀr. Concise: MSE, decay λ on the weight
@@ -93,7 +105,7 @@ pub fn train<R: EpochRow>(
     loops: Loops,
     progress: &progress::Epochs,
     row: MakeRow<R>,
-    resume: Option<Resume<'_, R>>,
+    hooks: Hooks<'_, R>,
 ) -> Vec<Column<R>> {
     let _guard = tch::no_grad_guard();
     let device = train.x.device();
@@ -101,17 +113,13 @@ pub fn train<R: EpochRow>(
     let mut w = w0.detach().repeat([1, k]);
     let mut b = b0.detach().reshape([1, 1]).repeat([1, k]);
     let mut columns = Columns::new(lambdas, row);
+    columns.boards = hooks.boards;
     let mut first = 1;
-    let mut keep = None;
-    if let Some(resume) = resume {
-        if let Some(start) = resume.start {
-            (w, b, first) = (start.w, start.b, start.epoch + 1);
-            columns.curves = start.curves;
-            columns.status = start.status;
-            columns.before = start.before;
-        }
-        keep = Some(resume.keep);
+    if let Some(start) = hooks.start {
+        (w, b, first) = (start.w, start.b, start.epoch + 1);
+        columns.resume(start.curves, start.status, start.before);
     }
+    let mut keep = hooks.keep;
     if loops == Loops::Host && device == tch::Device::Cpu {
         return train_on_host(
             schedule,
@@ -169,6 +177,8 @@ struct Columns<'a, R> {
     start: std::time::Instant,
     /// Seconds trained before `start` (a resumed group's).
     before: f64,
+    /// Each λ's TensorBoard run (or none).
+    boards: Vec<crate::tensorboard::Run>,
     lambdas: &'a [f64],
     curves: Vec<Vec<R>>,
     status: Vec<Status>,
@@ -181,6 +191,7 @@ impl<'a, R: EpochRow> Columns<'a, R> {
         Columns {
             start: std::time::Instant::now(),
             before: 0.0,
+            boards: Vec::new(),
             lambdas,
             curves: vec![Vec::new(); k],
             status: vec![Status::Ok; k],
@@ -211,6 +222,12 @@ impl<'a, R: EpochRow> Columns<'a, R> {
                 self.before + self.start.elapsed().as_secs_f64(),
             );
             if row.finite() {
+                if !self.log(j, &row) {
+                    self.status
+                        .iter_mut()
+                        .for_each(|s| *s = Status::Interrupted);
+                    return false;
+                }
                 self.curves[j].push(row);
                 figures.push(format!(
                     "λ={} test {test_loss:.2e}",
@@ -222,6 +239,24 @@ impl<'a, R: EpochRow> Columns<'a, R> {
         }
         progress.epoch(epoch, &figures.join(", "));
         self.status.contains(&Status::Ok)
+    }
+
+    /// Goes on from a checkpoint's curves and statuses (written to the boards again).
+    fn resume(&mut self, curves: Vec<Vec<R>>, status: Vec<Status>, before: f64) {
+        for (j, rows) in curves.iter().enumerate() {
+            for row in rows {
+                self.log(j, row);
+            }
+        }
+        (self.curves, self.status, self.before) = (curves, status, before);
+    }
+
+    /// Writes column `j`'s `row` to its board; false when that failed.
+    fn log(&self, j: usize, row: &R) -> bool {
+        self.boards.get(j).is_none_or(|b| {
+            let step = crate::experiment::board_step(row);
+            b.scalars(step, &crate::experiment::board_scalars(row))
+        })
     }
 
     /// Shows `keep` the group after `epoch` (weights `w`, biases `b`); true when it says stop.

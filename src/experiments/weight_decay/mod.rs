@@ -231,12 +231,11 @@ fn train_autograd(
     version: Version,
     setting: Setting,
     data: &Data,
-    progress: &progress::Epochs,
+    recorder: Recorder<'_, Epoch>,
     (checkpoint, label): (Option<&checkpoint::RunCheckpoint>, String),
 ) -> Result<Trained> {
     let hp = cfg.hyper();
     let device = data.train.x.device();
-    let recorder = Recorder::new(progress);
     let mut animator = resume::Recording::new(recorder, checkpoint, cfg.epochs, device, label);
     let (optimizer, penalty, wd) = (setting.optimizer, setting.penalty, setting.wd);
     let (w, b) = match (version, optimizer, penalty) {
@@ -283,11 +282,10 @@ pub fn run_group(
             );
         }
     };
+    let stem =
+        |setting: Setting| <WeightDecay as experiment::Experiment>::stem(version, setting, false);
     let checkpoint = |setting: Setting| {
-        ctx.checkpoints.as_ref().map(|plan| {
-            let stem = <WeightDecay as experiment::Experiment>::stem(version, setting, false);
-            plan.run(&stem, ctx.seed, version, &setting)
-        })
+        (ctx.checkpoints.as_ref()).map(|plan| plan.run(&stem(setting), ctx.seed, version, &setting))
     };
     match cfg.engine {
         Engine::Autograd => {
@@ -299,8 +297,9 @@ pub fn run_group(
                 let name = ctx.tagged(label(version, setting, &[setting.wd]));
                 let progress = progress::Epochs::new(name.clone(), cfg.epochs);
                 let c = checkpoint(setting);
+                let recorder = Recorder::new(&progress).with_board(ctx.board_run(&stem(setting)));
                 let mut trained =
-                    train_autograd(cfg, version, setting, &data, &progress, (c.as_ref(), name))?;
+                    train_autograd(cfg, version, setting, &data, recorder, (c.as_ref(), name))?;
                 validation(&mut trained);
                 let interrupted = trained.status == Status::Interrupted;
                 runs.push((trained, start.elapsed().as_secs_f64()));
@@ -318,6 +317,10 @@ pub fn run_group(
             let name = format!("{} (fused)", label(version, settings[0], &lambdas));
             let progress = progress::Epochs::new(ctx.tagged(name), cfg.epochs);
             let c = checkpoint(settings[0]);
+            let boards = settings
+                .iter()
+                .filter_map(|&s| ctx.board_run(&stem(s)))
+                .collect();
             let mut trained = train_fused(
                 cfg,
                 version,
@@ -325,7 +328,7 @@ pub fn run_group(
                 &data,
                 fused::Loops::Host,
                 &progress,
-                c.as_ref(),
+                (c.as_ref(), boards),
             )?;
             for t in &mut trained {
                 validation(t);
@@ -339,7 +342,7 @@ pub fn run_group(
 /// The fused engine on the book's data and initialisation (drawn here, after the data, as the
 /// autograd engine draws them): SGD with the L2 penalty, every λ of `lambdas` at once; with
 /// `checkpoint`, the group's checkpoint written after each due epoch and, resuming, gone on
-/// from (the initial parameters drawn first, as always).
+/// from (the initial parameters drawn first, as always); each λ's rows to its board, if any.
 pub fn train_fused(
     cfg: &Config,
     version: Version,
@@ -347,7 +350,10 @@ pub fn train_fused(
     data: &Data,
     loops: fused::Loops,
     progress: &progress::Epochs,
-    checkpoint: Option<&checkpoint::RunCheckpoint>,
+    (checkpoint, boards): (
+        Option<&checkpoint::RunCheckpoint>,
+        Vec<crate::tensorboard::Run>,
+    ),
 ) -> Result<Vec<Trained>> {
     let device = data.train.x.device();
     let (w0, b0) = match version {
@@ -381,10 +387,11 @@ pub fn train_fused(
             }
         }
     };
-    let resume = checkpoint.map(|_| fused::Resume {
+    let hooks = fused::Hooks {
         start,
-        keep: &mut keep,
-    });
+        keep: checkpoint.map(|_| &mut keep as fused::Keep<'_, Epoch>),
+        boards,
+    };
     let columns = fused::train(
         schedule,
         version,
@@ -394,7 +401,7 @@ pub fn train_fused(
         loops,
         progress,
         Epoch::new,
-        resume,
+        hooks,
     );
     if let Some(e) = failure {
         return Err(e);

@@ -134,6 +134,52 @@ def fmt_num(v):
     return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
+def round_derived(v):
+    """A figure derived from two others, to 12 significant digits, as the Rust binary rounds it."""
+    return v if v == 0 or not math.isfinite(v) else float(f"{v:.11e}")
+
+
+class Board:
+    """A run's TensorBoard event file, in the Rust binary's layout and tags
+    (<out>/tensorboard/<experiment>/<run>-seed<k>/): every row's figures as scalars named as
+    the CSV's columns at step `epoch`, flushed row by row; at the end the final figures as
+    `final/<figure>` and the hyper-parameters through the HParams plugin (add_hparams' three
+    summaries, written into the run's own directory as the Rust side does, where add_hparams
+    would make a sub-run). --no-tensorboard: nothing."""
+
+    def __init__(self, args, experiment, run):
+        self.writer = None
+        if not args.tensorboard:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+        self.seed = args.seed
+        path = os.path.join(args.out, "tensorboard", experiment, f"{run}-seed{args.seed}")
+        # A run written again replaces its event files (no step twice, as on the Rust side).
+        for old in os.listdir(path) if os.path.isdir(path) else []:
+            if "tfevents" in old:
+                os.remove(os.path.join(path, old))
+        self.writer = SummaryWriter(path)
+
+    def row(self, header, row):
+        if self.writer:
+            for tag, v in zip(header[1:], row[1:]):
+                self.writer.add_scalar(tag, v, row[0])
+            self.writer.flush()
+
+    def finish(self, hparams, finals, step):
+        if not self.writer:
+            return
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+        metrics = {f"final/{k}": v for k, v in finals.items()}
+        for tag, v in metrics.items():
+            if math.isfinite(v):
+                self.writer.add_scalar(tag, v, step)
+        summaries = hparams_summaries(dict(hparams, seed=self.seed), metrics)
+        for summary in summaries:
+            self.writer.file_writer.add_summary(summary)
+        self.writer.close()
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -198,7 +244,7 @@ def wd_scratch(cfg, setting, data, device):
         penalty, updater = PENALTIES[setting["penalty"]], sgd
         loss = lambda y_hat, y: squared_loss(y_hat, y) + penalty(w) * lambd
     curve = wd_train(cfg, data, net, loss, squared_loss, updater)
-    return curve, torch.norm(w).item()
+    return curve, w
 
 
 class LibtorchAdam(torch.optim.Optimizer):
@@ -264,16 +310,21 @@ def wd_concise(cfg, setting, data, device):
     if setting["penalty"] == "l1-prox":
         trainer = ProxOptimizer(trainer, [net[0].weight], cfg.lr * setting["wd"])
     curve = wd_train(cfg, data, net, loss, mse, trainer)
-    return curve, net[0].weight.norm().item()
+    return curve, net[0].weight
 
 
 def wd_run(cfg, impl, setting, seed, device):
-    """One freshly seeded run: data, model, training; returns (curve, w_norm, seconds)."""
+    """One freshly seeded run: data, model, training; returns (curve, weight figures, seconds)
+    with the weight's figures as the Rust binary computes them: ‖w‖₂ (in the weight's type),
+    ‖w‖₁ and the fraction of |wᵢ| < 1e-4 (in float64)."""
     torch.manual_seed(seed)
     start = time.perf_counter()
     train = wd_scratch if impl == "scratch" else wd_concise
-    curve, w_norm = train(cfg, setting, wd_data(cfg, device), device)
-    return curve, w_norm, time.perf_counter() - start
+    curve, w = train(cfg, setting, wd_data(cfg, device), device)
+    with torch.no_grad():
+        w_abs = w.detach().flatten().double().abs()
+        figures = dict(w_norm=w.norm().item(), w_l1=w_abs.sum().item(), w_small=(w_abs < 1e-4).double().mean().item())
+    return curve, figures, time.perf_counter() - start
 
 
 def variant(setting):
@@ -293,11 +344,20 @@ def weight_decay(cfg, impl_choice, args, device):
     summary = []
     for impl in impls(impl_choice):
         for setting in wd_settings(cfg, impl):
-            curve, w_norm, seconds = wd_run(cfg, impl, setting, args.seed, device)
+            stem = "-".join([impl] + variant(setting)) + f"-wd{fmt_num(setting['wd'])}"
+            board = Board(args, "weight-decay", stem)
+            curve, figures, seconds = wd_run(cfg, impl, setting, args.seed, device)
+            w_norm = figures["w_norm"]
             name = " ".join([impl] + variant(setting))
             print(f"weight decay, {name} λ={fmt_num(setting['wd'])}: L2 norm of w: {w_norm:.6f}")
-            stem = "-".join([impl] + variant(setting)) + f"-wd{fmt_num(setting['wd'])}"
-            write_csv(f"{out}/{stem}.csv", ["epoch", "train_loss", "test_loss", "elapsed_s"], curve)
+            header = ["epoch", "train_loss", "test_loss", "elapsed_s"]
+            write_csv(f"{out}/{stem}.csv", header, curve)
+            for row in curve:
+                board.row(header, row)
+            last = curve[-1]
+            finals = dict(figures, train_loss=last[1], test_loss=last[2], gap=round_derived(last[2] - last[1]))
+            hparams = dict(impl=impl, engine="autograd", **setting, **{k: getattr(cfg, k) for k in BOOK_WD})
+            board.finish(hparams, finals, last[0])
             summary.append((impl, setting["optimizer"], setting["penalty"], setting["wd"], w_norm,
                             curve[-1][1], curve[-1][2], seconds))
     write_csv(f"{out}/summary.csv", ["impl", "optimizer", "penalty", "wd", "w_norm", "final_train_loss",
@@ -531,17 +591,30 @@ def dropout(cfg, impl_choice, args, device):
     os.makedirs(out, exist_ok=True)
     data = load_fashion_mnist(find_data_dir(cfg.data_dir), device)
     summary = []
+    header = ["epoch", "train_loss", "train_acc", "test_acc", "seconds", "elapsed_s"]
     for impl in impls(impl_choice):
         torch.manual_seed(args.seed)
-        log = lambda r: print(f"dropout, {impl} epoch {r[0]}/{cfg.epochs}: train loss {r[1]:.4f}, "
-                              f"train acc {r[2]:.4f}, test acc {r[3]:.4f} ({r[4]:.2f} s)", file=sys.stderr)
+        noise = f"-{cfg.noise}" if cfg.noise != "bernoulli" else ""
+        wd = f"-wd{fmt_num(cfg.wd)}" if cfg.wd > 0 else ""
+        # The Rust binary's run name: the rates in it, as a sweep names its runs.
+        board = Board(args, "dropout", f"{impl}{noise}-p{fmt_num(cfg.dropout1)}-{fmt_num(cfg.dropout2)}{wd}")
+        elapsed = [0.0]
+
+        def log(r):
+            print(f"dropout, {impl} epoch {r[0]}/{cfg.epochs}: train loss {r[1]:.4f}, "
+                  f"train acc {r[2]:.4f}, test acc {r[3]:.4f} ({r[4]:.2f} s)", file=sys.stderr)
+            elapsed[0] += r[4]
+            board.row(header, r + (elapsed[0],))
         curve, _ = dropout_train(cfg, impl, data, device, log)
         last = curve[-1]
         print(f"dropout, {impl}: loss {last[1]:.3f}, train acc {last[2]:.3f}, test acc {last[3]:.3f}")
-        stem = impl + (f"-{cfg.noise}" if cfg.noise != "bernoulli" else "") + (f"-wd{fmt_num(cfg.wd)}" if cfg.wd > 0 else "")
+        stem = impl + noise + wd
         elapsed = [sum(r[4] for r in curve[:i + 1]) for i in range(len(curve))]
-        write_csv(f"{out}/{stem}.csv", ["epoch", "train_loss", "train_acc", "test_acc", "seconds", "elapsed_s"],
-                  [row + (e,) for row, e in zip(curve, elapsed)])
+        write_csv(f"{out}/{stem}.csv", header, [row + (e,) for row, e in zip(curve, elapsed)])
+        finals = dict(train_loss=last[1], train_acc=last[2], test_acc=last[3], gap=round_derived(last[2] - last[3]))
+        hparams = dict(impl=impl, engine="autograd", noise=cfg.noise, wd=cfg.wd, input_noise=cfg.input_noise,
+                       track_activations=False, **{k: getattr(cfg, k) for k in BOOK_DROPOUT})
+        board.finish(hparams, finals, last[0])
         summary.append((impl, last[1], last[2], last[3], sum(r[4] for r in curve)))
     write_csv(f"{out}/summary.csv",
               ["impl", "final_train_loss", "final_train_acc", "final_test_acc", "seconds"], summary)
@@ -705,6 +778,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results-torch")
     p.add_argument("--threads", type=int)
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
+                   help="no TensorBoard event files (<out>/tensorboard/, as the Rust binary writes them)")
     p.add_argument("--reproducible", action="store_true",
                    help="CPU: MKL's COMPATIBLE branch, ATen's AVX2 kernels, 2 threads (as the Rust flag)")
     sub = p.add_subparsers(dest="experiment")

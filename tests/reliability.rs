@@ -363,12 +363,18 @@ fn a_full_disk_is_a_clear_error_and_leaves_no_partial_file() {
         .collect();
     std::fs::write(dir.join("scratch-wd0.csv"), &older).unwrap();
     let mut cmd = Command::new(BIN);
+    // Without TensorBoard, whose event file would reach the cap first (that case is
+    // tests/tensorboard.rs' a_file_size_cap_on_the_event_file_is_one_clear_error), and
+    // without checkpoints (a run's, 17 kB, is written as it ends, before its CSV; a failed
+    // checkpoint write is tests/resume_weight_decay.rs' and tests/resume.rs' business).
     cmd.args([
         "--device",
         "cpu",
+        "--no-tensorboard",
         "--out",
         out.path().to_str().unwrap(),
         "weight-decay",
+        "--no-checkpoints",
     ]);
     const CAP: u64 = 1500;
     // SAFETY: only async-signal-safe calls between fork and exec.

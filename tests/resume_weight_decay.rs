@@ -188,3 +188,39 @@ fn a_weight_decay_checkpoint_of_other_flags_is_refused() {
     let o = run_on_cpu(out, &[&other[..], &["--overwrite", "-q"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// A checkpoint that cannot be written (a file-size cap below its 17 kB, which the first
+/// run's checkpoint meets as that run ends) stops the command with one line naming it and
+/// leaves no temporary beside it; the run's CSV is not written (the cap would stop it too).
+#[test]
+fn a_checkpoint_that_cannot_be_written_is_one_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Command::new("prlimit")
+        .arg("--fsize=1500")
+        .arg(BIN)
+        .args(["--device", "cpu", "--no-tensorboard", "--out"])
+        .arg(tmp.path())
+        .arg("weight-decay")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_fails_with(
+        &o,
+        &[
+            "cannot write '",
+            ".weight-decay.checkpoints/scratch-wd0-seed0.safetensors'",
+            "File too large",
+        ],
+    );
+    assert_eq!(stderr(&o).matches("error:").count(), 1, "one error line");
+    assert!(
+        !stderr(&o).contains("--resume"),
+        "no checkpoint was written to resume from"
+    );
+    let left: Vec<PathBuf> = files_under(&checkpoints(tmp.path()));
+    assert!(
+        left.iter().all(|f| !f.to_string_lossy().contains("tmp")),
+        "temporaries left: {left:?}"
+    );
+    assert!(!tmp.path().join("weight-decay/scratch-wd0.csv").exists());
+}

@@ -203,6 +203,65 @@ fn a_sweeps_runs_carry_their_settings_and_final_figures() {
     }
 }
 
+/// The PyTorch counterpart (`scripts/torch_counterpart.py`, `SummaryWriter`) writes the same
+/// runs: the same directories, tags and steps, the same numbers (both sides compute the same
+/// on the CPU, tests/parity.rs; timing scalars aside), the same hyper-parameters, metrics and
+/// status. Seed 5, weight decay's four runs and one dropout epoch of each version.
+#[test]
+fn the_pytorch_counterpart_writes_the_same_runs() {
+    let Some(python) = python() else { return };
+    let Some(data) = real_data_dir() else { return };
+    let data = data.to_str().unwrap();
+    let (rust, torch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let experiments: [&[&str]; 2] = [
+        &["weight-decay"],
+        &["dropout", "--epochs", "1", "--data-dir", data],
+    ];
+    for args in experiments {
+        let o = run_on_cpu(
+            rust.path(),
+            &[&["-q", "--no-plot", "--seed", "5"][..], args].concat(),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = Command::new(&python)
+            .arg(repo_root().join("scripts/torch_counterpart.py"))
+            .args(["--device", "cpu", "--seed", "5", "--out"])
+            .arg(torch.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let r = read_board(&python, &rust.path().join("tensorboard"));
+    let t = read_board(&python, &torch.path().join("tensorboard"));
+    let names = |b: &Value| b.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(&r), names(&t), "the same runs");
+    assert_eq!(names(&r).len(), 6, "{:?}", names(&r));
+    for (name, run) in r.as_object().unwrap() {
+        let other = &t[name];
+        for key in ["hparams", "metrics", "status"] {
+            assert_eq!(run[key], other[key], "{name}: {key}");
+        }
+        let (a, b) = (run["scalars"].as_object().unwrap(), &other["scalars"]);
+        let tags = |m: &serde_json::Map<String, Value>| m.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(tags(a), tags(b.as_object().unwrap()), "{name}: tags");
+        for (tag, points) in a {
+            if tag == "seconds" || tag == "elapsed_s" {
+                let steps = |p: &Value| {
+                    p.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x[0].clone())
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(steps(points), steps(&b[tag]), "{name}: {tag} steps");
+            } else {
+                assert_eq!(*points, b[tag], "{name}: {tag}");
+            }
+        }
+    }
+}
+
 /// An HTTP/1.0 exchange with the local TensorBoard: the body, or None when it does not answer
 /// (yet).
 fn http(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
@@ -411,4 +470,18 @@ fn a_file_size_cap_on_the_event_file_is_one_clear_error() {
             .count(),
         1
     );
+    // The book's command, charts and all, under a cap its event file reaches first (at
+    // about epoch 10; every chart is larger than 1500 bytes too): the error names the event
+    // file, the write that failed, not the chart the command could not write after it.
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Command::new("prlimit")
+        .arg("--fsize=1500")
+        .arg(BIN)
+        .args(["--device", "cpu", "--out"])
+        .arg(tmp.path())
+        .arg("weight-decay")
+        .output()
+        .unwrap();
+    assert_fails_with(&o, &["cannot write '", "tfevents", "File too large"]);
+    assert_eq!(stderr(&o).matches("error:").count(), 1, "one error line");
 }

@@ -117,7 +117,13 @@ pub fn run<E: Experiment>(
         Ok(outcome) => outcome,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&stage);
-            if let Some(plan) = &plan {
+            // Only where a checkpoint was written (its first write may be what failed).
+            let kept = |plan: &&crate::checkpoint::Plan| {
+                std::fs::read_dir(&plan.dir).is_ok_and(|mut d| {
+                    d.any(|e| e.is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.')))
+                })
+            };
+            if let Some(plan) = plan.as_ref().filter(kept) {
                 eprintln!(
                     "note: the runs' checkpoints are kept in {}: once the cause below is fixed, \
                      --resume goes on from them (--overwrite starts over)",
@@ -344,8 +350,10 @@ fn write_runs<E: Experiment>(
             let stem = E::stem(version, setting, alone);
             let title = E::curve_title(version, setting, &run);
             let chart = ctx.plots.then(|| E::curve_chart(&title));
-            let bytes = record::write_curve(dir, &stem, &run.curve, chart)?;
+            // The event file first: a run it stopped (a full disk, a size cap) is reported
+            // by the write that failed, not by the next file that cannot be written either.
             super::finish_board::<E>(cfg, ctx, version, setting, &run)?;
+            let bytes = record::write_curve(dir, &stem, &run.curve, chart)?;
             if run.status == Status::Ok {
                 E::save(cfg, &run, &dir.join(&stem), ctx.plots)?;
             }

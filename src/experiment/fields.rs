@@ -168,7 +168,9 @@ pub fn finish_board<E: Experiment>(
                 _ if skip => continue,
                 serde_json::Value::Number(n) => Value::Number(n.as_f64().unwrap_or(f64::NAN)),
                 serde_json::Value::String(s) => Value::Text(s),
-                serde_json::Value::Bool(b) => Value::Bool(b),
+                // A number, 0 or 1, as PyTorch's add_hparams writes a bool (`isinstance(v,
+                // int)` comes first there), so both sides' runs have the same columns.
+                serde_json::Value::Bool(b) => Value::Number(f64::from(u8::from(b))),
                 _ => continue,
             };
             hparams.push((name, value));

@@ -270,11 +270,12 @@ where
                 )?;
                 for (p, run) in missing.iter().zip(runs) {
                     interrupted |= run.status == Status::Interrupted;
+                    // The event file first (see experiment::command::write_runs).
+                    let seeded = ctx.with_seed(p.seed);
+                    experiment::finish_board::<E>(cfg, &seeded, p.version, p.setting, &run)?;
                     let record =
                         write_run::<E>(cfg, &runs_dir, p, &run, &fingerprint, &config, &seeds)?;
                     records.insert(p.stem.clone(), record);
-                    let ctx = ctx.with_seed(p.seed);
-                    experiment::finish_board::<E>(cfg, &ctx, p.version, p.setting, &run)?;
                     // Its record written, a run that ended needs its checkpoint no more.
                     if let Some(plan) = checkpoints.as_ref().filter(|_| !writing.keep_checkpoints) {
                         if run.status != Status::Interrupted {

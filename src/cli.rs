@@ -53,7 +53,8 @@ pub struct Global {
     /// Write the CSV files only, no SVG charts
     #[arg(long, global = true)]
     pub no_plot: bool,
-    /// Write no TensorBoard event files (by default every run's curve goes to <out>/tensorboard/ as it trains)
+    /// Write no TensorBoard event files (by default every run's curve goes to a tensorboard/
+    /// directory in --out, and a sweep's to its own, as it trains)
     #[arg(long, global = true)]
     pub no_tensorboard: bool,
     /// CPU only: the same digits on any x86-64 CPU (MKL's COMPATIBLE branch, ATen's AVX2

@@ -79,6 +79,8 @@ def main():
                    help="comma-separated PyTorch anchors for the dropout epoch: compile, graph "
                         "(default: both on a GPU, none on the CPU; 'none' for none)")
     p.add_argument("--out", default=os.path.join(REPO, "results", "bench"))
+    p.add_argument("--runs", help="keep the whole-command runs here (rust/, rust-fused/, torch/; each round "
+                                  "replaces the last), to compare them in TensorBoard: tensorboard --logdir RUNS")
     p.add_argument("--kernel-paths", action="store_true",
                    help="instead: the Rust binary alone under each CPU kernel path (MKL's default "
                         "branch, MKL_CBWR=AVX2, MKL_CBWR=COMPATIBLE, --reproducible), interleaved; "
@@ -143,10 +145,14 @@ def main():
                 res = run_json(torch_bench + ["--loader", "book"], env)
                 for k, _ in ROWS[:2]:
                     add("torch-book-loader", k, res[k])
-            add("rust", "process_s", [timed([args.bin, *common, "--out", tmp, "weight-decay"], env)])
+            # Each side writes its CSV files and TensorBoard event files (both by default).
+            runs = lambda side: os.path.join(args.runs or tmp, side)
+            add("rust", "process_s", [timed([args.bin, *common, "--out", runs("rust"), "weight-decay"], env)])
             add("rust-fused", "process_s",
-                [timed([args.bin, *common, "--out", tmp, "weight-decay", "--engine", "fused"], env)])
-            add("torch", "process_s", [timed([sys.executable, COUNTERPART, *common, "--out", tmp, "weight-decay"], env)])
+                [timed([args.bin, *common, "--out", runs("rust-fused"), "weight-decay", "--engine", "fused"],
+                       env)])
+            add("torch", "process_s",
+                [timed([sys.executable, COUNTERPART, *common, "--out", runs("torch"), "weight-decay"], env)])
 
     med = {s: {k: statistics.median(v) for k, v in d.items()} for s, d in sides.items()}
     fmt = lambda v: "—" if v is None else (f"{v:.4f}" if v < 1 else f"{v:.3f}")

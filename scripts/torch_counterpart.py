@@ -598,19 +598,17 @@ def dropout(cfg, impl_choice, args, device):
         wd = f"-wd{fmt_num(cfg.wd)}" if cfg.wd > 0 else ""
         # The Rust binary's run name: the rates in it, as a sweep names its runs.
         board = Board(args, "dropout", f"{impl}{noise}-p{fmt_num(cfg.dropout1)}-{fmt_num(cfg.dropout2)}{wd}")
-        elapsed = [0.0]
+        rows = []  # each epoch's row with the seconds since the run started (elapsed_s)
 
         def log(r):
             print(f"dropout, {impl} epoch {r[0]}/{cfg.epochs}: train loss {r[1]:.4f}, "
                   f"train acc {r[2]:.4f}, test acc {r[3]:.4f} ({r[4]:.2f} s)", file=sys.stderr)
-            elapsed[0] += r[4]
-            board.row(header, r + (elapsed[0],))
+            rows.append(r + ((rows[-1][-1] if rows else 0) + r[4],))
+            board.row(header, rows[-1])
         curve, _ = dropout_train(cfg, impl, data, device, log)
         last = curve[-1]
         print(f"dropout, {impl}: loss {last[1]:.3f}, train acc {last[2]:.3f}, test acc {last[3]:.3f}")
-        stem = impl + noise + wd
-        elapsed = [sum(r[4] for r in curve[:i + 1]) for i in range(len(curve))]
-        write_csv(f"{out}/{stem}.csv", header, [row + (e,) for row, e in zip(curve, elapsed)])
+        write_csv(f"{out}/{impl}{noise}{wd}.csv", header, rows)
         finals = dict(train_loss=last[1], train_acc=last[2], test_acc=last[3], gap=round_derived(last[2] - last[3]))
         hparams = dict(impl=impl, engine="autograd", noise=cfg.noise, wd=cfg.wd, input_noise=cfg.input_noise,
                        track_activations=False, **{k: getattr(cfg, k) for k in BOOK_DROPOUT})

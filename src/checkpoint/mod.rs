@@ -63,6 +63,18 @@ impl Plan {
             last: std::cell::Cell::new(std::time::Instant::now()),
         }
     }
+
+    /// The files in `dir`, sorted (none when it does not exist).
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        found.sort();
+        found
+    }
 }
 
 /// When a run writes a checkpoint (always after its last epoch too).

@@ -117,13 +117,9 @@ pub fn run<E: Experiment>(
         Ok(outcome) => outcome,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&stage);
-            // Only where a checkpoint was written (its first write may be what failed).
-            let kept = |plan: &&crate::checkpoint::Plan| {
-                std::fs::read_dir(&plan.dir).is_ok_and(|mut d| {
-                    d.any(|e| e.is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.')))
-                })
-            };
-            if let Some(plan) = plan.as_ref().filter(kept) {
+            // Only where a checkpoint was written (its first write may be what failed; a
+            // failed write removes its temporary).
+            if let Some(plan) = plan.as_ref().filter(|p| !p.files().is_empty()) {
                 eprintln!(
                     "note: the runs' checkpoints are kept in {}: once the cause below is fixed, \
                      --resume goes on from them (--overwrite starts over)",
@@ -220,13 +216,7 @@ fn checkpoint_plan<E: Experiment>(
     };
     // Held alone (the lock): a temporary file there is a killed writer's.
     atomic::remove_temporaries(&dir);
-    let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    found.sort();
+    let found = plan.files();
     if found.is_empty() {
         if flags.resume {
             eprintln!(

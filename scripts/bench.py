@@ -38,20 +38,39 @@ ROWS = [
 ]
 
 
-def run_json(cmd, env):
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+class Failed(Exception):
+    """A measured command failed or ran out of the budget: reported, the benchmark goes on."""
+
+
+# The deadline of --budget (time.monotonic()), or None: every command is cut off by it.
+DEADLINE = None
+
+
+def remaining():
+    return None if DEADLINE is None else DEADLINE - time.monotonic()
+
+
+def run_cmd(cmd, env):
+    left = remaining()
+    if left is not None and left < 1:
+        raise Failed(f"{' '.join(cmd[:3])} …: not started, the budget is spent")
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=left)
+    except subprocess.TimeoutExpired:
+        raise Failed(f"{' '.join(cmd)}: stopped at the end of the budget ({left:.0f} s left when it started)")
     if p.returncode != 0:
-        sys.exit(f"error: {' '.join(cmd)} failed:\n{p.stderr}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+        raise Failed(f"{' '.join(cmd)} failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
+    return p
+
+
+def run_json(cmd, env):
+    return json.loads(run_cmd(cmd, env).stdout.strip().splitlines()[-1])
 
 
 def timed(cmd, env):
     start = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    seconds = time.perf_counter() - start
-    if p.returncode != 0:
-        sys.exit(f"error: {' '.join(cmd)} failed:\n{p.stderr}")
-    return seconds
+    run_cmd(cmd, env)
+    return time.perf_counter() - start
 
 
 def cpu_model():
@@ -66,11 +85,12 @@ def cpu_model():
 
 
 def main():
+    global DEADLINE
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bin", required=True, help="the release binary")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3, help="at most this many rounds (fewer when --budget runs out)")
     p.add_argument("--epochs", type=int, default=2, help="timed dropout epochs per process")
     p.add_argument("--wd-runs", type=int, default=3, help="timed weight-decay runs per process")
     p.add_argument("--data-dir")
@@ -78,7 +98,14 @@ def main():
     p.add_argument("--anchors", default=None,
                    help="comma-separated PyTorch anchors for the dropout epoch: compile, graph "
                         "(default: both on a GPU, none on the CPU; 'none' for none)")
-    p.add_argument("--out", default=os.path.join(REPO, "results", "bench"))
+    p.add_argument("--out", default=os.path.join(REPO, "results", "bench"),
+                   help="the directory of <device>.csv, the medians (rewritten after every measurement)")
+    p.add_argument("--samples", help="also append every measurement to this CSV as it is taken (flushed row "
+                                     "by row: a benchmark cut off keeps what it measured)")
+    p.add_argument("--table", help="also write the markdown table to this file (rewritten after every round)")
+    p.add_argument("--budget", type=float,
+                   help="seconds: no round starts that the longest round so far says would not end in "
+                        "time, and every command is stopped at the end")
     p.add_argument("--runs", help="keep the whole-command runs here (rust/, rust-fused/, torch/; each round "
                                   "replaces the last), to compare them in TensorBoard: tensorboard --logdir RUNS")
     p.add_argument("--kernel-paths", action="store_true",
@@ -86,6 +113,9 @@ def main():
                         "branch, MKL_CBWR=AVX2, MKL_CBWR=COMPATIBLE, --reproducible), interleaved; "
                         "what --reproducible costs")
     args = p.parse_args()
+    started = time.monotonic()
+    if args.budget is not None:
+        DEADLINE = started + args.budget
     if args.kernel_paths:
         return kernel_paths(args)
 
@@ -111,53 +141,150 @@ def main():
         anchors = [] if args.anchors == "none" else [a for a in args.anchors.split(",") if a]
     sides = {"rust": {}, "rust-fused": {}, "rust-fused-eager": {}, "torch": {},
              "torch-compile": {}, "torch-graph": {}, "torch-book-loader": {}}
+    state = {"libtorch": "?", "ops": {}, "rounds": 0, "failures": []}
+    checkpoints = {"autograd": [], "fused": [], "bytes": 0}
 
-    def add(side, key, values):
+    samples = None
+    if args.samples:
+        new = not os.path.exists(args.samples) or os.path.getsize(args.samples) == 0
+        samples = open(args.samples, "a", newline="")
+        if new:
+            samples.write("round,side,metric,seconds,device,device_model,threads\n")
+            samples.flush()
+
+    def add(r, side, key, values):
         sides[side].setdefault(key, []).extend(values)
+        if samples:
+            for v in values:
+                samples.write(f"{r},{side},{key},{v:.6g},{device},\"{model}\",{args.threads}\n")
+            samples.flush()
 
-    libtorch, ops, checkpoints = "?", {}, {"autograd": [], "fused": [], "bytes": 0}
+    def rust_round(r):
+        res = run_json(rust_bench, env)
+        state["libtorch"] = res.get("libtorch_version", state["libtorch"])
+        state["ops"] = res.get("ops_per_step", state["ops"])
+        for engine in ("autograd", "fused"):
+            timings = res[engine]
+            # Each checkpoint against the epoch (training and test pass) it followed.
+            for c, a, b in zip(timings.get("checkpoint_s", []), timings["dropout_train_s"],
+                               timings["dropout_test_s"]):
+                checkpoints[engine].append(c / (a + b))
+            checkpoints["bytes"] = timings.get("checkpoint_bytes", checkpoints["bytes"])
+        for k, _ in ROWS[:4]:
+            add(r, "rust", k, res["autograd"][k])
+            add(r, "rust-fused", k, res["fused"][k])
+            if res.get("fused_eager"):
+                add(r, "rust-fused-eager", k, res["fused_eager"][k])
+
+    def torch_round(r):
+        res = run_json(torch_bench + ["--loader", "preloaded"], env)
+        for k, _ in ROWS[:4]:
+            add(r, "torch", k, res[k])
+
+    def anchor_round(anchor):
+        def go(r):
+            res = run_json(torch_bench + ["--loader", "preloaded", "--mode", anchor], env)
+            for k, _ in ROWS[:2]:
+                add(r, f"torch-{anchor}", k, res[k])
+        return go
+
+    def book_loader_round(r):
+        res = run_json(torch_bench + ["--loader", "book"], env)
+        for k, _ in ROWS[:2]:
+            add(r, "torch-book-loader", k, res[k])
+
+    def process_round(tmp):
+        # Each side writes its CSV files and TensorBoard event files (both by default).
+        runs = lambda side: os.path.join(args.runs or tmp, side)
+        commands = [("rust", [args.bin, *common, "--out", runs("rust"), "weight-decay"]),
+                    ("rust-fused", [args.bin, *common, "--out", runs("rust-fused"), "weight-decay", "--engine", "fused"]),
+                    ("torch", [sys.executable, COUNTERPART, *common, "--out", runs("torch"), "weight-decay"])]
+        def go(r):
+            for side, cmd in commands:
+                add(r, side, "process_s", [timed(cmd, env)])
+        return go
+
+    def report():
+        """The medians so far: the table (stdout, --table) and <label>.csv, rewritten."""
+        table, rows = tabulate(args, sides, anchors, cuda, model, device, torch.__version__, state)
+        if args.table:
+            write_atomic(args.table, table + "\n")
+        os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(args.out, f"{label}.csv")
+        meta = [device, model, args.threads, state["rounds"], torch.__version__, state["libtorch"], "0.24.0",
+                datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")]
+        lines = [["metric", "description"] + [k.replace("-", "_") + "_s" for k in sides]
+                 + ["rust_over_torch", "rust_fused_over_torch", "rust_fused_over_best_anchor",
+                    "rust_samples", "torch_samples", "device", "device_model", "threads", "rounds",
+                    "torch_version", "libtorch_version", "tch_version", "measured_utc"]]
+        lines += [["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in row] + meta
+                  for row in rows]
+        import io
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(lines)
+        write_atomic(path, buf.getvalue())
+        return table, path
+
+    longest = 0.0
     with tempfile.TemporaryDirectory() as tmp:
+        jobs = [("Rust bench", rust_round), ("PyTorch preloaded", torch_round)]
+        jobs += [(f"PyTorch {a}", anchor_round(a)) for a in anchors]
+        if not args.no_book_loader:
+            jobs.append(("PyTorch book loader", book_loader_round))
+        jobs.append(("whole commands", process_round(tmp)))
         for r in range(1, args.rounds + 1):
-            print(f"round {r}/{args.rounds}", file=sys.stderr)
-            res = run_json(rust_bench, env)
-            libtorch = res.get("libtorch_version", libtorch)
-            ops = res.get("ops_per_step", ops)
-            for engine in ("autograd", "fused"):
-                timings = res[engine]
-                # Each checkpoint against the epoch (training and test pass) it followed.
-                for c, a, b in zip(timings.get("checkpoint_s", []), timings["dropout_train_s"],
-                                   timings["dropout_test_s"]):
-                    checkpoints[engine].append(c / (a + b))
-                checkpoints["bytes"] = timings.get("checkpoint_bytes", checkpoints["bytes"])
-            for k, _ in ROWS[:4]:
-                add("rust", k, res["autograd"][k])
-                add("rust-fused", k, res["fused"][k])
-                if res.get("fused_eager"):
-                    add("rust-fused-eager", k, res["fused_eager"][k])
-            res = run_json(torch_bench + ["--loader", "preloaded"], env)
-            for k, _ in ROWS[:4]:
-                add("torch", k, res[k])
-            for anchor in anchors:
-                res = run_json(torch_bench + ["--loader", "preloaded", "--mode", anchor], env)
-                for k, _ in ROWS[:2]:
-                    add(f"torch-{anchor}", k, res[k])
-            if not args.no_book_loader:
-                res = run_json(torch_bench + ["--loader", "book"], env)
-                for k, _ in ROWS[:2]:
-                    add("torch-book-loader", k, res[k])
-            # Each side writes its CSV files and TensorBoard event files (both by default).
-            runs = lambda side: os.path.join(args.runs or tmp, side)
-            add("rust", "process_s", [timed([args.bin, *common, "--out", runs("rust"), "weight-decay"], env)])
-            add("rust-fused", "process_s",
-                [timed([args.bin, *common, "--out", runs("rust-fused"), "weight-decay", "--engine", "fused"],
-                       env)])
-            add("torch", "process_s",
-                [timed([sys.executable, COUNTERPART, *common, "--out", runs("torch"), "weight-decay"], env)])
+            left = remaining()
+            if r > 1 and left is not None and left < 1.1 * longest:
+                print(f"round {r} not started: {left:.0f} s of the budget left, the longest round took "
+                      f"{longest:.0f} s", file=sys.stderr)
+                break
+            print(f"round {r}/{args.rounds}" + ("" if left is None else f" ({left:.0f} s of the budget left)"),
+                  file=sys.stderr, flush=True)
+            begin = time.monotonic()
+            state["rounds"] = r
+            for name, job in jobs:
+                try:
+                    job(r)
+                except Failed as e:
+                    state["failures"].append(f"round {r}, {name}: {e}")
+                    print(f"FAILED: round {r}, {name}: {e}", file=sys.stderr, flush=True)
+                if any(sides.values()):
+                    report()
+            longest = max(longest, time.monotonic() - begin)
 
+    if not any(sides.values()):
+        sys.exit("error: nothing was measured:\n" + "\n".join(state["failures"]))
+    table, path = report()
+    print("\n" + table)
+    if checkpoints["autograd"]:
+        print(f"\ncheckpoint after each dropout epoch ({checkpoints['bytes'] / 1e6:.2f} MB, written, synced, renamed),"
+              " median cost per epoch in the same process: "
+              + ", ".join(f"{e} engine {100 * statistics.median(checkpoints[e]):.2f} %"
+                          for e in ("autograd", "fused") if checkpoints[e]))
+    ops = state["ops"]
+    if ops:
+        print(f"\nlibtorch operators per training step (launching / all, counted by the Rust binary on {device}): "
+              + ", ".join(f"{k} {v[0]} / {v[1]}" for k, v in ops.items() if v))
+    print(f"\nwritten: {os.path.relpath(path)} ({state['rounds']} rounds in {time.monotonic() - started:.0f} s)",
+          file=sys.stderr)
+    if state["failures"]:
+        print(f"{len(state['failures'])} measurement(s) failed:\n" + "\n".join(state["failures"]), file=sys.stderr)
+        sys.exit(1)
+
+
+def write_atomic(path, text):
+    tmp_path = f"{path}.{os.getpid()}.tmp"
+    with open(tmp_path, "w", newline="") as f:
+        f.write(text)
+    os.replace(tmp_path, path)
+
+
+def tabulate(args, sides, anchors, cuda, model, device, torch_version, state):
+    """The markdown table of the medians so far, and the rows of <label>.csv."""
     med = {s: {k: statistics.median(v) for k, v in d.items()} for s, d in sides.items()}
     fmt = lambda v: "—" if v is None else (f"{v:.4f}" if v < 1 else f"{v:.3f}")
-    print(f"\n{model}, {args.threads} threads, device {device}; medians of {args.rounds} interleaved rounds"
-          f" (torch {torch.__version__}, libtorch {libtorch} via tch 0.24.0)\n")
+    lines = [f"{model}, {args.threads} threads, device {device}; medians of {state['rounds']} interleaved rounds"
+             f" (torch {torch_version}, libtorch {state['libtorch']} via tch 0.24.0)", ""]
     columns = [("rust", "Rust, autograd engine"), ("rust-fused", "Rust, fused engine" + (" (CUDA graphs)" if cuda else "")),
                ("rust-fused-eager", "Rust, fused engine, no graphs"), ("torch", "PyTorch, data preloaded"),
                ("torch-compile", "PyTorch, torch.compile reduce-overhead"), ("torch-graph", "PyTorch, whole step as a CUDA graph"),
@@ -168,41 +295,19 @@ def main():
     ratio = lambda a, b: a / b if a and b else None
     fmt_ratio = lambda v: "—" if v is None else f"{v:.2f}×"
     ratio_names = ["autograd / PyTorch", "fused / PyTorch"] + (["fused / best anchor"] if anchors else [])
-    print("| measurement (seconds) | " + " | ".join(name for _, name in columns) + " | " + " | ".join(ratio_names) + " |")
-    print("|---|" + "---:|" * (len(columns) + len(ratio_names)))
+    lines.append("| measurement (seconds) | " + " | ".join(name for _, name in columns) + " | "
+                 + " | ".join(ratio_names) + " |")
+    lines.append("|---|" + "---:|" * (len(columns) + len(ratio_names)))
     rows = []
     for key, name in ROWS:
         values = {k: med[k].get(key) for k, _ in columns}
         r, f, t = values.get("rust"), values.get("rust-fused"), values.get("torch")
         ratios = [ratio(r, t), ratio(f, t)] + ([ratio(f, best_anchor(key))] if anchors else [])
-        print(f"| {name} | " + " | ".join(fmt(values[k]) for k, _ in columns) + " | "
-              + " | ".join(fmt_ratio(x) for x in ratios) + " |")
+        lines.append(f"| {name} | " + " | ".join(fmt(values[k]) for k, _ in columns) + " | "
+                     + " | ".join(fmt_ratio(x) for x in ratios) + " |")
         rows.append([key, name] + [med[k].get(key) for k in sides] + [ratio(r, t), ratio(f, t),
                     ratio(f, best_anchor(key)), len(sides["rust"].get(key, [])), len(sides["torch"].get(key, []))])
-    if checkpoints["autograd"]:
-        print(f"\ncheckpoint after each dropout epoch ({checkpoints['bytes'] / 1e6:.2f} MB, written, synced, renamed),"
-              " median cost per epoch in the same process: "
-              + ", ".join(f"{e} engine {100 * statistics.median(checkpoints[e]):.2f} %"
-                          for e in ("autograd", "fused") if checkpoints[e]))
-    if ops:
-        print(f"\nlibtorch operators per training step (launching / all, counted by the Rust binary on {device}): "
-              + ", ".join(f"{k} {v[0]} / {v[1]}" for k, v in ops.items() if v))
-
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"{label}.csv")
-    meta = [device, model, args.threads, args.rounds, torch.__version__, libtorch, "0.24.0",
-            datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")]
-    tmp_path = f"{path}.{os.getpid()}.tmp"
-    with open(tmp_path, "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["metric", "description"] + [k.replace("-", "_") + "_s" for k in sides]
-                   + ["rust_over_torch", "rust_fused_over_torch", "rust_fused_over_best_anchor",
-                      "rust_samples", "torch_samples", "device", "device_model", "threads", "rounds",
-                      "torch_version", "libtorch_version", "tch_version", "measured_utc"])
-        for row in rows:
-            w.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in row] + meta)
-    os.replace(tmp_path, path)
-    print(f"\nwritten: {os.path.relpath(path)}", file=sys.stderr)
+    return "\n".join(lines), rows
 
 
 # The settings --kernel-paths compares: a name, the environment it adds, the flags it adds. The
@@ -270,4 +375,7 @@ def kernel_paths(args):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except Failed as e:
+        sys.exit(f"error: {e}")

@@ -76,7 +76,7 @@ case "$gpu" in auto|yes|no) ;; *) die "--gpu must be auto, yes or no, got '$gpu'
 binary="$(cd "$(dirname "$binary")" && pwd)/$(basename "$binary")"
 
 # The command's --out and experiment (for the merge job and the log directory).
-out=results experiment="" global=() cpus_given=0
+out=runs experiment="" global=() cpus_given=0  # the binary's default --out
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
   a=${args[i]}

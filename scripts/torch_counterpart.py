@@ -774,7 +774,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="results-torch")
+    p.add_argument("--out", default="runs-torch")
     p.add_argument("--threads", type=int)
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
                    help="no TensorBoard event files (<out>/tensorboard/, as the Rust binary writes them)")

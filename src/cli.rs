@@ -41,8 +41,9 @@ pub struct Global {
     /// Seed of libtorch's generator (the same one PyTorch uses)
     #[arg(long, global = true, allow_hyphen_values = true, default_value_t = 0)]
     pub seed: i64,
-    /// Directory the results are written to
-    #[arg(long, global = true, default_value = "results")]
+    /// Directory the results are written to (results/ holds the committed reference: --out
+    /// results rewrites it)
+    #[arg(long, global = true, default_value = "runs")]
     pub out: PathBuf,
     /// Intra-op CPU threads (default: libtorch's choice, usually one per core; at most 4 per logical CPU)
     #[arg(long, global = true, allow_hyphen_values = true, value_parser = thread_count)]

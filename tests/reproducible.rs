@@ -89,10 +89,12 @@ fn assert_same_numbers(committed: &Path, fresh: &Path, rows: usize) {
 
 /// The committed `results/weight-decay` (every epoch of every run, the summary) and the first
 /// epoch of `results/dropout` (a 10-epoch run's first epoch is a 1-epoch run), made with
-/// `--reproducible`, come out again here, under a forced kernel choice of another CPU.
+/// `--reproducible`, come out again here, under a forced kernel choice of another CPU. The
+/// reference is what git's `HEAD` holds (`common::committed`), never the working tree's
+/// `results/`, which `--out results` rewrites.
 #[test]
 fn the_committed_default_results_come_out_again() {
-    let committed = repo_root().join("results");
+    let (committed, _guard) = committed("results");
     for experiment in ["weight-decay", "dropout"] {
         let kernels = &read_json(&committed.join(experiment).join("run.json"))["cpu_kernels"];
         assert_eq!(

@@ -12,6 +12,7 @@
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <ATen/record_function.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 
@@ -64,12 +65,15 @@ void check_device(int device) {
 
 }  // namespace
 
-// A CUDA graph with the side stream it is captured on and the stream that was current before.
+// A CUDA graph with the side stream it is captured on, the stream that was current before, and
+// the device that was current before: capture and replay run with the graph's device current
+// (`cuda:N`, N != 0, must not capture on device 0's stream).
 struct D2lGraph {
   int device;
   at::cuda::CUDAGraph graph;
   c10::cuda::CUDAStream side;
   c10::cuda::CUDAStream previous;
+  c10::DeviceIndex previous_device = 0;
   bool on_side = false;
 
   explicit D2lGraph(int d)
@@ -155,6 +159,10 @@ char* d2l_graph_new(int device, D2lGraph** out) {
 char* d2l_graph_enter_side_stream(D2lGraph* g) {
   return guarded([&] {
     auto dev = static_cast<c10::DeviceIndex>(g->device);
+    // The graph's device becomes current until the side stream is left: capture_begin takes
+    // the current device's current stream.
+    g->previous_device = c10::cuda::current_device();
+    c10::cuda::set_device(dev);
     g->previous = c10::cuda::getCurrentCUDAStream(dev);
     g->previous.synchronize();
     c10::cuda::setCurrentCUDAStream(g->side);
@@ -171,26 +179,37 @@ char* d2l_graph_leave_side_stream(D2lGraph* g) {
     g->on_side = false;
     c10::cuda::setCurrentCUDAStream(g->previous);
     g->side.synchronize();
+    c10::cuda::set_device(g->previous_device);
   });
 }
 
 char* d2l_graph_capture_begin(D2lGraph* g) {
-  return guarded([&] { g->graph.capture_begin(); });
+  return guarded([&] {
+    c10::cuda::CUDAGuard on(static_cast<c10::DeviceIndex>(g->device));
+    g->graph.capture_begin();
+  });
 }
 
 char* d2l_graph_capture_end(D2lGraph* g) {
-  return guarded([&] { g->graph.capture_end(); });
+  return guarded([&] {
+    c10::cuda::CUDAGuard on(static_cast<c10::DeviceIndex>(g->device));
+    g->graph.capture_end();
+  });
 }
 
-// Launches the captured work on the current stream.
+// Launches the captured work on the graph's device's current stream.
 char* d2l_graph_replay(D2lGraph* g) {
-  return guarded([&] { g->graph.replay(); });
+  return guarded([&] {
+    c10::cuda::CUDAGuard on(static_cast<c10::DeviceIndex>(g->device));
+    g->graph.replay();
+  });
 }
 
 void d2l_graph_free(D2lGraph* g) {
   try {
     if (g != nullptr && g->on_side) {
       c10::cuda::setCurrentCUDAStream(g->previous);
+      c10::cuda::set_device(g->previous_device);
     }
     delete g;
   } catch (...) {

@@ -246,7 +246,7 @@ pub fn experiment_of(dir: &Path) -> Result<String> {
     if !dir.is_dir() {
         bail!(
             "'{}' is not a directory; `sweep merge` takes a sweep's directory, e.g. \
-             results/sweep/dropout",
+             runs/sweep/dropout",
             dir.display()
         );
     }

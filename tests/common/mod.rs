@@ -124,6 +124,42 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The committed reference under `results/` (`rel`, e.g. `"results/weight-decay"`), as the
+/// repository holds it: in a git checkout, the files of `HEAD` extracted into a fresh temporary
+/// directory (`git archive`), so that whatever a command has since written into the working
+/// tree's `results/` (`--out results`) cannot make a test pass or fail; outside a checkout (a
+/// source tarball) the working tree's files. Returns the directory holding `rel` and the
+/// guard that keeps it.
+pub fn committed(rel: &str) -> (PathBuf, Option<tempfile::TempDir>) {
+    let root = repo_root();
+    let in_checkout = Command::new("git")
+        .args(["rev-parse", "--is-inside-work-tree"])
+        .current_dir(&root)
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !in_checkout {
+        return (root.join(rel), None);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Command::new("git")
+        .args(["archive", "--format=tar", "HEAD", "--", rel])
+        .current_dir(&root)
+        .output()
+        .expect("git runs");
+    assert!(archive.status.success(), "git archive HEAD -- {rel}: {}", stderr(&archive));
+    let mut tar = Command::new("tar")
+        .args(["-x", "-C"])
+        .arg(dir.path())
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("tar runs");
+    use std::io::Write;
+    tar.stdin.take().unwrap().write_all(&archive.stdout).unwrap();
+    assert!(tar.wait().unwrap().success(), "tar -x of {rel}");
+    (dir.path().join(rel), Some(dir))
+}
+
 /// libtorch's generator is global to the process and tests run on parallel threads: every test
 /// that seeds it and relies on the draws that follow holds this lock.
 pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {

@@ -51,6 +51,9 @@ pub struct Global {
     /// No progress bars or per-epoch lines (results and errors are still printed)
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// On a terminal, a progress bar only: no live chart of each run's curves
+    #[arg(long, global = true)]
+    pub no_chart: bool,
     /// Write the CSV files only, no SVG charts
     #[arg(long, global = true)]
     pub no_plot: bool,

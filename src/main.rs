@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     }
     progress::set_mode(match cli.command {
         Some(Command::Bench(_)) | Some(Command::Doctor) => progress::Mode::Quiet,
-        _ => progress::Mode::detect(cli.global.quiet),
+        _ => progress::Mode::detect(cli.global.quiet, cli.global.no_chart),
     });
     let memory_flags = cli
         .command

@@ -113,10 +113,15 @@ pub fn run<E: Experiment>(
         ..ctx.clone()
     };
     let stage = atomic::staging_dir(&ctx.out, E::NAME)?;
+    // Removed however the runs end, a libtorch error raised as a panic (out of memory) too;
+    // with it the checkpoint directory, where no checkpoint was written.
+    let _cleanup = Cleanup {
+        stage: &stage,
+        checkpoints: plan.as_ref().map(|p| p.dir.as_path()),
+    };
     let outcome = match write_runs::<E>(cfg, ctx, &data, &stage) {
         Ok(outcome) => outcome,
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&stage);
             // Only where a checkpoint was written (its first write may be what failed; a
             // failed write removes its temporary).
             if let Some(plan) = plan.as_ref().filter(|p| !p.files().is_empty()) {
@@ -147,6 +152,23 @@ pub fn run<E: Experiment>(
     }
     outcome.result(&dir)?;
     Ok(())
+}
+
+/// What a run command leaves behind when it ends early: its staging directory (swapped in, it
+/// is gone already) and an empty checkpoint directory.
+struct Cleanup<'a> {
+    stage: &'a Path,
+    checkpoints: Option<&'a Path>,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.stage);
+        if let Some(dir) = self.checkpoints {
+            // Only when empty: checkpoints are what --resume goes on from.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 /// The run command's flags besides the experiment's: its checkpoints, and what to do with

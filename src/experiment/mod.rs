@@ -60,6 +60,11 @@ impl Context {
         (self.board.as_ref()).map(|b| b.run(&format!("{stem}-seed{}", self.seed)))
     }
 
+    /// A run's live chart title: its label and the seed, always.
+    pub fn titled(&self, label: &str) -> String {
+        format!("{label}, seed {}", self.seed)
+    }
+
     /// A progress label with the context's tag.
     pub fn tagged(&self, label: String) -> String {
         match &self.tag {
@@ -86,6 +91,26 @@ pub trait EpochRow: Serialize + Default + Clone {
     fn finite(&self) -> bool;
     /// What a progress line shows (`train loss 0.34, …`).
     fn figures(&self) -> String;
+    /// The series of the run's live figure (the book's `legend=[…]`), and whether its y axis
+    /// is logarithmic (`yscale='log'`) and how it is labelled (`ylabel=…`).
+    const LEGEND: &'static [&'static str] = &[];
+    const LOG_Y: bool = false;
+    const Y_LABEL: &'static str = "";
+    /// This epoch's values of the figure's series, in the legend's order.
+    fn plotted(&self) -> Vec<f64> {
+        Vec::new()
+    }
+}
+
+/// The live figure of a run of `R` rows called `title`, over `epochs` epochs.
+pub fn live_figure<R: EpochRow>(title: &str, epochs: usize) -> progress::Figure {
+    progress::Figure {
+        title: title.to_string(),
+        y_label: R::Y_LABEL,
+        legend: R::LEGEND.iter().map(|s| s.to_string()).collect(),
+        log_y: R::LOG_Y,
+        epochs,
+    }
 }
 
 /// A run's final figures: a struct of `f64` fields whose serde names are the summary's
@@ -379,7 +404,7 @@ impl<'a, R: EpochRow> Recorder<'a, R> {
             self.status = Status::Diverged;
             return ControlFlow::Break(());
         }
-        self.progress.epoch(epoch, &row.figures());
+        self.progress.epoch(epoch, &row.figures(), &row.plotted());
         let logged = self.log(&row);
         self.curve.push(row);
         if !logged {
@@ -396,6 +421,9 @@ impl<'a, R: EpochRow> Recorder<'a, R> {
             if !self.log(row) {
                 break;
             }
+        }
+        for (i, row) in rows.iter().enumerate() {
+            self.progress.resumed(i + 1, &row.plotted());
         }
         self.curve = rows;
     }

@@ -240,6 +240,8 @@ where
     let mut interrupted = false;
     let (mut trained, mut kept) = (0usize, 0usize);
     let mut group_start = 0;
+    // On a terminal: the current run's chart, cleared when it ends, over a line per run.
+    crate::progress::set_transient(true);
     while group_start < planned.len() {
         let group = planned[group_start].group;
         let group_end = group_start
@@ -276,6 +278,12 @@ where
                     let record =
                         write_run::<E>(cfg, &runs_dir, p, &run, &fingerprint, &config, &seeds)?;
                     records.insert(p.stem.clone(), record);
+                    crate::progress::finished(&format!(
+                        "{}: {} ({})",
+                        seeded.tagged(E::label(p.version, p.setting)),
+                        E::report(&run),
+                        run.status.name()
+                    ));
                     // Its record written, a run that ended needs its checkpoint no more.
                     if let Some(plan) = checkpoints.as_ref().filter(|_| !writing.keep_checkpoints) {
                         if run.status != Status::Interrupted {

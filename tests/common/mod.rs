@@ -147,7 +147,11 @@ pub fn committed(rel: &str) -> (PathBuf, Option<tempfile::TempDir>) {
         .current_dir(&root)
         .output()
         .expect("git runs");
-    assert!(archive.status.success(), "git archive HEAD -- {rel}: {}", stderr(&archive));
+    assert!(
+        archive.status.success(),
+        "git archive HEAD -- {rel}: {}",
+        stderr(&archive)
+    );
     let mut tar = Command::new("tar")
         .args(["-x", "-C"])
         .arg(dir.path())
@@ -155,7 +159,11 @@ pub fn committed(rel: &str) -> (PathBuf, Option<tempfile::TempDir>) {
         .spawn()
         .expect("tar runs");
     use std::io::Write;
-    tar.stdin.take().unwrap().write_all(&archive.stdout).unwrap();
+    tar.stdin
+        .take()
+        .unwrap()
+        .write_all(&archive.stdout)
+        .unwrap();
     assert!(tar.wait().unwrap().success(), "tar -x of {rel}");
     (dir.path().join(rel), Some(dir))
 }

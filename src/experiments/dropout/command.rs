@@ -146,8 +146,10 @@ impl Experiment for DropoutMlp {
         settings
             .iter()
             .map(|&setting| {
+                let name = label(version, setting);
+                let figure = experiment::live_figure::<Epoch>(&ctx.titled(&name), cfg.epochs);
                 let progress =
-                    progress::Epochs::new(ctx.tagged(label(version, setting)), cfg.epochs);
+                    progress::Epochs::new(ctx.tagged(name), cfg.epochs).with_figure(figure);
                 let trained = train(cfg, version, setting, data, ctx, &progress)?;
                 let last = trained.curve.last();
                 let (single, mc) = trained.mc.unwrap_or((f64::NAN, f64::NAN));

@@ -258,6 +258,14 @@ impl EpochRow for Epoch {
             self.train_acc, self.test_acc
         )
     }
+
+    /// `train_ch3`'s `Animator(xlabel='epoch', xlim=[1, num_epochs], ylim=[0.3, 0.9],
+    /// legend=['train loss', 'train acc', 'test acc'])`, its y axis from 0.
+    const LEGEND: &'static [&'static str] = &["train loss", "train acc", "test acc"];
+
+    fn plotted(&self) -> Vec<f64> {
+        vec![self.train_loss, self.train_acc, self.test_acc]
+    }
 }
 
 /// A trained model: its finished epochs, variables and end; the activation statistics

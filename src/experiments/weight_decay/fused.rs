@@ -117,7 +117,7 @@ pub fn train<R: EpochRow>(
     let mut first = 1;
     if let Some(start) = hooks.start {
         (w, b, first) = (start.w, start.b, start.epoch + 1);
-        columns.resume(start.curves, start.status, start.before);
+        columns.resume(start.curves, start.status, start.before, progress);
     }
     let mut keep = hooks.keep;
     if loops == Loops::Host && device == tch::Device::Cpu {
@@ -210,6 +210,8 @@ impl<'a, R: EpochRow> Columns<'a, R> {
             return false;
         }
         let mut figures = Vec::new();
+        // The live chart's values: each λ's train and test loss (NaN: not drawn).
+        let mut values = vec![f64::NAN; 2 * k];
         for j in 0..k {
             if self.status[j] != Status::Ok {
                 continue;
@@ -229,6 +231,8 @@ impl<'a, R: EpochRow> Columns<'a, R> {
                     return false;
                 }
                 self.curves[j].push(row);
+                values[2 * j] = train_loss;
+                values[2 * j + 1] = test_loss;
                 figures.push(format!(
                     "λ={} test {test_loss:.2e}",
                     fmt_num(self.lambdas[j])
@@ -237,16 +241,33 @@ impl<'a, R: EpochRow> Columns<'a, R> {
                 self.status[j] = Status::Diverged;
             }
         }
-        progress.epoch(epoch, &figures.join(", "));
+        progress.epoch(epoch, &figures.join(", "), &values);
         self.status.contains(&Status::Ok)
     }
 
     /// Goes on from a checkpoint's curves and statuses (written to the boards again).
-    fn resume(&mut self, curves: Vec<Vec<R>>, status: Vec<Status>, before: f64) {
+    fn resume(
+        &mut self,
+        curves: Vec<Vec<R>>,
+        status: Vec<Status>,
+        before: f64,
+        progress: &progress::Epochs,
+    ) {
         for (j, rows) in curves.iter().enumerate() {
             for row in rows {
                 self.log(j, row);
             }
+        }
+        // The live chart: each λ's rows so far, epoch by epoch.
+        let epochs = curves.iter().map(Vec::len).max().unwrap_or(0);
+        for e in 0..epochs {
+            let values: Vec<f64> = (curves.iter())
+                .flat_map(|rows| match rows.get(e) {
+                    Some(row) => row.plotted(),
+                    None => vec![f64::NAN; 2],
+                })
+                .collect();
+            progress.resumed(e + 1, &values);
         }
         (self.curves, self.status, self.before) = (curves, status, before);
     }

@@ -150,6 +150,15 @@ impl EpochRow for Epoch {
             self.train_loss, self.test_loss
         )
     }
+
+    /// `d2l.Animator(xlabel='epochs', ylabel='loss', yscale='log', legend=['train', 'test'])`.
+    const LEGEND: &'static [&'static str] = &["train", "test"];
+    const LOG_Y: bool = true;
+    const Y_LABEL: &'static str = "loss";
+
+    fn plotted(&self) -> Vec<f64> {
+        vec![self.train_loss, self.test_loss]
+    }
 }
 
 impl Epoch {
@@ -294,8 +303,10 @@ pub fn run_group(
                 tch::manual_seed(ctx.seed);
                 let start = Instant::now();
                 let data = Data::new(&cfg.hyper(), ctx.device);
-                let name = ctx.tagged(label(version, setting, &[setting.wd]));
-                let progress = progress::Epochs::new(name.clone(), cfg.epochs);
+                let plain = label(version, setting, &[setting.wd]);
+                let figure = experiment::live_figure::<Epoch>(&ctx.titled(&plain), cfg.epochs);
+                let name = ctx.tagged(plain);
+                let progress = progress::Epochs::new(name.clone(), cfg.epochs).with_figure(figure);
                 let c = checkpoint(setting);
                 let recorder = Recorder::new(&progress).with_board(ctx.board_run(&stem(setting)));
                 let mut trained =
@@ -314,8 +325,17 @@ pub fn run_group(
             let start = Instant::now();
             let data = Data::new(&cfg.hyper(), ctx.device);
             let lambdas: Vec<f64> = settings.iter().map(|s| s.wd).collect();
-            let name = format!("{} (fused)", label(version, settings[0], &lambdas));
-            let progress = progress::Epochs::new(ctx.tagged(name), cfg.epochs);
+            let plain = format!("{} (fused)", label(version, settings[0], &lambdas));
+            let name = ctx.tagged(plain.clone());
+            // Every λ's train and test loss, as the autograd runs draw them one by one.
+            let legend = (lambdas.iter())
+                .flat_map(|&l| ["train", "test"].map(|s| format!("{s} λ={}", fmt_num(l))))
+                .collect();
+            let figure = progress::Figure {
+                legend,
+                ..experiment::live_figure::<Epoch>(&ctx.titled(&plain), cfg.epochs)
+            };
+            let progress = progress::Epochs::new(name, cfg.epochs).with_figure(figure);
             let c = checkpoint(settings[0]);
             let boards = settings
                 .iter()

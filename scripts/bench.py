@@ -163,6 +163,13 @@ def main():
         res = run_json(rust_bench, env)
         state["libtorch"] = res.get("libtorch_version", state["libtorch"])
         state["ops"] = res.get("ops_per_step", state["ops"])
+        if "chart_draw_s" in res:
+            state.setdefault("chart", []).append(res["chart_draw_s"])
+            for engine in ("autograd", "fused"):
+                t = res[engine]
+                state.setdefault("epochs", {}).setdefault(engine, []).extend(
+                    a + b for a, b in zip(t["dropout_train_s"], t["dropout_test_s"]))
+                state.setdefault("wd_runs", {}).setdefault(engine, []).extend(t["wd_scratch_s"] + t["wd_concise_s"])
         for engine in ("autograd", "fused"):
             timings = res[engine]
             # Each checkpoint against the epoch (training and test pass) it followed.
@@ -261,6 +268,19 @@ def main():
               " median cost per epoch in the same process: "
               + ", ".join(f"{e} engine {100 * statistics.median(checkpoints[e]):.2f} %"
                           for e in ("autograd", "fused") if checkpoints[e]))
+    if state.get("chart"):
+        # The live chart: one draw per dropout epoch (each is longer than the 100 ms between
+        # redraws), one draw when a weight-decay run ends (they are shorter), and at most one
+        # per 100 ms of any run.
+        wd_draw = statistics.median(c[0] for c in state["chart"])
+        do_draw = statistics.median(c[1] for c in state["chart"])
+        med = lambda d, e: statistics.median(d[e])
+        print(f"\nlive chart (terminal only): one draw {1e3 * wd_draw:.2f} ms (weight decay, 100 epochs), "
+              f"{1e3 * do_draw:.2f} ms (dropout); per dropout epoch "
+              + ", ".join(f"{e} {100 * do_draw / med(state['epochs'], e):.2f} %" for e in ("autograd", "fused"))
+              + "; per weight-decay run (its final figure) "
+              + ", ".join(f"{e} {100 * wd_draw / med(state['wd_runs'], e):.1f} %" for e in ("autograd", "fused"))
+              + f"; at most {100 * max(wd_draw, do_draw) / 0.1:.2f} % of any longer run")
     ops = state["ops"]
     if ops:
         print(f"\nlibtorch operators per training step (launching / all, counted by the Rust binary on {device}): "

@@ -60,6 +60,29 @@ struct Report {
     /// On a GPU, the fused engine with every step launched from the host.
     fused_eager: Option<Timings>,
     ops_per_step: OpsPerStep,
+    /// One draw of the live chart as a terminal gets it (the figure rendered at 100 × 22 with
+    /// its colours, and its text joined), median seconds: a finished weight-decay run's (100
+    /// epochs, log axis) and a dropout run's (10 epochs, three series).
+    chart_draw_s: [f64; 2],
+}
+
+/// The median time of one draw of a live chart holding `epochs` epochs of `values`.
+fn chart_draw(figure: crate::progress::Figure, values: &[f64]) -> f64 {
+    let mut curves = crate::progress::Curves::new(figure);
+    for e in 1..=curves.figure.epochs {
+        let v: Vec<f64> = values.iter().map(|v| v / e as f64).collect();
+        curves.add(e, &v);
+    }
+    let mut times: Vec<f64> = (0..31)
+        .map(|_| {
+            let start = Instant::now();
+            let text = curves.render(100, 22, true).join("\n");
+            std::hint::black_box(text);
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
 }
 
 /// libtorch operators per training step of the concise dropout model (those that do work,
@@ -193,6 +216,16 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<()> {
             false => None,
         },
         ops_per_step: count_ops_per_step(&data, ctx),
+        chart_draw_s: [
+            chart_draw(
+                crate::experiment::live_figure::<weight_decay::Epoch>("weight decay", 100),
+                &[100.0, 96.0],
+            ),
+            chart_draw(
+                crate::experiment::live_figure::<dropout::Epoch>("dropout", 10),
+                &[1.2, 0.8, 0.8],
+            ),
+        ],
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

@@ -219,7 +219,7 @@ impl Epochs {
         let line = progress_line(live, self.total, width);
         let mut lines = Vec::new();
         // The chart where there is room for one that can be read; the progress line always.
-        let (w, h) = (width.min(100), height.saturating_sub(3).min(22));
+        let (w, h) = (width.min(140), height.saturating_sub(3).min(22));
         match live.curves.as_ref() {
             Some(c) if w >= 40 && h >= 10 => lines.extend(c.render(w, h, inline::color())),
             Some(_) => lines.push(truncate(&self.label, width)),

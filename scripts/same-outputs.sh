@@ -2,8 +2,10 @@
 # Do two builds write the same files? For refactorings that must not change a result: runs one
 # list of commands with each binary, on the CPU, into two directories, and compares every file
 # they wrote — CSV and JSON without their timing fields (elapsed_s, seconds, finished_unix,
-# command, and cpu_kernels, which older builds lack), workbooks by their sheets, everything
-# else byte for byte. Prints the count of files compared and lists those that differ.
+# command, and cpu_kernels, which older builds lack), workbooks by their sheets, TensorBoard
+# event files by their events without wall times and timing values (the n-th file of a
+# directory against the n-th), everything else byte for byte. Prints the count of files
+# compared and lists those that differ.
 #
 #   scripts/same-outputs.sh OLD_BIN NEW_BIN [--quick]
 #
@@ -95,7 +97,53 @@ def sheets(path):
                 rows.append(sorted((c, v) for c, v in row.items() if c not in drop))
             parts[n] = rows
         return parts
+def fields(msg):
+    """A protobuf message's fields as (number, wire type, raw value) in order."""
+    out, at = [], 0
+    def varint():
+        nonlocal at
+        v, shift = 0, 0
+        while True:
+            b = msg[at]; at += 1
+            v |= (b & 0x7F) << shift; shift += 7
+            if b < 0x80:
+                return v
+    while at < len(msg):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            start = at; varint(); value = msg[start:at]
+        elif wire == 1:
+            value = msg[at : at + 8]; at += 8
+        elif wire == 5:
+            value = msg[at : at + 4]; at += 4
+        else:  # length-delimited
+            n = varint(); value = msg[at : at + n]; at += n
+        out.append((number, wire, value))
+    return out
+def events(path):
+    """A TensorBoard event file as its events, each without its wall_time (an Event's field 1)
+    and without the summary values of the volatile figures (a Summary's values, field 1 of
+    field 5, whose tag, their field 1, is a VOLATILE name)."""
+    import struct
+    data, records, at = open(path, "rb").read(), [], 0
+    while at < len(data):
+        (n,) = struct.unpack_from("<Q", data, at)
+        event = []
+        for number, wire, value in fields(data[at + 12 : at + 12 + n]):
+            if number == 1:
+                continue
+            if number == 5:
+                value = [v for v in fields(value)
+                         if not any(t == 1 and x.decode(errors="replace") in VOLATILE
+                                    for t, _, x in fields(v[2]))]
+            event.append((number, wire, value))
+        records.append(event)
+        at += 12 + n + 4
+    return records
 def same(a, b):
+    if ".tfevents." in a:
+        return events(a) == events(b)
     if a.endswith(".csv"):
         return csv_rows(a) == csv_rows(b)
     if a.endswith(".json"):
@@ -105,13 +153,23 @@ def same(a, b):
     return open(a, "rb").read() == open(b, "rb").read()
 compared, differing = 0, []
 old_root, new_root = os.path.join(work, "old"), os.path.join(work, "new")
-files = set()
-for root in (old_root, new_root):
+# An event file's name holds the time and process it was written by: within a directory, the
+# n-th event file of one side is compared with the n-th of the other.
+def outputs(root):
+    found = {}
     for d, _, fs in os.walk(root):
-        # Lock files (empty of results) are not outputs.
-        files |= {os.path.relpath(os.path.join(d, f), root) for f in fs if ".lock" not in f}
+        ev = sorted(f for f in fs if ".tfevents." in f)
+        for f in fs:
+            # Lock files (empty of results) are not outputs.
+            if ".lock" in f:
+                continue
+            name = f"events.out.tfevents[{ev.index(f)}]" if f in ev else f
+            found[os.path.relpath(os.path.join(d, name), root)] = os.path.join(d, f)
+    return found
+old_files, new_files = outputs(old_root), outputs(new_root)
+files = set(old_files) | set(new_files)
 for f in sorted(files):
-    a, b = os.path.join(old_root, f), os.path.join(new_root, f)
+    a, b = old_files.get(f, "/nonexistent"), new_files.get(f, "/nonexistent")
     compared += 1
     if not (os.path.exists(a) and os.path.exists(b)):
         differing.append(f + (" (old only)" if os.path.exists(a) else " (new only)"))

@@ -14,7 +14,7 @@ use crate::data::Split;
 use crate::experiment::Context;
 use crate::experiments::dropout::fused::{FusedMlp, StepPath};
 use crate::experiments::{dropout, weight_decay};
-use crate::options::{Engine, Version};
+use crate::options::{Engine, Impl};
 use crate::train::{self, Learner};
 use anyhow::Result;
 use serde::Serialize;
@@ -109,10 +109,10 @@ fn time_engine(
     };
     for _ in 0..cfg.wd_runs {
         t.wd_scratch_s.push(
-            weight_decay::run_one(&wd, Version::Scratch, weight_decay::Setting::book(3.0), ctx)?.1,
+            weight_decay::run_one(&wd, Impl::Scratch, weight_decay::Setting::book(3.0), ctx)?.1,
         );
         t.wd_concise_s.push(
-            weight_decay::run_one(&wd, Version::Concise, weight_decay::Setting::book(3.0), ctx)?.1,
+            weight_decay::run_one(&wd, Impl::Concise, weight_decay::Setting::book(3.0), ctx)?.1,
         );
     }
     let dcfg = dropout::Config {
@@ -122,7 +122,7 @@ fn time_engine(
     };
     let (vs, mut learner) = dropout::learner(
         &dcfg,
-        Version::Concise,
+        Impl::Concise,
         dropout::Setting::book(dcfg.rates()),
         ctx,
     );
@@ -131,7 +131,7 @@ fn time_engine(
     for epoch in 0..=cfg.epochs {
         let start = Instant::now();
         let sums = learner.train_epoch(&data.train);
-        let [loss] = train::read(&[sums.loss()]);
+        let [loss] = train::read(&[&sums.loss_sum]);
         let trained = Instant::now();
         let correct = learner.count_correct(&data.test);
         train::read(&[&correct]);
@@ -183,7 +183,7 @@ fn count_ops_per_step(data: &FashionMnist, ctx: &Context) -> OpsPerStep {
     let cfg = dropout::Config::default();
     let (_vs, mut autograd) = dropout::learner(
         &cfg,
-        Version::Concise,
+        Impl::Concise,
         dropout::Setting::book(cfg.rates()),
         ctx,
     );

@@ -4,7 +4,6 @@
 //! the device) and may answer "stop" — that is where progress lines, records, Ctrl-C and
 //! divergence live, outside the book's code.
 use crate::data::batches;
-use crate::nn::optimizer_state;
 use std::ops::ControlFlow;
 use tch::nn::{ModuleT, Optimizer};
 use tch::{Kind, Tensor};
@@ -20,25 +19,12 @@ pub type Animator<'a, V> = &'a mut dyn Animate<V>;
 pub trait Animate<V> {
     /// After each epoch, its values; `Break` stops training.
     fn add(&mut self, epoch: usize, values: V) -> ControlFlow<()>;
-    /// Once the model and its optimizer are built, before the first epoch: the epochs already
-    /// trained (a checkpoint's, which the animator restored into `model`); 0 by default.
-    fn start(&mut self, model: Model<'_>) -> usize {
-        let _ = model;
-        0
-    }
 }
 
 impl<V, F: FnMut(usize, V) -> ControlFlow<()>> Animate<V> for F {
     fn add(&mut self, epoch: usize, values: V) -> ControlFlow<()> {
         self(epoch, values)
     }
-}
-
-/// A model as a training function hands it to [`Animate::start`]: its parameters by name, and
-/// the state of its optimizer where it has one (Adam's moments; plain SGD has none).
-pub struct Model<'a> {
-    pub params: &'a [(&'a str, &'a Tensor)],
-    pub optimizer: Option<&'a optimizer_state::State>,
 }
 
 /// `d2l.load_array(data, batch_size, is_train=True)`: mini-batches in a fresh random order

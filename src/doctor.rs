@@ -90,7 +90,7 @@ pub fn run() -> Result<()> {
         return Ok(());
     }
     let needs = built_for_cuda(crate::LIBTORCH_VERSION);
-    match cuda::versions() {
+    match cuda::impls() {
         Ok((runtime, driver)) => {
             row("CUDA runtime", cuda::version_string(runtime));
             if driver == 0 {

@@ -27,10 +27,10 @@ pub mod tensorboard;
 pub mod train;
 pub mod workbook;
 
-/// Version of the tch crate this binary was built with.
+/// The version of the tch crate this binary was built with.
 pub const TCH_VERSION: &str = "0.24.0";
 
-/// Version of the libtorch this binary was linked against, read by `build.rs`.
+/// The version of the libtorch this binary was linked against, read by `build.rs`.
 pub const LIBTORCH_VERSION: &str = env!("D2L_LIBTORCH_VERSION");
 
 /// Whether the linked libtorch was built with CUDA (it ships `libtorch_cuda.so`).

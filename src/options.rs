@@ -8,17 +8,17 @@ use serde::Serialize;
 /// One version of an experiment: the book's from-scratch code or its concise code.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Version {
+pub enum Impl {
     #[default]
     Scratch,
     Concise,
 }
 
-impl Version {
+impl Impl {
     pub fn name(self) -> &'static str {
         match self {
-            Version::Scratch => "scratch",
-            Version::Concise => "concise",
+            Impl::Scratch => "scratch",
+            Impl::Concise => "concise",
         }
     }
 }
@@ -26,19 +26,19 @@ impl Version {
 /// `--impl`: which versions to run.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum VersionChoice {
+pub enum ImplChoice {
     Concise,
     Scratch,
     Both,
 }
 
-impl VersionChoice {
+impl ImplChoice {
     /// The versions to run, scratch first as in the book.
-    pub fn versions(self) -> Vec<Version> {
+    pub fn impls(self) -> Vec<Impl> {
         match self {
-            VersionChoice::Scratch => vec![Version::Scratch],
-            VersionChoice::Concise => vec![Version::Concise],
-            VersionChoice::Both => vec![Version::Scratch, Version::Concise],
+            ImplChoice::Scratch => vec![Impl::Scratch],
+            ImplChoice::Concise => vec![Impl::Concise],
+            ImplChoice::Both => vec![Impl::Scratch, Impl::Concise],
         }
     }
 }

@@ -29,7 +29,7 @@ fn the_shim_is_built_against_a_cuda_libtorch() {
             shim,
             "libtorch has CUDA but the shim was not built (are nvidia-cuda-crt's headers installed?)"
         );
-        let (runtime, _driver) = cuda::versions().unwrap();
+        let (runtime, _driver) = cuda::impls().unwrap();
         assert!(runtime >= 12000, "CUDA runtime {runtime}");
     }
 }

@@ -8,7 +8,7 @@ use common::*;
 use d2l_regularization::experiments::dropout::kernels::Rng;
 use d2l_regularization::experiments::dropout::noise::{NoiseKind, Perturbation};
 use d2l_regularization::experiments::dropout::{self, layers};
-use d2l_regularization::options::Version;
+use d2l_regularization::options::Impl;
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
 
@@ -50,11 +50,11 @@ fn every_noise_acts_only_while_training() {
     tch::manual_seed(1);
     let x = Tensor::rand([64, 784], (Kind::Float, Device::Cpu));
     for noise in noises() {
-        for version in [Version::Scratch, Version::Concise] {
+        for version in [Impl::Scratch, Impl::Concise] {
             let vs = VarStore::new(Device::Cpu);
             let net: Box<dyn ModuleT> = match version {
-                Version::Scratch => Box::new(dropout::exercises::NoisyNet::new(&vs.root(), noise)),
-                Version::Concise => {
+                Impl::Scratch => Box::new(dropout::exercises::NoisyNet::new(&vs.root(), noise)),
+                Impl::Concise => {
                     Box::new(dropout::exercises::NoisyConciseNet::new(&vs.root(), noise))
                 }
             };

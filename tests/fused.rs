@@ -11,7 +11,7 @@ use d2l_regularization::experiment::Context;
 use d2l_regularization::experiments::dropout::fused::{FusedMlp, StepPath};
 use d2l_regularization::experiments::weight_decay::fused::Loops;
 use d2l_regularization::experiments::{dropout, weight_decay};
-use d2l_regularization::options::{Engine, Version};
+use d2l_regularization::options::{Engine, Impl};
 use d2l_regularization::train::Learner;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -53,7 +53,7 @@ fn fused_weight_decay_matches_autograd_to_rounding() {
             batch_size,
             ..Default::default()
         };
-        for version in [Version::Scratch, Version::Concise] {
+        for version in [Impl::Scratch, Impl::Concise] {
             let reference: Vec<_> = lambdas
                 .iter()
                 .map(|&wd| {
@@ -149,7 +149,7 @@ fn fused_cli_writes_the_same_files() {
 /// running train loss, and the test accuracy of the last three epochs.
 fn statistics(
     engine: Engine,
-    version: Version,
+    version: Impl,
     seeds: &[i64],
     data: &fashion_mnist::FashionMnist,
 ) -> [f64; 3] {
@@ -192,7 +192,7 @@ fn fused_dropout_has_the_same_statistics_over_three_seeds() {
     let Some(dir) = real_data_dir() else { return };
     let data = fashion_mnist::load_dir(&dir, Device::Cpu).unwrap();
     let seeds = [0, 1, 2];
-    for version in [Version::Concise, Version::Scratch] {
+    for version in [Impl::Concise, Impl::Scratch] {
         let [a_acc, a_loss, a_test] = statistics(Engine::Autograd, version, &seeds, &data);
         let [f_acc, f_loss, f_test] = statistics(Engine::Fused, version, &seeds, &data);
         let what = format!("{version:?}: autograd acc {a_acc:.4} loss {a_loss:.4} test {a_test:.4}; fused acc {f_acc:.4} loss {f_loss:.4} test {f_test:.4}");
@@ -250,12 +250,12 @@ fn synthetic_split(n: i64, seed: i64) -> Split {
 }
 
 /// A fused learner over freshly seeded layers of `version`.
-fn fused(version: Version, rates: [f64; 2], path: StepPath) -> (VarStore, FusedMlp) {
+fn fused(version: Impl, rates: [f64; 2], path: StepPath) -> (VarStore, FusedMlp) {
     tch::manual_seed(3);
     let vs = VarStore::new(Device::Cpu);
     let layers = match version {
-        Version::Scratch => dropout::scratch_layers(&vs.root()),
-        Version::Concise => dropout::concise_layers(&vs.root()),
+        Impl::Scratch => dropout::scratch_layers(&vs.root()),
+        Impl::Concise => dropout::concise_layers(&vs.root()),
     };
     let learner = FusedMlp::new(&layers, rates, LR, BATCH)
         .with_path(path)
@@ -264,13 +264,13 @@ fn fused(version: Version, rates: [f64; 2], path: StepPath) -> (VarStore, FusedM
 }
 
 /// The experiment's own autograd learner (the book's model and tch's SGD), same seed.
-fn autograd(version: Version, rates: [f64; 2]) -> (VarStore, Box<dyn Learner>) {
+fn autograd(version: Impl, rates: [f64; 2]) -> (VarStore, Box<dyn Learner>) {
     autograd_with_decay(version, rates, 0.0)
 }
 
 /// [`autograd`] with weight decay λ (concise: the optimizer's weight group; scratch: the L2
 /// term in the loss).
-fn autograd_with_decay(version: Version, rates: [f64; 2], wd: f64) -> (VarStore, Box<dyn Learner>) {
+fn autograd_with_decay(version: Impl, rates: [f64; 2], wd: f64) -> (VarStore, Box<dyn Learner>) {
     let cfg = dropout::Config {
         lr: LR,
         batch_size: BATCH,
@@ -289,13 +289,12 @@ fn epoch(learner: &mut dyn Learner, split: &Split) -> (f64, i64) {
     tch::manual_seed(ORDER_SEED);
     let sums = learner.train_epoch(split);
     assert_eq!(
-        sums.count(),
-        ROWS,
+        sums.count, ROWS,
         "every example is seen, the partial batch too"
     );
     (
-        sums.loss().double_value(&[]),
-        sums.correct().int64_value(&[]),
+        sums.loss_sum.double_value(&[]),
+        sums.correct.int64_value(&[]),
     )
 }
 
@@ -317,7 +316,7 @@ fn assert_same_parameters(a: &VarStore, b: &VarStore, what: &str) {
 }
 
 /// Training moved the parameters far more than the tolerance (so agreeing means something).
-fn assert_trained(vs: &VarStore, version: Version, what: &str) {
+fn assert_trained(vs: &VarStore, version: Impl, what: &str) {
     let (initial, _) = fused(version, [0.0, 0.0], StepPath::CpuKernels);
     let moved = vs
         .variables()
@@ -334,7 +333,7 @@ fn without_dropout_every_engine_and_path_takes_the_same_steps() {
     // λ = 0.05 (SGD's decay folded into the fused update; the L2 term in the scratch model's
     // loss; the optimizer's weight group for the concise one): large enough to move the
     // weights by far more than the tolerance in two steps.
-    for (version, wd) in [Version::Concise, Version::Scratch]
+    for (version, wd) in [Impl::Concise, Impl::Scratch]
         .into_iter()
         .flat_map(|v| [(v, 0.0), (v, 0.05)])
     {
@@ -373,10 +372,10 @@ fn with_dropout_every_fused_path_takes_the_book_models_steps() {
     // Rates where the book's dropout_layer and the tensor-op path draw the same numbers (a
     // rate of 1 draws nothing in dropout_layer).
     for rates in [[0.2, 0.5], [0.0, 0.5], [0.5, 0.0]] {
-        let (vs_ref, mut reference) = autograd(Version::Scratch, rates);
+        let (vs_ref, mut reference) = autograd(Impl::Scratch, rates);
         let (loss_ref, _) = epoch(reference.as_mut(), &split);
-        assert_trained(&vs_ref, Version::Scratch, "autograd");
-        let (vs, mut learner) = fused(Version::Scratch, rates, StepPath::TensorOps);
+        assert_trained(&vs_ref, Impl::Scratch, "autograd");
+        let (vs, mut learner) = fused(Impl::Scratch, rates, StepPath::TensorOps);
         let (loss, _) = epoch(&mut learner, &split);
         let what =
             format!("{rates:?}: tensor-op path (libtorch's masks) against the scratch model");
@@ -389,7 +388,7 @@ fn with_dropout_every_fused_path_takes_the_book_models_steps() {
 
     // Rates of 1 too: a layer whose output is all zeros (its scale cannot be folded).
     for rates in [[0.2, 0.5], [1.0, 0.3], [0.5, 1.0]] {
-        for version in [Version::Concise, Version::Scratch] {
+        for version in [Impl::Concise, Impl::Scratch] {
             let (vs_cpu, mut cpu) = fused(version, rates, StepPath::CpuKernels);
             let (loss_cpu, correct_cpu) = epoch(&mut cpu, &split);
             assert_trained(&vs_cpu, version, "CPU kernels");
@@ -414,7 +413,7 @@ fn fused_count_correct_equals_the_autograd_model_in_eval_mode() {
     let _rng = rng_lock();
     let (train, test) = (synthetic_split(ROWS, 23), synthetic_split(2500, 24));
     let rates = [0.2, 0.5];
-    for version in [Version::Concise, Version::Scratch] {
+    for version in [Impl::Concise, Impl::Scratch] {
         let (vs_f, mut fused) = fused(version, rates, StepPath::CpuKernels);
         epoch(&mut fused, &train);
         let (mut vs_a, autograd) = autograd(version, rates);
@@ -430,8 +429,8 @@ fn fused_count_correct_equals_the_autograd_model_in_eval_mode() {
         // And the count is that of the plain network, x → 784-256-256-10 with ReLU.
         let v = vs_f.variables();
         let prefix = match version {
-            Version::Scratch => ["lin1", "lin2", "lin3"],
-            Version::Concise => ["1", "4", "7"],
+            Impl::Scratch => dropout::book::SCRATCH_NAMES,
+            Impl::Concise => dropout::book::CONCISE_NAMES,
         };
         let layer = |x: &Tensor, k: usize| {
             x.linear(

@@ -4,7 +4,7 @@
 //! with no line of the harness written for it.
 use d2l_regularization::device::DeviceChoice;
 use d2l_regularization::experiment::{self, Context, EpochRow, Experiment, Recorder, Run, Stat};
-use d2l_regularization::options::Version;
+use d2l_regularization::options::Impl;
 use d2l_regularization::sweep::{self, Shard, SweepArgs};
 use d2l_regularization::{progress, record};
 use serde::{Deserialize, Serialize};
@@ -50,7 +50,7 @@ struct Finals {
     w: f64,
 }
 
-impl experiment::Finals for Finals {
+impl experiment::FinalFigures for Finals {
     fn gap(&self) -> f64 {
         f64::NAN
     }
@@ -69,13 +69,13 @@ impl Experiment for Toy {
     type Data = ();
     type Row = Row;
     type Finals = Finals;
-    type Model = ();
+    type Artifacts = ();
 
     fn settings(cfg: &Config) -> Vec<Setting> {
         cfg.lr.iter().map(|&lr| Setting { lr }).collect()
     }
-    fn versions(_: &Config) -> Vec<Version> {
-        vec![Version::Scratch]
+    fn impls(_: &Config) -> Vec<Impl> {
+        vec![Impl::Scratch]
     }
     fn unfinished(_: &Config) -> Finals {
         Finals {
@@ -92,7 +92,7 @@ impl Experiment for Toy {
     fn train(
         cfg: &Config,
         _: &(),
-        v: Version,
+        v: Impl,
         settings: &[Setting],
         ctx: &Context,
     ) -> anyhow::Result<Vec<Run<Toy>>> {
@@ -127,7 +127,7 @@ impl Experiment for Toy {
                 status,
                 finals,
                 seconds: 0.0,
-                model: (),
+                artifacts: (),
             });
         }
         Ok(runs)

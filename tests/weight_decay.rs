@@ -232,7 +232,7 @@ fn each_run_is_reproducible_on_its_own() {
     };
     let (a, _) = weight_decay::run_one(
         &cfg,
-        d2l_regularization::options::Version::Concise,
+        d2l_regularization::options::Impl::Concise,
         weight_decay::Setting::book(3.0),
         &ctx,
     )
@@ -240,7 +240,7 @@ fn each_run_is_reproducible_on_its_own() {
     let _ = Tensor::randn([10], (Kind::Float, Device::Cpu)); // disturb the generator
     let (b, _) = weight_decay::run_one(
         &cfg,
-        d2l_regularization::options::Version::Concise,
+        d2l_regularization::options::Impl::Concise,
         weight_decay::Setting::book(3.0),
         &ctx,
     )

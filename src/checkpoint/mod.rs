@@ -15,7 +15,7 @@
 //! with its name and the way on, never continued from.
 use crate::atomic;
 use crate::data::download::hex;
-use crate::options::Version;
+use crate::options::Impl;
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -23,6 +23,9 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 pub mod generator;
+mod resumable;
+
+pub use resumable::{Resumable, Resumed};
 
 /// The layout of the metadata; another number is refused.
 pub const FORMAT: u32 = 1;
@@ -52,7 +55,7 @@ impl Plan {
         &self,
         stem: &str,
         seed: i64,
-        version: Version,
+        version: Impl,
         setting: &impl Serialize,
     ) -> RunCheckpoint {
         RunCheckpoint {
@@ -88,12 +91,7 @@ pub enum Every {
 }
 
 /// The fingerprint of one run: its configuration, version, setting and seed.
-pub fn run_fingerprint(
-    config: &str,
-    version: Version,
-    setting: &impl Serialize,
-    seed: i64,
-) -> String {
+pub fn run_fingerprint(config: &str, version: Impl, setting: &impl Serialize, seed: i64) -> String {
     use md5::{Digest, Md5};
     let setting = serde_json::to_string(setting).unwrap_or_default();
     let text = format!("{config}\n{}\n{setting}\nseed {seed}", version.name());

@@ -106,7 +106,7 @@ fn first_line(message: &str) -> String {
 
 /// The CUDA runtime's version this binary uses and the installed driver's (both as CUDA writes
 /// them, e.g. 13000 for 13.0; the driver's is 0 when no driver is installed).
-pub fn versions() -> Result<(i32, i32)> {
+pub fn impls() -> Result<(i32, i32)> {
     #[cfg(d2l_cuda_shim)]
     {
         let (mut runtime, mut driver) = (0, 0);

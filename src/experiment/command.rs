@@ -3,7 +3,7 @@
 use super::{figures, setting_cells, setting_columns, Context, Experiment, Run};
 use crate::atomic;
 use crate::checkpoint;
-use crate::options::Version;
+use crate::options::Impl;
 use crate::record::{self, Cell};
 use crate::stop::{self, Status};
 use crate::tensorboard::Board;
@@ -348,7 +348,7 @@ fn write_runs<E: Experiment>(
     );
     header.push("seconds".into());
     let mut summary: Vec<Vec<Cell>> = Vec::new();
-    let mut done: Vec<(Version, E::Setting, Run<E>)> = Vec::new();
+    let mut done: Vec<(Impl, E::Setting, Run<E>)> = Vec::new();
     let mut curves: Vec<(String, String, Vec<u8>)> = Vec::new();
     let mut outcome = stop::Outcome::default();
     'schedule: for (version, settings) in E::schedule(cfg) {
@@ -388,8 +388,7 @@ fn write_runs<E: Experiment>(
             }
         }
     }
-    let runs: Vec<(Version, E::Setting, &Run<E>)> =
-        done.iter().map(|(v, s, r)| (*v, *s, r)).collect();
+    let runs: Vec<(Impl, E::Setting, &Run<E>)> = done.iter().map(|(v, s, r)| (*v, *s, r)).collect();
     E::write_overview_charts(dir, &runs, ctx.plots)?;
     let summary_bytes = record::table_bytes(&header, &summary)?;
     record::write_atomic(&dir.join("summary.csv"), &summary_bytes)?;

@@ -1,7 +1,7 @@
 //! Settings and final figures as columns: a serde struct's fields, in their declared order,
 //! as names and cells (and back, for a sweep's records).
-use super::{fmt_num, Experiment, Finals as _};
-use crate::options::Version;
+use super::{fmt_num, Experiment, FinalFigures as _};
+use crate::options::Impl;
 use crate::record::Cell;
 use crate::stop::Status;
 use anyhow::Result;
@@ -28,7 +28,7 @@ pub fn finals_from<F: serde::de::DeserializeOwned>(names: &[String], values: &[f
 }
 
 /// The leading columns of a run's line: version, then the setting's values.
-pub fn setting_cells<E: Experiment>(version: Version, setting: E::Setting) -> Vec<Cell> {
+pub fn setting_cells<E: Experiment>(version: Impl, setting: E::Setting) -> Vec<Cell> {
     std::iter::once(Cell::text(version.name()))
         .chain(setting_fields(&setting).into_iter().map(|(_, cell)| cell))
         .collect()
@@ -142,7 +142,7 @@ where
 pub fn finish_board<E: Experiment>(
     cfg: &E::Config,
     ctx: &super::Context,
-    version: Version,
+    version: Impl,
     setting: E::Setting,
     run: &super::Run<E>,
 ) -> Result<()> {

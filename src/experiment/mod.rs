@@ -6,7 +6,7 @@
 //! versions × settings in order, printing each result, recording divergence and interruption,
 //! writing every curve (CSV and chart), `summary.csv` and `run.json`, and the exit status.
 use crate::device::DeviceChoice;
-use crate::options::Version;
+use crate::options::Impl;
 use crate::plot::{Figure, Series};
 use crate::progress;
 use crate::record::{self, Cell};
@@ -116,7 +116,7 @@ pub fn live_figure<R: EpochRow>(title: &str, epochs: usize) -> progress::Figure 
 /// A run's final figures: a struct of `f64` fields whose serde names are the summary's
 /// columns, in their declared order. Figures a configuration may leave out form a struct of
 /// their own, held as a `#[serde(flatten)] Option<…>` last.
-pub trait Finals: Serialize + serde::de::DeserializeOwned + Clone {
+pub trait FinalFigures: Serialize + serde::de::DeserializeOwned + Clone {
     /// The generalization gap (train − test accuracy, or test − train loss), through
     /// [`round_derived`].
     fn gap(&self) -> f64;
@@ -132,7 +132,7 @@ pub struct Run<E: Experiment> {
     /// Wall time (shared by the runs trained together).
     pub seconds: f64,
     /// What else the run leaves for [`Experiment::save`] (the trained variables, say).
-    pub model: E::Model,
+    pub artifacts: E::Artifacts,
 }
 
 /// A figure a sweep summarises, read off a run's final figures.
@@ -141,7 +141,7 @@ pub type Stat<F> = fn(&F) -> f64;
 /// One setting of one version over a sweep's seeds: how it ended and the final figures of the
 /// runs that finished.
 pub struct SettingStats<E: Experiment> {
-    pub version: Version,
+    pub version: Impl,
     pub setting: E::Setting,
     pub status: Status,
     pub seeds: usize,
@@ -187,7 +187,7 @@ pub fn round_derived(v: f64) -> f64 {
 
 /// A book section as a command: what it trains and what it reports.
 ///
-/// Fourteen items are required: the name, five types (the flags, a setting, shared data, a
+/// Fourteen items are required: the name, six types (the flags, a setting, shared data, a
 /// curve's row, the final figures, what a run leaves), and what only the section knows: its
 /// settings and versions, the figures of an unfinished run and what a sweep summarises,
 /// `prepare` and `train`, and the chart of a curve. The rest (names and file names from the
@@ -215,14 +215,14 @@ pub trait Experiment: Sized {
     /// One row of a run's curve.
     type Row: EpochRow;
     /// A run's final figures.
-    type Finals: Finals;
+    type Finals: FinalFigures;
     /// What a run leaves besides its curve (for [`Experiment::save`]).
-    type Model;
+    type Artifacts;
 
     /// Every setting the flags ask for.
     fn settings(cfg: &Self::Config) -> Vec<Self::Setting>;
     /// The settings a version runs (all of them unless a version has fewer).
-    fn settings_for(cfg: &Self::Config, version: Version) -> Vec<Self::Setting> {
+    fn settings_for(cfg: &Self::Config, version: Impl) -> Vec<Self::Setting> {
         let _ = version;
         Self::settings(cfg)
     }
@@ -233,11 +233,11 @@ pub trait Experiment: Sized {
     /// `<name>_std`).
     fn sweep_stats(cfg: &Self::Config) -> Vec<(&'static str, Stat<Self::Finals>)>;
     /// The versions the flags ask for.
-    fn versions(cfg: &Self::Config) -> Vec<Version>;
+    fn impls(cfg: &Self::Config) -> Vec<Impl>;
     /// The runs in the order they train, in groups trained together: each a version and its
     /// settings. By default setting by setting, each version in turn, one run per group.
-    fn schedule(cfg: &Self::Config) -> Vec<(Version, Vec<Self::Setting>)> {
-        let versions = Self::versions(cfg);
+    fn schedule(cfg: &Self::Config) -> Vec<(Impl, Vec<Self::Setting>)> {
+        let versions = Self::impls(cfg);
         let of_version: Vec<Vec<Self::Setting>> = versions
             .iter()
             .map(|&v| Self::settings_for(cfg, v))
@@ -259,14 +259,14 @@ pub trait Experiment: Sized {
     fn train(
         cfg: &Self::Config,
         data: &Self::Data,
-        version: Version,
+        version: Impl,
         settings: &[Self::Setting],
         ctx: &Context,
     ) -> Result<Vec<Run<Self>>>;
 
     /// What a run is called in messages and progress: `weight decay, scratch λ=3`. By
     /// default the name, the version and the setting's fields (`toy, scratch lr=0.1`).
-    fn label(version: Version, setting: Self::Setting) -> String {
+    fn label(version: Impl, setting: Self::Setting) -> String {
         let fields: Vec<String> = setting_fields(&setting)
             .into_iter()
             .map(|(name, value)| format!("{name}={}", cell_text(&value)))
@@ -275,7 +275,7 @@ pub trait Experiment: Sized {
     }
     /// A run's file name without extension; `alone` when the command has one setting only. By
     /// default the version and the setting's fields (`scratch-lr0.1`).
-    fn stem(version: Version, setting: Self::Setting, alone: bool) -> String {
+    fn stem(version: Impl, setting: Self::Setting, alone: bool) -> String {
         let _ = alone;
         let mut stem = version.name().to_string();
         for (name, value) in setting_fields(&setting) {
@@ -300,7 +300,7 @@ pub trait Experiment: Sized {
     /// The chart of one run's curve.
     fn curve_chart<'a>(title: &'a str) -> record::Chart<'a, Self::Row>;
     /// The title of that chart.
-    fn curve_title(version: Version, setting: Self::Setting, run: &Run<Self>) -> String {
+    fn curve_title(version: Impl, setting: Self::Setting, run: &Run<Self>) -> String {
         let _ = run;
         Self::label(version, setting)
     }
@@ -308,7 +308,7 @@ pub trait Experiment: Sized {
     /// default.
     fn write_overview_charts(
         dir: &Path,
-        runs: &[(Version, Self::Setting, &Run<Self>)],
+        runs: &[(Impl, Self::Setting, &Run<Self>)],
         plots: bool,
     ) -> Result<()> {
         let _ = (dir, runs, plots);

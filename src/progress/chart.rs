@@ -1,6 +1,6 @@
 //! The book's `d2l.Animator`, drawn in a terminal: a run's curves as its epochs end, as the
 //! book's figure forms in the notebook. ratatui's `Chart` renders into an in-memory buffer,
-//! which becomes lines of text (with colours unless `NO_COLOR`); [`super::inline`] writes them.
+//! which becomes lines of text (with colours unless `NO_COLOR`); the `inline` module writes them.
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Color, Modifier, Style};

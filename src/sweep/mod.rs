@@ -13,9 +13,9 @@
 //! record matches and trains the rest; `--shard K/N` trains only every N-th group of runs
 //! (starting at the K-th) and writes nothing but its own runs' files, so N shards can run at once
 //! on different machines over one directory; `sweep merge <dir>` then summarises them.
-use crate::experiment::{self, Context, Experiment, Finals as _, Run, SettingStats, Stat};
+use crate::experiment::{self, Context, Experiment, FinalFigures as _, Run, SettingStats, Stat};
 use crate::lock;
-use crate::options::{seed, Version};
+use crate::options::{seed, Impl};
 use crate::record::{self, Cell};
 use crate::stop::{Status, Stopped};
 use anyhow::{bail, Context as _, Result};
@@ -110,7 +110,7 @@ pub struct MergeArgs {
 /// A planned run: which seed, version and setting, its file stem and its group's number.
 struct Planned<S> {
     seed: i64,
-    version: Version,
+    version: Impl,
     setting: S,
     stem: String,
     group: usize,

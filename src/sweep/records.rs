@@ -12,7 +12,7 @@ pub struct RunRecord {
     pub config: serde_json::Value,
     pub seeds: Vec<i64>,
     pub seed: i64,
-    pub version: Version,
+    pub version: Impl,
     /// The run's file name without `-seed<k>` and extension.
     pub stem: String,
     pub status: Status,

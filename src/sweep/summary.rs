@@ -16,7 +16,7 @@ pub(super) fn setting_status(statuses: &[Status], seeds: usize) -> Status {
 /// One run of a sweep (a line of `runs.csv`).
 pub(super) struct SweepRun<S> {
     seed: i64,
-    version: Version,
+    version: Impl,
     setting: S,
     status: Status,
     epochs: usize,
@@ -180,7 +180,7 @@ pub(super) fn summarise<E: Experiment>(
 ) -> Result<Vec<SettingStats<E>>> {
     let mut settings = Vec::new();
     let names = final_names::<E>(cfg);
-    for version in E::versions(cfg) {
+    for version in E::impls(cfg) {
         for setting in E::settings_for(cfg, version) {
             let of: Vec<&SweepRun<E::Setting>> = runs
                 .iter()

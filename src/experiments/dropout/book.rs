@@ -17,7 +17,8 @@ pub const NUM_OUTPUTS: i64 = 10;
 pub const NUM_HIDDENS1: i64 = 256;
 pub const NUM_HIDDENS2: i64 = 256;
 
-/// `num_epochs, lr, batch_size = 10, 0.5, 256`, and `dropout1, dropout2 = 0.2, 0.5`.
+/// `num_epochs, lr, batch_size = 10, 0.5, 256`, and `dropout1, dropout2 = 0.2, 0.5`
+/// ([`Hyper::BOOK`], the flags' defaults).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Hyper {
     pub num_epochs: usize,
@@ -27,16 +28,14 @@ pub struct Hyper {
     pub dropout2: f64,
 }
 
-impl Default for Hyper {
-    fn default() -> Self {
-        Hyper {
-            num_epochs: 10,
-            lr: 0.5,
-            batch_size: 256,
-            dropout1: 0.2,
-            dropout2: 0.5,
-        }
-    }
+impl Hyper {
+    pub const BOOK: Hyper = Hyper {
+        num_epochs: 10,
+        lr: 0.5,
+        batch_size: 256,
+        dropout1: 0.2,
+        dropout2: 0.5,
+    };
 }
 
 // ---------------------------------------------------------------- §4.6.4 from scratch
@@ -73,14 +72,30 @@ pub struct Net {
 
 impl Net {
     pub fn new(vs: &nn::Path, dropout1: f64, dropout2: f64) -> Net {
+        let [lin1, lin2, lin3] = linear_layers(vs, SCRATCH_NAMES);
         Net {
-            lin1: init::linear(&(vs / "lin1"), NUM_INPUTS, NUM_HIDDENS1),
-            lin2: init::linear(&(vs / "lin2"), NUM_HIDDENS1, NUM_HIDDENS2),
-            lin3: init::linear(&(vs / "lin3"), NUM_HIDDENS2, NUM_OUTPUTS),
+            lin1,
+            lin2,
+            lin3,
             dropout1,
             dropout2,
         }
     }
+}
+
+/// The names of the scratch `Net`'s layers (`self.lin1`, …), and of the concise model's, as
+/// PyTorch numbers the modules of its `nn.Sequential`.
+pub const SCRATCH_NAMES: [&str; 3] = ["lin1", "lin2", "lin3"];
+pub const CONCISE_NAMES: [&str; 3] = ["1", "4", "7"];
+
+/// `nn.Linear(784, 256)`, `nn.Linear(256, 256)`, `nn.Linear(256, 10)` under `names`, drawn in
+/// that order (PyTorch's `nn.Linear` initialisation).
+pub fn linear_layers(vs: &nn::Path, names: [&str; 3]) -> [nn::Linear; 3] {
+    [
+        init::linear(&(vs / names[0]), NUM_INPUTS, NUM_HIDDENS1),
+        init::linear(&(vs / names[1]), NUM_HIDDENS1, NUM_HIDDENS2),
+        init::linear(&(vs / names[2]), NUM_HIDDENS2, NUM_OUTPUTS),
+    ]
 }
 
 impl ModuleT for Net {
@@ -155,11 +170,7 @@ pub fn concise_net(vs: &nn::Path, dropout1: f64, dropout2: f64) -> nn::Sequentia
 
 /// The concise model's three linear layers, named `1`, `4`, `7`, with `init_weights` applied.
 pub fn concise_layers(vs: &nn::Path) -> [nn::Linear; 3] {
-    let layers = [
-        init::linear(&(vs / "1"), NUM_INPUTS, NUM_HIDDENS1),
-        init::linear(&(vs / "4"), NUM_HIDDENS1, NUM_HIDDENS2),
-        init::linear(&(vs / "7"), NUM_HIDDENS2, NUM_OUTPUTS),
-    ];
+    let layers = linear_layers(vs, CONCISE_NAMES);
     for layer in &layers {
         init_weights(layer);
     }

@@ -2,8 +2,8 @@
 //! final accuracies against the rates and λ, the activations' variances.
 use super::noise::NoiseKind;
 use super::{label, ActivationRow, Config, DropoutMlp, Finals, Rates, Setting};
-use crate::experiment::{self, fmt_num, Finals as _, Run, SettingStats, Stat};
-use crate::options::Version;
+use crate::experiment::{self, fmt_num, FinalFigures as _, Run, SettingStats, Stat};
+use crate::options::Impl;
 use crate::plot::Figure;
 use crate::record;
 use crate::sweep;
@@ -24,7 +24,7 @@ fn against_lambda(
     y_label: &str,
 ) -> (Figure, Vec<crate::plot::Series>) {
     let mut series = Vec::new();
-    let mut seen: Vec<(Version, NoiseKind, Rates)> = Vec::new();
+    let mut seen: Vec<(Impl, NoiseKind, Rates)> = Vec::new();
     for s in settings {
         let key = (s.version, s.setting.noise, s.setting.rates);
         if seen.contains(&key) {
@@ -61,7 +61,7 @@ fn against_lambda(
 /// (with two runs or more).
 pub(super) fn write_overview(
     dir: &Path,
-    runs: &[(Version, Setting, &Run<DropoutMlp>)],
+    runs: &[(Impl, Setting, &Run<DropoutMlp>)],
     plots: bool,
 ) -> Result<()> {
     let path = dir.join("compare.svg");

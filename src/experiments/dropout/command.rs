@@ -2,7 +2,7 @@
 //! settings, the final figures, file names, what a run saves, the printed table.
 use super::charts;
 use super::*;
-use crate::experiment::{Experiment, Finals as _};
+use crate::experiment::{Experiment, FinalFigures as _};
 
 /// §4.6 as a command: `dropout`, its runs one per version and setting (noise, rates, λ).
 pub struct DropoutMlp;
@@ -38,7 +38,7 @@ impl McFinals {
     }
 }
 
-impl experiment::Finals for Finals {
+impl experiment::FinalFigures for Finals {
     /// Final train accuracy − final test accuracy.
     fn gap(&self) -> f64 {
         experiment::round_derived(self.final_train_acc - self.final_test_acc)
@@ -46,7 +46,7 @@ impl experiment::Finals for Finals {
 }
 
 /// What a run leaves besides its curve.
-pub struct Model {
+pub struct Artifacts {
     /// The trained variables (for `--save-weights`).
     pub vs: tnn::VarStore,
     /// `--track-activations`.
@@ -64,7 +64,7 @@ impl Experiment for DropoutMlp {
     type Data = FashionMnist;
     type Row = Epoch;
     type Finals = Finals;
-    type Model = Model;
+    type Artifacts = Artifacts;
 
     fn settings(cfg: &Config) -> Vec<Setting> {
         cfg.settings()
@@ -99,8 +99,8 @@ impl Experiment for DropoutMlp {
         stats
     }
 
-    fn versions(cfg: &Config) -> Vec<Version> {
-        cfg.versions.versions()
+    fn impls(cfg: &Config) -> Vec<Impl> {
+        cfg.impls.impls()
     }
 
     /// Refuses what cannot run (`--cuda-graph on` where it cannot apply, a noise the fused
@@ -139,7 +139,7 @@ impl Experiment for DropoutMlp {
     fn train(
         cfg: &Config,
         data: &FashionMnist,
-        version: Version,
+        version: Impl,
         settings: &[Setting],
         ctx: &Context,
     ) -> Result<Vec<Run<Self>>> {
@@ -167,7 +167,7 @@ impl Experiment for DropoutMlp {
                     seconds: trained.curve.iter().fold(0.0, |t, e| t + e.seconds),
                     curve: trained.curve,
                     status: trained.status,
-                    model: Model {
+                    artifacts: Artifacts {
                         vs: trained.vs,
                         activations: trained.activations,
                     },
@@ -176,13 +176,13 @@ impl Experiment for DropoutMlp {
             .collect()
     }
 
-    fn label(version: Version, setting: Setting) -> String {
+    fn label(version: Impl, setting: Setting) -> String {
         label(version, setting)
     }
 
     /// `<impl>[-<noise>][-wd<λ>]` alone, `<impl>[-<noise>]-p<p1>-<p2>[-wd<λ>]` among several
     /// settings (naming the noise when it is not the book's dropout, λ when not 0).
-    fn stem(version: Version, s: Setting, alone: bool) -> String {
+    fn stem(version: Impl, s: Setting, alone: bool) -> String {
         let mut stem = version.name().to_string();
         if s.noise != NoiseKind::Bernoulli {
             stem += &format!("-{}", s.noise.name());
@@ -219,7 +219,7 @@ impl Experiment for DropoutMlp {
     /// Two panels: the training loss; the train and test accuracy.
     fn write_overview_charts(
         dir: &Path,
-        runs: &[(Version, Setting, &Run<Self>)],
+        runs: &[(Impl, Setting, &Run<Self>)],
         plots: bool,
     ) -> Result<()> {
         charts::write_overview(dir, runs, plots)
@@ -261,7 +261,7 @@ impl Experiment for DropoutMlp {
     /// `<run>-activations.csv` and its chart.
     fn save(cfg: &Config, run: &Run<Self>, stem: &Path, plots: bool) -> Result<()> {
         if cfg.save_weights {
-            save_weights(&run.model.vs, &record::with_suffix(stem, "safetensors"))?;
+            save_weights(&run.artifacts.vs, &record::with_suffix(stem, "safetensors"))?;
         }
         if cfg.track_activations {
             let dir = stem.parent().unwrap_or(Path::new("."));
@@ -269,7 +269,7 @@ impl Experiment for DropoutMlp {
                 .file_name()
                 .map_or("run".into(), |n| n.to_string_lossy());
             let name = format!("{name}-activations");
-            charts::write_activations(dir, &name, &run.model.activations, plots)?;
+            charts::write_activations(dir, &name, &run.artifacts.activations, plots)?;
         }
         Ok(())
     }

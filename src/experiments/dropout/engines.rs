@@ -1,17 +1,16 @@
 //! Which code trains a run: the autograd engine runs the book's code (`book.rs`, or its
 //! exercise variant from `exercises.rs`), the fused engine its own model (`fused.rs`). Chosen
 //! here, outside the book's code.
-use super::book::{self, NUM_HIDDENS1, NUM_HIDDENS2};
+use super::book;
 use super::exercises;
 use super::fused::FusedMlp;
 use super::noise::Perturbation;
 use super::{Config, Setting};
 use crate::d2l::{self, Animator, EpochMetrics, Updater};
-use crate::data::fashion_mnist::{NUM_CLASSES, NUM_INPUTS};
 use crate::data::Split;
 use crate::experiment::Context;
-use crate::options::{Engine, Version};
-use crate::train::{Learner, Sums};
+use crate::options::{Engine, Impl};
+use crate::train::Learner;
 use tch::nn::{self as tnn, ModuleT, OptimizerConfig};
 use tch::Tensor;
 
@@ -19,17 +18,17 @@ use tch::Tensor;
 /// caller): the book's networks for its dropout, the exercises' for another noise.
 pub fn autograd_net(
     cfg: &Config,
-    version: Version,
+    version: Impl,
     setting: Setting,
     vs: &tnn::VarStore,
 ) -> Box<dyn ModuleT> {
     let noise = cfg.perturbation(setting);
     let [p1, p2] = setting.rates;
     match (version, noise == Perturbation::dropout(setting.rates)) {
-        (Version::Scratch, true) => Box::new(book::Net::new(&vs.root(), p1, p2)),
-        (Version::Concise, true) => Box::new(book::concise_net(&vs.root(), p1, p2)),
-        (Version::Scratch, false) => Box::new(exercises::NoisyNet::new(&vs.root(), noise)),
-        (Version::Concise, false) => Box::new(exercises::NoisyConciseNet::new(&vs.root(), noise)),
+        (Impl::Scratch, true) => Box::new(book::Net::new(&vs.root(), p1, p2)),
+        (Impl::Concise, true) => Box::new(book::concise_net(&vs.root(), p1, p2)),
+        (Impl::Scratch, false) => Box::new(exercises::NoisyNet::new(&vs.root(), noise)),
+        (Impl::Concise, false) => Box::new(exercises::NoisyConciseNet::new(&vs.root(), noise)),
     }
 }
 
@@ -38,7 +37,7 @@ pub fn autograd_net(
 #[allow(clippy::too_many_arguments)]
 pub fn train_autograd(
     cfg: &Config,
-    version: Version,
+    version: Impl,
     setting: Setting,
     net: &dyn ModuleT,
     vs: &tnn::VarStore,
@@ -47,7 +46,7 @@ pub fn train_autograd(
 ) {
     let hp = cfg.hyper(setting);
     if setting.wd > 0.0 {
-        let concise = version == Version::Concise;
+        let concise = version == Impl::Concise;
         exercises::train_with_decay(net, vs, concise, setting.wd, &hp, data, animator);
     } else {
         book::train(net, vs, &hp, data, animator);
@@ -56,11 +55,7 @@ pub fn train_autograd(
 
 /// The book's scratch `Net`'s three layers as `Net::new` draws them (for the fused engine).
 pub fn scratch_layers(vs: &tnn::Path) -> [tnn::Linear; 3] {
-    [
-        crate::nn::init::linear(&(vs / "lin1"), NUM_INPUTS, NUM_HIDDENS1),
-        crate::nn::init::linear(&(vs / "lin2"), NUM_HIDDENS1, NUM_HIDDENS2),
-        crate::nn::init::linear(&(vs / "lin3"), NUM_HIDDENS2, NUM_CLASSES),
-    ]
+    book::linear_layers(vs, book::SCRATCH_NAMES)
 }
 
 /// A model of `version` at `setting` with its updater, one epoch at a time, for either engine
@@ -68,7 +63,7 @@ pub fn scratch_layers(vs: &tnn::Path) -> [tnn::Linear; 3] {
 /// Seeds the generator first. Returns the variables too.
 pub fn learner(
     cfg: &Config,
-    version: Version,
+    version: Impl,
     setting: Setting,
     ctx: &Context,
 ) -> (tnn::VarStore, Box<dyn Learner>) {
@@ -78,7 +73,7 @@ pub fn learner(
         Engine::Autograd => {
             let net = autograd_net(cfg, version, setting, &vs);
             let updater: Box<dyn Updater> = if setting.wd > 0.0 {
-                exercises::sgd_with_decay(&vs, version == Version::Concise, setting.wd, cfg.lr)
+                exercises::sgd_with_decay(&vs, version == Impl::Concise, setting.wd, cfg.lr)
             } else {
                 Box::new(
                     tnn::Sgd::default()
@@ -100,14 +95,14 @@ pub fn learner(
 /// The fused engine's model of `version` at `setting`, in `vs`.
 pub(super) fn fused_learner(
     cfg: &Config,
-    version: Version,
+    version: Impl,
     setting: Setting,
     vs: &tnn::VarStore,
     ctx: &Context,
 ) -> FusedMlp {
     let layers = match version {
-        Version::Scratch => scratch_layers(&vs.root()),
-        Version::Concise => book::concise_layers(&vs.root()),
+        Impl::Scratch => scratch_layers(&vs.root()),
+        Impl::Concise => book::concise_layers(&vs.root()),
     };
     // Refused earlier (`Config::cuda_graphs` in `prepare`) where `on` is impossible.
     let graphs = cfg.cuda_graphs(ctx.device).unwrap_or(false);
@@ -125,15 +120,14 @@ struct AutogradLearner {
 }
 
 impl Learner for AutogradLearner {
-    fn train_epoch(&mut self, train: &Split) -> Sums {
-        let m = d2l::train_epoch_ch3(
+    fn train_epoch(&mut self, train: &Split) -> d2l::Metrics {
+        d2l::train_epoch_ch3(
             self.net.as_ref(),
             train,
             self.batch_size,
             book::loss,
             self.updater.as_mut(),
-        );
-        Sums::from_device(m.loss_sum, m.correct, m.count)
+        )
     }
 
     fn count_correct(&self, split: &Split) -> Tensor {

@@ -8,13 +8,13 @@
 //!   §4.5 does);
 //! - the **evaluation** (Monte-Carlo dropout, activation probes): in `noise.rs`, called by the
 //!   command after each epoch or after training.
-use super::book::{self, Hyper, NUM_HIDDENS1, NUM_HIDDENS2, NUM_INPUTS, NUM_OUTPUTS};
+use super::book::{self, Hyper, NUM_INPUTS};
 use super::kernels::Rng;
 use super::noise::{Layers, Perturbation};
 use super::{Config, Setting};
 use crate::d2l::{self, Animator, EpochMetrics, Split, Updater};
 use crate::data::fashion_mnist::FashionMnist;
-use crate::nn::{decay, init};
+use crate::nn::decay;
 use serde::Serialize;
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
@@ -30,10 +30,11 @@ pub struct NoisyNet {
 
 impl NoisyNet {
     pub fn new(vs: &nn::Path, noise: Perturbation) -> NoisyNet {
+        let [lin1, lin2, lin3] = book::linear_layers(vs, book::SCRATCH_NAMES);
         NoisyNet {
-            lin1: init::linear(&(vs / "lin1"), NUM_INPUTS, NUM_HIDDENS1),
-            lin2: init::linear(&(vs / "lin2"), NUM_HIDDENS1, NUM_HIDDENS2),
-            lin3: init::linear(&(vs / "lin3"), NUM_HIDDENS2, NUM_OUTPUTS),
+            lin1,
+            lin2,
+            lin3,
             noise,
         }
     }

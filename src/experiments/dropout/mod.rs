@@ -12,21 +12,21 @@ pub mod exercises;
 pub mod fused;
 pub mod kernels;
 pub mod noise;
-mod resume;
 
 pub use book::{concise_layers, concise_net, Hyper, Net, NUM_HIDDENS1, NUM_HIDDENS2};
-pub use command::{DropoutMlp, Finals, McFinals, Model};
+pub use command::{Artifacts, DropoutMlp, Finals, McFinals};
 use engines::fused_learner;
 pub use engines::{autograd_net, learner, scratch_layers, train_autograd};
 pub use exercises::{probe, ActivationRow, PROBE_ROWS};
 
+use crate::checkpoint;
 use crate::cuda::GraphMode;
 use crate::d2l::EpochMetrics;
 use crate::data::fashion_mnist::{self, FashionMnist};
 use crate::experiment::{self, fmt_num, Context, EpochRow, Recorder, Run, SettingStats, Stat};
 use crate::options::{
     defaults, epochs, examples, learning_rate, mc_samples, non_negative_f64, probability, Engine,
-    Version, VersionChoice,
+    Impl, ImplChoice,
 };
 use crate::progress;
 use crate::record::{self};
@@ -44,20 +44,20 @@ use tch::Tensor;
 #[derive(clap::Args, Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Config {
     /// Which version of the book's code to run
-    #[arg(long = "impl", value_enum, default_value_t = VersionChoice::Both)]
+    #[arg(long = "impl", value_enum, default_value_t = ImplChoice::Both)]
     #[serde(rename = "implementation")]
-    pub versions: VersionChoice,
-    #[arg(long, allow_hyphen_values = true, default_value_t = 10, value_parser = epochs)]
+    pub impls: ImplChoice,
+    #[arg(long, allow_hyphen_values = true, default_value_t = Hyper::BOOK.num_epochs, value_parser = epochs)]
     pub epochs: usize,
-    #[arg(long, allow_hyphen_values = true, default_value_t = 0.5, value_parser = learning_rate)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = Hyper::BOOK.lr, value_parser = learning_rate)]
     pub lr: f64,
-    #[arg(long, allow_hyphen_values = true, default_value_t = 256, value_parser = examples)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = Hyper::BOOK.batch_size, value_parser = examples)]
     pub batch_size: usize,
     /// Dropout probability after the first hidden layer, in [0, 1]; several (comma-separated) train every combination with --dropout2
-    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, default_value = "0.2", value_parser = probability)]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, default_values_t = [Hyper::BOOK.dropout1], value_parser = probability)]
     pub dropout1: Vec<f64>,
     /// Dropout probability after the second hidden layer, in [0, 1]; several allowed, as for --dropout1
-    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, default_value = "0.5", value_parser = probability)]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, default_values_t = [Hyper::BOOK.dropout2], value_parser = probability)]
     pub dropout2: Vec<f64>,
     /// autograd: the book's code op by op, PyTorch's numbers on the CPU; fused: hand-written backward, faster
     #[arg(long, value_enum, default_value_t = Engine::Autograd)]
@@ -209,10 +209,10 @@ impl Config {
 }
 
 /// The three layers' (weight, bias) of a model of `version` in `vs`.
-pub fn layers(vs: &tnn::VarStore, version: Version) -> Layers {
+pub fn layers(vs: &tnn::VarStore, version: Impl) -> Layers {
     let names = match version {
-        Version::Scratch => ["lin1", "lin2", "lin3"],
-        Version::Concise => ["1", "4", "7"],
+        Impl::Scratch => book::SCRATCH_NAMES,
+        Impl::Concise => book::CONCISE_NAMES,
     };
     let v = vs.variables();
     names.map(|n| {
@@ -224,6 +224,15 @@ pub fn layers(vs: &tnn::VarStore, version: Version) -> Layers {
 }
 
 // ---------------------------------------------------------------- training (train_ch3)
+
+/// What a dropout checkpoint keeps besides the variables and the generators.
+#[derive(Serialize, serde::Deserialize)]
+struct Extra {
+    /// The fused engine's mask generator.
+    masks: Option<[u64; 4]>,
+    /// The activation rows so far (`--track-activations`).
+    activations: Vec<ActivationRow>,
+}
 
 /// One row of `<impl>.csv`.
 #[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize)]
@@ -291,7 +300,7 @@ pub struct Trained {
 /// left, so the run ends with the very numbers of an uninterrupted one.
 pub fn train(
     cfg: &Config,
-    version: Version,
+    version: Impl,
     setting: Setting,
     data: &FashionMnist,
     ctx: &Context,
@@ -314,22 +323,27 @@ pub fn train(
         Engine::Fused => (None, Some(fused_learner(cfg, version, setting, &vs, ctx))),
     };
     let params = layers(&vs, version);
+    let resumable = checkpoint::Resumable::new(
+        checkpoint.as_ref(),
+        cfg.epochs,
+        ctx.device,
+        checkpoint::variables(&vs),
+        None,
+    );
     let mut start = 0;
-    if let Some(c) = &checkpoint {
-        if let Some(resumed) = resume::restore(c, cfg.epochs, &vs, ctx.device)? {
-            if let (Some(learner), Some(state)) = (fused.as_mut(), resumed.extra.masks) {
-                learner.set_mask_state(state);
-            }
-            start = resumed.epoch;
-            before = resumed.rows.last().map_or(0.0, |r| r.elapsed_s);
-            eprintln!(
-                "{}: continuing from its checkpoint after epoch {start} of {}",
-                ctx.tagged(label(version, setting)),
-                cfg.epochs
-            );
-            recorder.resume(resumed.rows);
-            activations = resumed.extra.activations;
+    if let Some(resumed) = resumable.restore::<Epoch, Extra>()? {
+        if let (Some(learner), Some(state)) = (fused.as_mut(), resumed.extra.masks) {
+            learner.set_mask_state(state);
         }
+        start = resumed.epoch;
+        before = resumed.rows.last().map_or(0.0, |r| r.elapsed_s);
+        eprintln!(
+            "{}: continuing from its checkpoint after epoch {start} of {}",
+            ctx.tagged(label(version, setting)),
+            cfg.epochs
+        );
+        recorder.resume(resumed.rows);
+        activations = resumed.extra.activations;
     }
     let mut failure: Option<anyhow::Error> = None;
     // What the command keeps of epoch `epoch`, given its sums (on the device), and its
@@ -354,16 +368,13 @@ pub fn train(
         };
         let flow = recorder.add(epoch, row);
         if flow.is_continue() {
-            if let Some(c) = checkpoint.as_ref().filter(|c| c.due(epoch, cfg.epochs)) {
-                let extra = resume::Extra {
-                    masks,
-                    activations: activations.clone(),
-                };
-                let at = (epoch, cfg.epochs);
-                if let Err(e) = resume::save(c, at, recorder.rows(), &extra, &vs, ctx.device) {
-                    failure = Some(e);
-                    return std::ops::ControlFlow::Break(());
-                }
+            let extra = Extra {
+                masks,
+                activations: activations.clone(),
+            };
+            if let Err(e) = resumable.after_epoch(epoch, recorder.rows(), &extra) {
+                failure = Some(e);
+                return std::ops::ControlFlow::Break(());
             }
         }
         epoch_start = Instant::now();
@@ -405,7 +416,7 @@ pub fn train(
                 }
                 let test_correct = learner.count_correct(&data.test);
                 let masks = Some(learner.mask_state());
-                let (count, sums) = (sums.count(), [sums.loss(), sums.correct(), &test_correct]);
+                let (count, sums) = (sums.count, [&sums.loss_sum, &sums.correct, &test_correct]);
                 if record(epoch, sums, count, &mut recorder, masks).is_break() {
                     break;
                 }
@@ -434,7 +445,7 @@ pub fn train(
 }
 
 /// What a run is called in messages and progress lines: `dropout (0.2, 0.5), scratch`.
-pub fn label(version: Version, setting: Setting) -> String {
+pub fn label(version: Impl, setting: Setting) -> String {
     let [p1, p2] = setting.rates;
     format!(
         "dropout ({}, {}){}, {}",

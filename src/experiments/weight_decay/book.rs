@@ -2,10 +2,12 @@
 //!
 //! A linear model with 200 inputs and only 20 training examples overfits; adding λ‖w‖²/2 to the
 //! loss (from scratch), or letting the optimizer decay the weight (concisely), keeps ‖w‖ small
-//! and the test loss low. Each `train_*` function hands every epoch's losses to an
-//! [`Animator`], the book's plot, which the caller may use to stop it. The exercises are in
+//! and the test loss low. Each training function hands every epoch's losses to an
+//! [`Animator`], the book's plot, which the caller may use to stop it. The model it trains is
+//! built by the book's own functions ([`init_params`], [`concise_net`], [`trainer`]) and handed
+//! in (the caller may set a resumed run's to its checkpoint first). The exercises are in
 //! `exercises.rs`, the fused engine in `fused.rs`, the command in `command.rs`.
-use crate::d2l::{self, Animator, Model, Split};
+use crate::d2l::{self, Animator, Split};
 use crate::nn::{decay, init};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Reduction, Tensor};
@@ -13,7 +15,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 // ---------------------------------------------------------------- §4.5.1 the data
 
 /// The book's hyper-parameters: `n_train, n_test, num_inputs, batch_size = 20, 100, 200, 5`,
-/// and the training loop's `num_epochs, lr = 100, 0.003`.
+/// and the training loop's `num_epochs, lr = 100, 0.003` ([`Hyper::BOOK`], the flags' defaults).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Hyper {
     pub n_train: usize,
@@ -24,17 +26,15 @@ pub struct Hyper {
     pub lr: f64,
 }
 
-impl Default for Hyper {
-    fn default() -> Self {
-        Hyper {
-            n_train: 20,
-            n_test: 100,
-            num_inputs: 200,
-            batch_size: 5,
-            num_epochs: 100,
-            lr: 0.003,
-        }
-    }
+impl Hyper {
+    pub const BOOK: Hyper = Hyper {
+        n_train: 20,
+        n_test: 100,
+        num_inputs: 200,
+        batch_size: 5,
+        num_epochs: 100,
+        lr: 0.003,
+    };
 }
 
 /// `true_w, true_b = torch.ones((num_inputs, 1)) * 0.01, 0.05`.
@@ -76,28 +76,24 @@ pub fn l2_penalty(w: &Tensor) -> Tensor {
     w.pow_tensor_scalar(2).sum(None) / 2
 }
 
-/// The book's `train(lambd)`: minibatch SGD on the squared loss plus λ·‖w‖²/2. Returns the
-/// trained (w, b); the book prints ‖w‖.
-pub fn train_scratch(
+/// The book's `train(lambd)`: minibatch SGD on the squared loss plus λ·‖w‖²/2, for
+/// `hp.num_epochs` epochs. Its first line, `w, b = init_params()`, is the caller's
+/// ([`init_params`]), which hands the parameters in; the book then prints ‖w‖.
+pub fn train(
     lambd: f64,
+    (w, b): (&Tensor, &Tensor),
     hp: &Hyper,
     data: &Data,
     animator: Animator<[Tensor; 2]>,
-) -> (Tensor, Tensor) {
-    let (w, b) = init_params(hp.num_inputs, data.train.x.device());
-    let net = |x: &Tensor| d2l::linreg(x, &w, &b);
+) {
+    let net = |x: &Tensor| d2l::linreg(x, w, b);
     let loss = d2l::squared_loss;
-    let params = [("w", &w), ("b", &b)];
-    let start = animator.start(Model {
-        params: &params,
-        optimizer: None,
-    });
-    for epoch in start + 1..=hp.num_epochs {
+    for epoch in 1..=hp.num_epochs {
         for (x, y) in d2l::load_array(&data.train, hp.batch_size) {
             // The L2 penalty is added to every example's loss (it broadcasts).
-            let l = loss(&net(&x), &y) + l2_penalty(&w) * lambd;
+            let l = loss(&net(&x), &y) + l2_penalty(w) * lambd;
             l.sum(None).backward();
-            d2l::sgd(&[&w, &b], hp.lr, hp.batch_size);
+            d2l::sgd(&[w, b], hp.lr, hp.batch_size);
         }
         let losses = [
             d2l::evaluate_loss(net, &data.train, loss),
@@ -107,7 +103,6 @@ pub fn train_scratch(
             break;
         }
     }
-    (w, b)
 }
 
 // ---------------------------------------------------------------- §4.5.3 concise
@@ -124,30 +119,26 @@ pub fn concise_net(vs: &nn::Path, num_inputs: usize) -> nn::Linear {
     net
 }
 
-/// The book's `train_concise(wd)`: the MSE, and an SGD whose weight group decays by `wd` and
-/// whose bias group does not (`{"params": net[0].bias}` has no `weight_decay`). Returns the
-/// trained (weight, bias).
+/// `trainer = torch.optim.SGD([{"params": net[0].weight, 'weight_decay': wd},
+/// {"params": net[0].bias}], lr=lr)`: the weight decays by `wd`, the bias does not.
+pub fn trainer(vs: &nn::VarStore, wd: f64, lr: f64) -> nn::Optimizer {
+    // The weight goes to the decay group, the bias to the other.
+    decay::regroup(vs);
+    decay::optimizer(nn::Sgd::default(), vs, lr, wd).expect("SGD over a fresh VarStore")
+}
+
+/// The book's `train_concise(wd)`: the MSE and the `trainer` above, for `hp.num_epochs`
+/// epochs. Its first lines (`net = nn.Sequential(…)`, the `normal_()` of its parameters and
+/// the trainer) are the caller's ([`concise_net`], [`trainer`]); the book then prints ‖w‖.
 pub fn train_concise(
-    wd: f64,
+    net: &nn::Linear,
+    trainer: &mut nn::Optimizer,
     hp: &Hyper,
     data: &Data,
     animator: Animator<[Tensor; 2]>,
-) -> (Tensor, Tensor) {
-    let vs = nn::VarStore::new(data.train.x.device());
-    let net = concise_net(&vs.root(), hp.num_inputs);
+) {
     let loss = |y_hat: &Tensor, y: &Tensor| y_hat.mse_loss(y, Reduction::None);
-    // The bias is not decayed: the weight goes to the decay group, the bias to the other.
-    decay::regroup(&vs);
-    let mut trainer =
-        decay::optimizer(nn::Sgd::default(), &vs, hp.lr, wd).expect("SGD over a fresh VarStore");
-    let bias = net.bs.as_ref().expect("a bias");
-    let params = [("weight", &net.ws), ("bias", bias)];
-    // Plain SGD keeps no state.
-    let start = animator.start(Model {
-        params: &params,
-        optimizer: None,
-    });
-    for epoch in start + 1..=hp.num_epochs {
+    for epoch in 1..=hp.num_epochs {
         for (x, y) in d2l::load_array(&data.train, hp.batch_size) {
             trainer.zero_grad();
             let l = loss(&net.forward(&x), &y);
@@ -162,5 +153,4 @@ pub fn train_concise(
             break;
         }
     }
-    (net.ws, net.bs.expect("a bias"))
 }

@@ -2,7 +2,7 @@
 //! final losses and ‖w‖ against λ.
 use super::{Config, Setting, WeightDecay};
 use crate::experiment::{self, fmt_num, Run, SettingStats};
-use crate::options::Version;
+use crate::options::Impl;
 use crate::plot::{Figure, Series};
 use crate::record;
 use crate::sweep;
@@ -28,7 +28,7 @@ pub(super) fn groups(settings: &[SettingStats<WeightDecay>]) -> Vec<std::ops::Ra
 }
 
 /// `concise adamw l1`: a group's name in notes and legends.
-pub(super) fn group_name(version: Version, setting: Setting) -> String {
+pub(super) fn group_name(version: Impl, setting: Setting) -> String {
     format!("{}{}", version.name(), setting.variant())
 }
 
@@ -36,11 +36,10 @@ pub(super) fn group_name(version: Version, setting: Setting) -> String {
 /// group in one figure.
 pub(super) fn write_overview(
     dir: &Path,
-    runs: &[(Version, Setting, &Run<WeightDecay>)],
+    runs: &[(Impl, Setting, &Run<WeightDecay>)],
     plots: bool,
 ) -> Result<()> {
-    let same = |a: &(Version, Setting, &Run<WeightDecay>),
-                b: &(Version, Setting, &Run<WeightDecay>)| {
+    let same = |a: &(Impl, Setting, &Run<WeightDecay>), b: &(Impl, Setting, &Run<WeightDecay>)| {
         a.0 == b.0 && a.1.optimizer == b.1.optimizer && a.1.penalty == b.1.penalty
     };
     let mut start = 0;

@@ -2,7 +2,7 @@
 //! settings, the final figures, file names, the summary's marks and notes, the printed table.
 use super::charts;
 use super::*;
-use crate::experiment::{Experiment, Finals as _};
+use crate::experiment::{Experiment, FinalFigures as _};
 use serde::Deserialize;
 
 /// §4.5 as a command: `weight-decay`, its runs one per version and setting (optimizer,
@@ -38,7 +38,7 @@ impl Finals {
     }
 }
 
-impl experiment::Finals for Finals {
+impl experiment::FinalFigures for Finals {
     /// Final test loss − final train loss.
     fn gap(&self) -> f64 {
         experiment::round_derived(self.final_test_loss - self.final_train_loss)
@@ -76,7 +76,7 @@ impl Experiment for WeightDecay {
     type Data = ();
     type Row = Epoch;
     type Finals = Finals;
-    type Model = ();
+    type Artifacts = ();
 
     /// Penalty by penalty, optimizer by optimizer, every λ.
     fn settings(cfg: &Config) -> Vec<Setting> {
@@ -96,9 +96,9 @@ impl Experiment for WeightDecay {
     }
 
     /// The scratch version has one optimizer, the book's minibatch SGD.
-    fn settings_for(cfg: &Config, version: Version) -> Vec<Setting> {
+    fn settings_for(cfg: &Config, version: Impl) -> Vec<Setting> {
         let mut settings = Self::settings(cfg);
-        if version == Version::Scratch {
+        if version == Impl::Scratch {
             settings.retain(|s| s.optimizer == cfg.optimizer[0]);
             for s in &mut settings {
                 s.optimizer = Optimizer::Sgd;
@@ -136,15 +136,15 @@ impl Experiment for WeightDecay {
         stats
     }
 
-    fn versions(cfg: &Config) -> Vec<Version> {
-        cfg.versions.versions()
+    fn impls(cfg: &Config) -> Vec<Impl> {
+        cfg.impls.impls()
     }
 
-    /// Version by version, then penalty by penalty and optimizer by optimizer, every λ of a
+    /// Impl by impl, then penalty by penalty and optimizer by optimizer, every λ of a
     /// group together (the fused engine trains them as one batched model).
-    fn schedule(cfg: &Config) -> Vec<(Version, Vec<Setting>)> {
+    fn schedule(cfg: &Config) -> Vec<(Impl, Vec<Setting>)> {
         let mut groups = Vec::new();
-        for version in cfg.versions.versions() {
+        for version in cfg.impls.impls() {
             let settings = Self::settings_for(cfg, version);
             for chunk in settings.chunks(cfg.wd.len()) {
                 groups.push((version, chunk.to_vec()));
@@ -162,7 +162,7 @@ impl Experiment for WeightDecay {
             .filter(|o| **o != Optimizer::Sgd)
             .map(|o| o.name())
             .collect();
-        if cfg.versions == VersionChoice::Scratch && !non_sgd.is_empty() {
+        if cfg.impls == ImplChoice::Scratch && !non_sgd.is_empty() {
             anyhow::bail!(
                 "--optimizer {} applies to the concise version; the scratch version is the \
                  book's own minibatch SGD. Add --impl concise (or both), or drop --optimizer",
@@ -190,7 +190,7 @@ impl Experiment for WeightDecay {
     fn train(
         cfg: &Config,
         _: &(),
-        version: Version,
+        version: Impl,
         settings: &[Setting],
         ctx: &Context,
     ) -> Result<Vec<Run<Self>>> {
@@ -214,18 +214,18 @@ impl Experiment for WeightDecay {
                     curve: trained.curve,
                     status: trained.status,
                     seconds,
-                    model: (),
+                    artifacts: (),
                 }
             })
             .collect())
     }
 
-    fn label(version: Version, setting: Setting) -> String {
+    fn label(version: Impl, setting: Setting) -> String {
         label(version, setting, &[setting.wd])
     }
 
     /// `<impl>[-<optimizer>][-<penalty>]-wd<λ>`, naming only what differs from the book's.
-    fn stem(version: Version, setting: Setting, _alone: bool) -> String {
+    fn stem(version: Impl, setting: Setting, _alone: bool) -> String {
         format!(
             "{}{}-wd{}",
             version.name(),
@@ -262,7 +262,7 @@ impl Experiment for WeightDecay {
         }
     }
 
-    fn curve_title(version: Version, setting: Setting, run: &Run<Self>) -> String {
+    fn curve_title(version: Impl, setting: Setting, run: &Run<Self>) -> String {
         format!(
             "weight decay, {}{}, λ = {}: ‖w‖ = {:.3}",
             version.name(),
@@ -274,7 +274,7 @@ impl Experiment for WeightDecay {
 
     fn write_overview_charts(
         dir: &Path,
-        runs: &[(Version, Setting, &Run<Self>)],
+        runs: &[(Impl, Setting, &Run<Self>)],
         plots: bool,
     ) -> Result<()> {
         charts::write_overview(dir, runs, plots)

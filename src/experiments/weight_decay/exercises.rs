@@ -9,7 +9,7 @@
 //!   decay groups (`--optimizer adam|adamw`);
 //! - a **validation** split to choose λ on (exercise 2, `--n-val`), drawn after training.
 use super::book::{self, Data, Hyper};
-use crate::d2l::{self, Animator, Model, Split};
+use crate::d2l::{self, Animator, Split};
 use crate::nn::decay;
 use crate::nn::optimizer_state::{self, State};
 use anyhow::Result;
@@ -62,9 +62,10 @@ impl Optimizer {
         }
     }
 
-    /// This optimizer over `vs`, the weights (decay group) decaying by `wd`, the bias not, and
-    /// the handle on its state (Adam's moments and step counts).
+    /// This optimizer over `vs` (its variables regrouped: the weights decay by `wd`, the bias
+    /// not), and the handle on its state (Adam's moments and step counts).
     pub fn build(self, vs: &nn::VarStore, lr: f64, wd: f64) -> Result<(nn::Optimizer, State)> {
+        decay::regroup(vs);
         fn with_state(
             config: impl nn::OptimizerConfig,
             vs: &nn::VarStore,
@@ -97,36 +98,31 @@ pub fn soft_threshold(weights: &[&Tensor], t: f64) {
     });
 }
 
-/// [`book::train_scratch`] with λ‖w‖₁ in place of λ‖w‖²/2: in every example's loss
+/// [`book::train`] with λ‖w‖₁ in place of λ‖w‖²/2: in every example's loss
 /// (`Penalty::L1`), or as a proximal step after each SGD step on the data loss alone, by the
 /// threshold the subgradient step would take, lr·λ·B/batch_size for a batch of B
 /// (`Penalty::L1Prox`).
 pub fn train_scratch_l1(
     penalty: Penalty,
     lambd: f64,
+    (w, b): (&Tensor, &Tensor),
     hp: &Hyper,
     data: &Data,
     animator: Animator<[Tensor; 2]>,
-) -> (Tensor, Tensor) {
-    let (w, b) = book::init_params(hp.num_inputs, data.train.x.device());
-    let net = |x: &Tensor| d2l::linreg(x, &w, &b);
+) {
+    let net = |x: &Tensor| d2l::linreg(x, w, b);
     let loss = d2l::squared_loss;
-    let params = [("w", &w), ("b", &b)];
-    let start = animator.start(Model {
-        params: &params,
-        optimizer: None,
-    });
-    for epoch in start + 1..=hp.num_epochs {
+    for epoch in 1..=hp.num_epochs {
         for (x, y) in d2l::load_array(&data.train, hp.batch_size) {
             let l = match penalty {
                 Penalty::L1Prox => loss(&net(&x), &y),
-                _ => loss(&net(&x), &y) + l1_penalty(&w) * lambd,
+                _ => loss(&net(&x), &y) + l1_penalty(w) * lambd,
             };
             l.sum(None).backward();
-            d2l::sgd(&[&w, &b], hp.lr, hp.batch_size);
+            d2l::sgd(&[w, b], hp.lr, hp.batch_size);
             if penalty == Penalty::L1Prox {
                 let t = hp.lr * lambd / hp.batch_size as f64 * l.size()[0] as f64;
-                soft_threshold(&[&w], t);
+                soft_threshold(&[w], t);
             }
         }
         let losses = [
@@ -137,37 +133,27 @@ pub fn train_scratch_l1(
             break;
         }
     }
-    (w, b)
 }
 
 /// [`book::train_concise`] with another optimizer and another penalty: L2 through the
-/// optimizer's decay group (as the book), L1 as λ‖w‖₁ of the decay group added to the mean
-/// loss (libtorch's optimizers have no L1), `l1-prox` as soft-thresholding of the decay group
-/// by lr·λ after each step.
+/// optimizer's decay group (as the book; `trainer` from [`Optimizer::build`] with λ), L1 as
+/// λ‖w‖₁ of the decay group added to the mean loss (libtorch's optimizers have no L1; the
+/// trainer built with 0), `l1-prox` as soft-thresholding of the decay group by lr·λ after
+/// each step (likewise).
+#[allow(clippy::too_many_arguments)]
 pub fn train_concise_with(
-    optimizer: Optimizer,
     penalty: Penalty,
     lambd: f64,
+    net: &nn::Linear,
+    vs: &nn::VarStore,
+    trainer: &mut nn::Optimizer,
     hp: &Hyper,
     data: &Data,
     animator: Animator<[Tensor; 2]>,
-) -> (Tensor, Tensor) {
-    let vs = nn::VarStore::new(data.train.x.device());
-    let net = book::concise_net(&vs.root(), hp.num_inputs);
+) {
     let mse = |y_hat: &Tensor, y: &Tensor| y_hat.mse_loss(y, Reduction::None);
-    decay::regroup(&vs);
-    let decaying = decay::decaying_variables(&vs);
-    let optimizer_decay = if penalty == Penalty::L2 { lambd } else { 0.0 };
-    let (mut trainer, state) = optimizer
-        .build(&vs, hp.lr, optimizer_decay)
-        .expect("an optimizer over a fresh VarStore");
-    let bias = net.bs.as_ref().expect("a bias");
-    let params = [("weight", &net.ws), ("bias", bias)];
-    let start = animator.start(Model {
-        params: &params,
-        optimizer: Some(&state),
-    });
-    for epoch in start + 1..=hp.num_epochs {
+    let decaying = decay::decaying_variables(vs);
+    for epoch in 1..=hp.num_epochs {
         for (x, y) in d2l::load_array(&data.train, hp.batch_size) {
             trainer.zero_grad();
             let data_loss = mse(&net.forward(&x), &y);
@@ -195,7 +181,6 @@ pub fn train_concise_with(
             break;
         }
     }
-    (net.ws, net.bs.expect("a bias"))
 }
 
 /// What the validation split's generator is seeded with, beside the run's seed.

@@ -9,7 +9,7 @@
 //! parameters and gets each λ's losses back as its own rows.
 use crate::data::{batches, Split};
 use crate::experiment::{fmt_num, EpochRow};
-use crate::options::Version;
+use crate::options::Impl;
 use crate::progress;
 use crate::stop::{self, Status};
 use std::ops::ControlFlow;
@@ -98,7 +98,7 @@ impl<R> Default for Hooks<'_, R> {
 #[allow(clippy::too_many_arguments)]
 pub fn train<R: EpochRow>(
     schedule: Schedule,
-    version: Version,
+    version: Impl,
     lambdas: &[f64],
     (train, test): (&Split, &Split),
     (w0, b0): (&Tensor, &Tensor),
@@ -135,7 +135,7 @@ pub fn train<R: EpochRow>(
     }
     let lambda = Tensor::from_slice(&lambdas.iter().map(|&l| l as f32).collect::<Vec<_>>())
         .to_device(device);
-    let half = matches!(version, Version::Scratch);
+    let half = matches!(version, Impl::Scratch);
     for epoch in first..=schedule.epochs {
         for (x, y) in batches::shuffled(train, schedule.batch_size) {
             if stop::requested().is_some() {
@@ -317,11 +317,11 @@ impl<'a, R: EpochRow> Columns<'a, R> {
 
 /// For a batch of `n` examples: the factor that multiplies λ in the weight's decay
 /// (w ← (1 − λ·factor)·w) and the step on Xᵀr and Σr.
-fn step_sizes(schedule: Schedule, version: Version, n: f64) -> (f64, f64) {
+fn step_sizes(schedule: Schedule, version: Impl, n: f64) -> (f64, f64) {
     let (lr, batch_size) = (schedule.lr, schedule.batch_size as f64);
     match version {
-        Version::Scratch => (lr * n / batch_size, lr / batch_size),
-        Version::Concise => (lr, 2.0 * lr / n),
+        Impl::Scratch => (lr * n / batch_size, lr / batch_size),
+        Impl::Concise => (lr, 2.0 * lr / n),
     }
 }
 
@@ -345,7 +345,7 @@ fn host(t: &Tensor) -> Vec<f32> {
 #[allow(clippy::too_many_arguments)]
 fn train_on_host<R: EpochRow>(
     schedule: Schedule,
-    version: Version,
+    version: Impl,
     lambdas: &[f64],
     (train, test): (&Split, &Split),
     (w, b): (&Tensor, &Tensor),
@@ -358,7 +358,7 @@ fn train_on_host<R: EpochRow>(
     let (train_x, train_y, test_x, test_y) =
         (host(&train.x), host(&train.y), host(&test.x), host(&test.y));
     let (mut w, mut b) = (host(w), host(b)); // w: [d, k] row-major, b: [k]
-    let half = matches!(version, Version::Scratch);
+    let half = matches!(version, Impl::Scratch);
     let mut r = vec![0f32; schedule.batch_size * k];
     let mut x_rows: Vec<&[f32]> = Vec::with_capacity(schedule.batch_size);
     let n_train = train.len();

@@ -22,8 +22,8 @@ pub use exercises::{Optimizer, Penalty};
 use crate::checkpoint;
 use crate::experiment::{self, fmt_num, Context, EpochRow, Recorder, Run, SettingStats, Stat};
 use crate::options::{
-    defaults, epochs, examples, learning_rate, non_negative_f64, num_inputs, Engine, Version,
-    VersionChoice,
+    defaults, epochs, examples, learning_rate, non_negative_f64, num_inputs, Engine, Impl,
+    ImplChoice,
 };
 use crate::progress;
 use crate::record::{self, Cell};
@@ -42,23 +42,23 @@ pub struct Config {
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true, default_value = "0,3", value_parser = non_negative_f64)]
     pub wd: Vec<f64>,
     /// Which version of the book's code to run
-    #[arg(long = "impl", value_enum, default_value_t = VersionChoice::Both)]
+    #[arg(long = "impl", value_enum, default_value_t = ImplChoice::Both)]
     #[serde(rename = "implementation")]
-    pub versions: VersionChoice,
+    pub impls: ImplChoice,
     /// autograd: the book's code op by op, PyTorch's numbers on the CPU; fused: closed-form gradients, every λ in one batched model
     #[arg(long, value_enum, default_value_t = Engine::Autograd)]
     pub engine: Engine,
-    #[arg(long, allow_hyphen_values = true, default_value_t = 100, value_parser = epochs)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = Hyper::BOOK.num_epochs, value_parser = epochs)]
     pub epochs: usize,
-    #[arg(long, allow_hyphen_values = true, default_value_t = 0.003, value_parser = learning_rate)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = Hyper::BOOK.lr, value_parser = learning_rate)]
     pub lr: f64,
-    #[arg(long, allow_hyphen_values = true, default_value_t = 5, value_parser = examples)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = Hyper::BOOK.batch_size, value_parser = examples)]
     pub batch_size: usize,
-    #[arg(long, allow_hyphen_values = true, default_value_t = 20, value_parser = examples)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = Hyper::BOOK.n_train, value_parser = examples)]
     pub n_train: usize,
-    #[arg(long, allow_hyphen_values = true, default_value_t = 100, value_parser = examples)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = Hyper::BOOK.n_test, value_parser = examples)]
     pub n_test: usize,
-    #[arg(long, allow_hyphen_values = true, default_value_t = 200, value_parser = num_inputs)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = Hyper::BOOK.num_inputs, value_parser = num_inputs)]
     pub num_inputs: usize,
     /// Penalty on the weight: l2 (λ‖w‖²/2, the book's), l1 (λ‖w‖₁ by its subgradient) or l1-prox (λ‖w‖₁ by soft-thresholding); several (comma-separated) train each
     #[arg(long, value_enum, value_delimiter = ',', default_value = "l2")]
@@ -224,7 +224,7 @@ impl Trained {
 /// wall time too.
 pub fn run_one(
     cfg: &Config,
-    version: Version,
+    version: Impl,
     setting: Setting,
     ctx: &Context,
 ) -> Result<(Trained, f64)> {
@@ -232,37 +232,156 @@ pub fn run_one(
     Ok(runs.remove(0))
 }
 
-/// Trains one run with the autograd engine: the book's function for the book's setting (SGD,
-/// L2), its exercise variant otherwise, each epoch's losses read in one transfer and recorded
-/// (and checkpointed, with `checkpoint`; see `resume.rs`).
+/// The model one autograd run trains, built by the book's functions in the book's order (its
+/// draws from the generator made as always): the scratch parameters, or the concise network
+/// with its trainer (the book's SGD, or an exercise's optimizer with the handle on its state).
+enum BookModel {
+    Scratch(Tensor, Tensor),
+    Concise {
+        vs: tnn::VarStore,
+        net: tnn::Linear,
+        trainer: tnn::Optimizer,
+        state: Option<crate::nn::optimizer_state::State>,
+    },
+}
+
+impl BookModel {
+    fn new(version: Impl, setting: Setting, hp: &Hyper, device: tch::Device) -> BookModel {
+        match version {
+            Impl::Scratch => {
+                let (w, b) = book::init_params(hp.num_inputs, device);
+                BookModel::Scratch(w, b)
+            }
+            Impl::Concise => {
+                let vs = tnn::VarStore::new(device);
+                let net = book::concise_net(&vs.root(), hp.num_inputs);
+                let (trainer, state) = if setting == Setting::book(setting.wd) {
+                    (book::trainer(&vs, setting.wd, hp.lr), None)
+                } else {
+                    // The optimizer decays by λ for L2; an L1 penalty is the loss's.
+                    let wd = if setting.penalty == Penalty::L2 {
+                        setting.wd
+                    } else {
+                        0.0
+                    };
+                    let (trainer, state) = (setting.optimizer)
+                        .build(&vs, hp.lr, wd)
+                        .expect("an optimizer over a fresh VarStore");
+                    (trainer, Some(state))
+                };
+                BookModel::Concise {
+                    vs,
+                    net,
+                    trainer,
+                    state,
+                }
+            }
+        }
+    }
+
+    /// Its variables by name, as its checkpoint keeps them.
+    fn variables(&self) -> Vec<(String, Tensor)> {
+        match self {
+            BookModel::Scratch(w, b) => vec![
+                ("w".into(), w.shallow_clone()),
+                ("b".into(), b.shallow_clone()),
+            ],
+            BookModel::Concise { net, .. } => vec![
+                ("weight".into(), net.ws.shallow_clone()),
+                (
+                    "bias".into(),
+                    net.bs.as_ref().expect("a bias").shallow_clone(),
+                ),
+            ],
+        }
+    }
+
+    /// The trained weight and bias.
+    fn weights(&self) -> (Tensor, Tensor) {
+        let [(_, w), (_, b)]: [(String, Tensor); 2] =
+            self.variables().try_into().expect("a weight and a bias");
+        (w, b)
+    }
+}
+
+/// Trains one run with the autograd engine: the model built as the book builds it, set to its
+/// checkpoint when the run resumes (the one resume driver, [`checkpoint::Resumable`]), then
+/// the book's function for the book's setting (SGD, L2), its exercise variant otherwise, over
+/// the epochs left; each epoch's losses read in one transfer, recorded and checkpointed.
 fn train_autograd(
     cfg: &Config,
-    version: Version,
+    version: Impl,
     setting: Setting,
     data: &Data,
-    recorder: Recorder<'_, Epoch>,
+    mut recorder: Recorder<'_, Epoch>,
     (checkpoint, label): (Option<&checkpoint::RunCheckpoint>, String),
 ) -> Result<Trained> {
     let hp = cfg.hyper();
     let device = data.train.x.device();
-    let mut animator = resume::Recording::new(recorder, checkpoint, cfg.epochs, device, label);
-    let (optimizer, penalty, wd) = (setting.optimizer, setting.penalty, setting.wd);
-    let (w, b) = match (version, optimizer, penalty) {
-        (Version::Scratch, _, Penalty::L2) => book::train_scratch(wd, &hp, data, &mut animator),
-        (Version::Scratch, _, _) => {
-            exercises::train_scratch_l1(penalty, wd, &hp, data, &mut animator)
-        }
-        (Version::Concise, Optimizer::Sgd, Penalty::L2) => {
-            book::train_concise(wd, &hp, data, &mut animator)
-        }
-        (Version::Concise, _, _) => {
-            exercises::train_concise_with(optimizer, penalty, wd, &hp, data, &mut animator)
-        }
+    let mut model = BookModel::new(version, setting, &hp, device);
+    let state = match &model {
+        BookModel::Concise { state, .. } => state.clone(),
+        BookModel::Scratch(..) => None,
     };
-    if let Some(e) = animator.failure {
+    let resumable =
+        checkpoint::Resumable::new(checkpoint, cfg.epochs, device, model.variables(), state);
+    let (mut start, mut before) = (0, 0.0);
+    if let Some(resumed) = resumable.restore::<Epoch, ()>()? {
+        eprintln!(
+            "{label}: continuing from its checkpoint after epoch {} of {}",
+            resumed.epoch, cfg.epochs
+        );
+        (start, before) = (
+            resumed.epoch,
+            resumed.rows.last().map_or(0.0, |r| r.elapsed_s),
+        );
+        recorder.resume(resumed.rows);
+    }
+    let begin = Instant::now();
+    let mut failure = None;
+    // The book's animator: the epochs it counts are those left, numbered here from the first.
+    let mut animator = |epoch: usize, [train, test]: [Tensor; 2]| {
+        if stop::requested().is_some() {
+            return recorder.interrupted();
+        }
+        let epoch = start + epoch;
+        let [train_loss, test_loss] = crate::train::read(&[&train, &test]);
+        let elapsed = before + begin.elapsed().as_secs_f64();
+        let flow = recorder.add(epoch, Epoch::new(epoch, train_loss, test_loss, elapsed));
+        if flow.is_continue() {
+            if let Err(e) = resumable.after_epoch(epoch, recorder.rows(), &()) {
+                failure = Some(e);
+                return std::ops::ControlFlow::Break(());
+            }
+        }
+        flow
+    };
+    let left = Hyper {
+        num_epochs: cfg.epochs - start,
+        ..hp
+    };
+    let (penalty, wd) = (setting.penalty, setting.wd);
+    match &mut model {
+        BookModel::Scratch(w, b) if penalty == Penalty::L2 => {
+            book::train(wd, (w, b), &left, data, &mut animator)
+        }
+        BookModel::Scratch(w, b) => {
+            exercises::train_scratch_l1(penalty, wd, (w, b), &left, data, &mut animator)
+        }
+        BookModel::Concise { net, trainer, .. } if setting == Setting::book(wd) => {
+            book::train_concise(net, trainer, &left, data, &mut animator)
+        }
+        BookModel::Concise {
+            vs, net, trainer, ..
+        } => {
+            exercises::train_concise_with(penalty, wd, net, vs, trainer, &left, data, &mut animator)
+        }
+    }
+    if let Some(e) = failure {
         return Err(e);
     }
-    let (curve, status) = animator.recorder.finish();
+    let (curve, status) = recorder.finish();
+    let (w, b) = model.weights();
     let w_norm = w.norm().double_value(&[]);
     Ok(Trained::new(curve, status, w_norm, (&w, &b)))
 }
@@ -276,7 +395,7 @@ fn train_autograd(
 /// cannot be read or written.
 pub fn run_group(
     cfg: &Config,
-    version: Version,
+    version: Impl,
     settings: &[Setting],
     ctx: &Context,
 ) -> Result<Vec<(Trained, f64)>> {
@@ -287,7 +406,7 @@ pub fn run_group(
                 &trained.weight,
                 &trained.bias,
                 &val,
-                version == Version::Scratch,
+                version == Impl::Scratch,
             );
         }
     };
@@ -365,7 +484,7 @@ pub fn run_group(
 /// from (the initial parameters drawn first, as always); each λ's rows to its board, if any.
 pub fn train_fused(
     cfg: &Config,
-    version: Version,
+    version: Impl,
     lambdas: &[f64],
     data: &Data,
     loops: fused::Loops,
@@ -377,8 +496,8 @@ pub fn train_fused(
 ) -> Result<Vec<Trained>> {
     let device = data.train.x.device();
     let (w0, b0) = match version {
-        Version::Scratch => book::init_params(cfg.num_inputs, device),
-        Version::Concise => {
+        Impl::Scratch => book::init_params(cfg.num_inputs, device),
+        Impl::Concise => {
             let vs = tnn::VarStore::new(device);
             let net = book::concise_net(&vs.root(), cfg.num_inputs);
             (net.ws.tr(), net.bs.expect("a bias"))
@@ -436,7 +555,7 @@ pub fn train_fused(
 }
 
 /// What a run is called in messages and progress lines: `weight decay, concise adamw λ=0,3`.
-pub fn label(version: Version, setting: Setting, lambdas: &[f64]) -> String {
+pub fn label(version: Impl, setting: Setting, lambdas: &[f64]) -> String {
     let lambdas: Vec<String> = lambdas.iter().map(|&l| fmt_num(l)).collect();
     format!(
         "weight decay, {}{} λ={}",

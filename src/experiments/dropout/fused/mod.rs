@@ -19,8 +19,9 @@ use tensor_ops::decay;
 
 mod tensor_ops;
 use crate::cuda::CudaGraph;
+use crate::d2l::{self, Metrics};
 use crate::data::Split;
-use crate::train::{self, Learner, Sums};
+use crate::train::Learner;
 use tch::nn::Linear;
 use tch::{Device, Kind, Tensor};
 
@@ -257,7 +258,7 @@ impl FusedMlp {
 }
 
 impl Learner for FusedMlp {
-    fn train_epoch(&mut self, train: &Split) -> Sums {
+    fn train_epoch(&mut self, train: &Split) -> Metrics {
         let _guard = tch::no_grad_guard();
         if self.path != StepPath::CpuKernels {
             return self.tensor_ops_epoch(train);
@@ -279,7 +280,11 @@ impl Learner for FusedMlp {
             loss += l;
             correct += c;
         }
-        Sums::from_host(loss, correct, n)
+        Metrics {
+            loss_sum: Tensor::from(loss),
+            correct: Tensor::from(correct),
+            count: n,
+        }
     }
 
     fn count_correct(&self, split: &Split) -> Tensor {
@@ -291,7 +296,7 @@ impl Learner for FusedMlp {
             let x = split.x.narrow(0, start, len);
             let h1 = b[0].addmm(&x, &w[0].tr()).relu_();
             let h2 = b[1].addmm(&h1, &w[1].tr()).relu_();
-            total += train::correct(&b[2].addmm(&h2, &w[2].tr()), &split.y.narrow(0, start, len));
+            total += d2l::accuracy(&b[2].addmm(&h2, &w[2].tr()), &split.y.narrow(0, start, len));
         }
         total
     }

@@ -57,7 +57,7 @@ impl FusedMlp {
         let _ = buffers
             .correct
             .shallow_clone()
-            .g_add_(&train::correct(&z3, &y));
+            .g_add_(&crate::d2l::accuracy(&z3, &y));
         // ĝ3 = f2 · (−lr/n) · (softmax − one_hot(y))
         let mut g3 = log_p.exp();
         let _ = g3.scatter_add_(1, &y1, &buffers.minus_ones.narrow(0, 0, n));
@@ -122,7 +122,7 @@ impl FusedMlp {
 
     /// A training epoch as tensor operations: the permutation drawn into the static order
     /// buffer, then the epoch eagerly, or replayed from its CUDA graph.
-    pub(super) fn tensor_ops_epoch(&mut self, train: &Split) -> Sums {
+    pub(super) fn tensor_ops_epoch(&mut self, train: &Split) -> Metrics {
         let device = train.x.device();
         let n = train.len();
         if self.epoch.as_ref().is_none_or(|e| e.order.size()[0] != n) {
@@ -159,7 +159,11 @@ impl FusedMlp {
         } else {
             self.capture(train, &mut buffers)
         };
-        let sums = Sums::from_device(buffers.loss.copy(), buffers.correct.copy(), seen);
+        let sums = Metrics {
+            loss_sum: buffers.loss.copy(),
+            correct: buffers.correct.copy(),
+            count: seen,
+        };
         self.epoch = Some(buffers);
         sums
     }

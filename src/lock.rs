@@ -45,7 +45,7 @@ pub fn lock(main: &Path, dir: &Path, usage: Use) -> Result<DirLock> {
     };
     let mut files = vec![main_file];
     match taken {
-        Ok(()) => {}
+        Ok(()) => still_at(&files[0], &main)?,
         Err(TryLockError::WouldBlock) => return Err(in_use(dir, &holders(&main))),
         Err(TryLockError::Error(e)) => return Err(cannot_lock(&main, e)),
     }
@@ -55,7 +55,7 @@ pub fn lock(main: &Path, dir: &Path, usage: Use) -> Result<DirLock> {
             let path = shard_file(&main, &format!("{index}-of-{count}"));
             let file = open(&path)?;
             match file.try_lock() {
-                Ok(()) => {}
+                Ok(()) => still_at(&file, &path)?,
                 Err(TryLockError::WouldBlock) => return Err(in_use(dir, &[read_holder(&path)])),
                 Err(TryLockError::Error(e)) => return Err(cannot_lock(&path, e)),
             }
@@ -74,20 +74,66 @@ pub fn lock(main: &Path, dir: &Path, usage: Use) -> Result<DirLock> {
     Ok(DirLock { _files: files })
 }
 
+/// Opens (creating) the lock file `path`, never through a symbolic link: in a directory
+/// others can write (a shared `--out`), a link planted there would have the command truncate
+/// and overwrite its target. A lock file that is not a regular file of this user's, with one
+/// name, is refused by name, untouched.
 fn open(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let opened = no_follow(OpenOptions::new().read(true).write(true).create(true))
         .truncate(false)
-        .open(path)
-        .with_context(|| {
+        .mode(0o644)
+        .open(path);
+    let refuse = |what: &str| {
+        anyhow::anyhow!(
+            "the lock file '{}' is {what}; a lock file must be a regular file of your own: \
+             remove it if nobody needs it (this program did not make it), or choose another --out",
+            path.display()
+        )
+    };
+    let file = match opened {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(refuse("a symbolic link")),
+        other => other.with_context(|| {
             format!(
                 "cannot open the lock file '{}' (check the permissions there, or choose another \
                  --out)",
                 path.display()
             )
-        })
+        })?,
+    };
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot read the lock file '{}'", path.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.file_type().is_file() {
+        return Err(refuse("not a regular file"));
+    }
+    if meta.uid() != me {
+        return Err(refuse(&format!(
+            "owned by another user (uid {})",
+            meta.uid()
+        )));
+    }
+    if meta.nlink() != 1 {
+        return Err(refuse(&format!("a hard link ({} names)", meta.nlink())));
+    }
+    Ok(file)
+}
+
+/// Whether `file`, now locked, is still the one at `path`: a lock taken on a file that was
+/// replaced or removed meanwhile guards nothing.
+fn still_at(file: &File, path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (held, there) = (file.metadata().ok(), std::fs::symlink_metadata(path).ok());
+    match (held, there) {
+        (Some(h), Some(t)) if h.dev() == t.dev() && h.ino() == t.ino() => Ok(()),
+        _ => anyhow::bail!(
+            "the lock file '{}' was replaced or removed while this command took it: another \
+             command may be starting there; run it again",
+            path.display()
+        ),
+    }
 }
 
 fn cannot_lock(path: &Path, e: std::io::Error) -> anyhow::Error {
@@ -131,7 +177,7 @@ fn holders(main: &Path) -> Vec<String> {
                 .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
         })
         .filter(|p| {
-            let file = OpenOptions::new().read(true).write(true).open(p);
+            let file = no_follow(OpenOptions::new().read(true).write(true)).open(p);
             file.is_ok_and(|f| matches!(f.try_lock(), Err(TryLockError::WouldBlock)))
         })
         .collect();
@@ -145,7 +191,8 @@ fn holders(main: &Path) -> Vec<String> {
 
 fn read_holder(path: &Path) -> String {
     let mut text = String::new();
-    let _ = File::open(path).and_then(|mut f| f.read_to_string(&mut text));
+    let _ = (no_follow(OpenOptions::new().read(true)).open(path))
+        .and_then(|f| f.take(4096).read_to_string(&mut text));
     match text.trim() {
         "" => "a process that has not said which".to_string(),
         who => who.to_string(),
@@ -153,5 +200,11 @@ fn read_holder(path: &Path) -> String {
 }
 
 fn command_line() -> String {
-    std::env::args().collect::<Vec<_>>().join(" ")
+    crate::options::command_line().join(" ")
+}
+
+/// Options that open a path only if it is not a symbolic link (and never block on a FIFO).
+fn no_follow(options: &mut OpenOptions) -> &mut OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
 }

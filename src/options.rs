@@ -69,6 +69,25 @@ pub fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(
     s.collect_str(v)
 }
 
+/// The command line as typed, for `run.json` and the lock file: any bytes a Linux argument
+/// can hold, those that are not UTF-8 shown as U+FFFD (`std::env::args` would panic on them).
+pub fn command_line() -> Vec<String> {
+    std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Serializes a path for `run.json`, its non-UTF-8 bytes as U+FFFD (serde refuses them).
+pub fn serialize_path<S: serde::Serializer>(
+    path: &Option<std::path::PathBuf>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(p) => s.serialize_some(&p.to_string_lossy()),
+        None => s.serialize_none(),
+    }
+}
+
 pub fn parse_device(s: &str) -> Result<DeviceChoice, String> {
     s.parse()
 }

@@ -325,7 +325,7 @@ impl<'a, C: Serialize> RunInfo<'a, C> {
             cpu_kernels: crate::cpu::KernelPaths::current(),
             tch_version: crate::TCH_VERSION,
             libtorch_version: crate::LIBTORCH_VERSION,
-            command: std::env::args().collect(),
+            command: crate::options::command_line(),
             status: crate::stop::Status::Ok,
             finished_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -439,6 +439,95 @@ fn a_second_run_into_a_directory_in_use_is_refused_naming_the_first() {
     assert_no_temporaries(out.path());
 }
 
+/// A lock file planted in a shared `--out` as a symbolic link (a run's, a sweep's, a shard's)
+/// or as a second name of another file is refused by name, and what it points to is left
+/// byte for byte as it was (the lock used to be opened through the link and truncated).
+#[test]
+fn a_planted_lock_file_is_refused_and_its_target_untouched() {
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("someone-else.txt");
+    std::fs::write(&target, "precious\n").unwrap();
+    let sweep_dir = out.path().join("sweep").join("weight-decay");
+    std::fs::create_dir_all(&sweep_dir).unwrap();
+    let wd = ["--epochs", "2", "--impl", "scratch", "--wd", "3"];
+    let cases: [(std::path::PathBuf, Vec<&str>); 3] = [
+        (
+            out.path().join(".weight-decay.lock"),
+            [&["weight-decay"][..], &wd].concat(),
+        ),
+        (
+            sweep_dir.join(".lock"),
+            [&["sweep", "weight-decay"][..], &wd].concat(),
+        ),
+        (
+            sweep_dir.join(".lock-shard-0-of-2"),
+            [
+                &["sweep", "weight-decay", "--seeds", "0,1", "--shard", "0/2"][..],
+                &wd,
+            ]
+            .concat(),
+        ),
+    ];
+    for (lock, args) in &cases {
+        std::os::unix::fs::symlink(&target, lock).unwrap();
+        let o = capped(out.path(), args);
+        assert_clean(&o, &format!("{args:?}"));
+        assert_fails_with(&o, &[&lock.display().to_string(), "is a symbolic link"]);
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "precious\n",
+            "{args:?}"
+        );
+        std::fs::remove_file(lock).unwrap();
+    }
+    // A hard link: the same file under a second name.
+    let (lock, args) = &cases[0];
+    std::fs::hard_link(&target, lock).unwrap();
+    let o = capped(out.path(), args);
+    assert_fails_with(&o, &[&lock.display().to_string(), "a hard link"]);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+    std::fs::remove_file(lock).unwrap();
+    // Without them, the same commands run.
+    let o = capped(out.path(), &cases[0].1);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// A Linux path may hold any bytes but `/` and NUL: a `--out` that is not UTF-8 works (it
+/// used to panic in `std::env::args`), and `run.json` records the command with U+FFFD for the
+/// bytes; a `--data-dir` that is not UTF-8 is looked in (here it does not exist: refused
+/// naming the flag).
+#[test]
+fn paths_that_are_not_utf8_work_or_are_refused_naming_the_flag() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join(std::ffi::OsStr::from_bytes(b"out-\xff"));
+    let o = capped(
+        &out,
+        &[
+            "weight-decay",
+            "--epochs",
+            "2",
+            "--impl",
+            "scratch",
+            "--wd",
+            "3",
+        ],
+    );
+    assert_clean(&o, "--out out-\\xff");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = std::fs::read_to_string(out.join("weight-decay").join("run.json")).unwrap();
+    assert!(run.contains("out-\u{fffd}"), "{run}");
+    let data = dir.path().join(std::ffi::OsStr::from_bytes(b"data-\xff"));
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--device", "cpu", "--quiet", "--out"])
+        .arg(dir.path().join("o2"))
+        .args(["dropout", "--epochs", "1", "--offline", "--data-dir"])
+        .arg(&data);
+    let o = cmd.output().unwrap();
+    assert_clean(&o, "--data-dir data-\\xff");
+    assert_fails_with(&o, &["--data-dir", "data-\u{fffd}"]);
+}
+
 // ------------------------------------------------------------------- never mixed
 
 /// (a) A rerun that fails halfway (a file-size cap stops it at a chart) leaves the previous

@@ -67,6 +67,7 @@ pub struct Config {
     pub cuda_graph: GraphMode,
     /// Directory holding the four Fashion-MNIST files (.gz or uncompressed)
     #[arg(long)]
+    #[serde(serialize_with = "crate::options::serialize_path")]
     pub data_dir: Option<PathBuf>,
     /// Never download the data set; fail if it is not found locally
     #[arg(long)]

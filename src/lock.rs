@@ -6,7 +6,8 @@
 //! A second command into a directory in use is refused at once, naming the process that holds
 //! it: training runs last minutes to hours, and a command that silently waits that long looks
 //! hung. The shards of one sweep share its directory (a shared lock on `.lock`, plus an
-//! exclusive one on `.lock-shard-K-of-N`, so the same shard cannot run twice); a sweep without
+//! exclusive one on `.lock-shard-K-of-N`, so the same shard cannot run twice, and a shared one on
+//! `.lock-shards-N`, so shards of another count cannot run beside them); a sweep without
 //! `--shard` and `sweep merge` take `.lock` exclusively, so they wait for no shard and no shard
 //! starts under them.
 //!
@@ -52,6 +53,7 @@ pub fn lock(main: &Path, dir: &Path, usage: Use) -> Result<DirLock> {
     let own = match usage {
         Use::Alone => main,
         Use::Shard { index, count } => {
+            files.push(one_count(&main, dir, count)?);
             let path = shard_file(&main, &format!("{index}-of-{count}"));
             let file = open(&path)?;
             match file.try_lock() {
@@ -159,9 +161,79 @@ fn shard_file(main: &Path, which: &str) -> PathBuf {
     main.with_file_name(format!("{name}-shard-{which}"))
 }
 
+/// `<main>-shards-<count>`, held shared by every running shard of `count` shards: shards
+/// split the groups by their count, so a shard of another count (`0/2` beside `0/4`) would
+/// train some groups twice at once, each picking up the other's live checkpoints. Refused,
+/// naming the shards that run; a shard starting while another count's is being probed is
+/// refused too (both may refuse: never both run).
+fn one_count(main: &Path, dir: &Path, count: usize) -> Result<File> {
+    let name = |n: &str| {
+        let main_name = main
+            .file_name()
+            .map_or(".lock".into(), |n| n.to_string_lossy());
+        format!("{main_name}-shards-{n}")
+    };
+    let path = main.with_file_name(name(&count.to_string()));
+    let file = open(&path)?;
+    match file.try_lock_shared() {
+        Ok(()) => still_at(&file, &path)?,
+        Err(TryLockError::WouldBlock) => {
+            anyhow::bail!(
+                "'{}' is being started by shards of another count; run this one again",
+                dir.display()
+            )
+        }
+        Err(TryLockError::Error(e)) => return Err(cannot_lock(&path, e)),
+    }
+    let prefix = name("");
+    let others = std::fs::read_dir(main.parent().unwrap_or(Path::new(".")))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let other: usize = n.strip_prefix(&prefix)?.parse().ok()?;
+            (other != count).then_some((other, e.path()))
+        });
+    for (other, p) in others {
+        let Ok(probe) = no_follow(OpenOptions::new().read(true).write(true)).open(&p) else {
+            continue;
+        };
+        if let Err(TryLockError::WouldBlock) = probe.try_lock() {
+            let suffix = format!("-of-{other}");
+            let shards: Vec<String> = held_shards(main)
+                .iter()
+                .filter(|p| p.to_string_lossy().ends_with(&suffix))
+                .map(|p| read_holder(p))
+                .collect();
+            anyhow::bail!(
+                "'{}' is in use by shards of {other} ({}): every shard of a sweep must be given \
+                 the same count (--shard K/{other}), or wait for them to finish",
+                dir.display(),
+                if shards.is_empty() {
+                    "starting".to_string()
+                } else {
+                    shards.join(", ")
+                }
+            );
+        }
+    }
+    Ok(file)
+}
+
 /// Who holds the lock `main`: the process named in it when it holds it alone, else every
 /// shard that holds its own lock.
 fn holders(main: &Path) -> Vec<String> {
+    let shards = held_shards(main);
+    if shards.is_empty() {
+        vec![read_holder(main)]
+    } else {
+        shards.iter().map(|p| read_holder(p)).collect()
+    }
+}
+
+/// The shard lock files beside `main` that some process holds, sorted.
+fn held_shards(main: &Path) -> Vec<PathBuf> {
     let dir = main.parent().unwrap_or(Path::new("."));
     let prefix = shard_file(main, "");
     let prefix = prefix
@@ -182,11 +254,7 @@ fn holders(main: &Path) -> Vec<String> {
         })
         .collect();
     shards.sort();
-    if shards.is_empty() {
-        vec![read_holder(main)]
-    } else {
-        shards.iter().map(|p| read_holder(p)).collect()
-    }
+    shards
 }
 
 fn read_holder(path: &Path) -> String {

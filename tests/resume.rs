@@ -238,7 +238,7 @@ fn a_checkpoint_that_cannot_be_used_is_refused_with_its_name() {
     std::fs::write(&file, b"not a safetensors file").unwrap();
     refused("garbage", &[name, "truncated or corrupt", "--overwrite"]);
     // Written by another build of the program (its identity edited in place).
-    let program = checkpoint::describe_bytes(&good).unwrap().program;
+    let program = checkpoint::describe_bytes(&good).unwrap().writer.program;
     let at = good
         .windows(program.len())
         .position(|w| w == program.as_bytes())
@@ -246,6 +246,7 @@ fn a_checkpoint_that_cannot_be_used_is_refused_with_its_name() {
     let mut edited = good.clone();
     let last = at + program.len() - 1;
     edited[last] = if edited[last] == b'0' { b'1' } else { b'0' };
+    checkpoint::seal(&mut edited).unwrap();
     std::fs::write(&file, &edited).unwrap();
     refused("another build", &[name, "another build", "--overwrite"]);
     // Of another configuration: the same run's name, another learning rate.

@@ -227,3 +227,76 @@ fn flags_that_size_a_resource_are_capped() {
         "nothing written by the refused sweeps"
     );
 }
+
+/// A sweep's runs are all trained alike: a shard with another thread count (the last digits
+/// move) is refused naming the count to use, and `merge` refuses records of two writers.
+#[test]
+fn shards_of_another_thread_count_are_refused_and_not_merged() {
+    let out = tempfile::tempdir().unwrap();
+    let shard = |k: &'static str, threads: &'static str| {
+        let mut args = vec!["--threads", threads, "-q"];
+        args.extend(wd_sweep("20", &["--shard", k]));
+        run_on_cpu(out.path(), &args)
+    };
+    let o = shard("0/2", "1");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = shard("1/2", "2");
+    assert_fails_with(
+        &o,
+        &["holds runs written with 1 intra-op threads", "--threads 1"],
+    );
+    let o = shard("1/2", "1");
+    assert!(o.status.success(), "{}", stderr(&o));
+    // One record as another thread count would have written it.
+    let dir = out.path().join("sweep/weight-decay");
+    let record = dir.join("runs/concise-wd3-seed1.json");
+    let text = std::fs::read_to_string(&record).unwrap();
+    let edited = text.replace("\"threads\": 1,", "\"threads\": 2,");
+    assert_ne!(text, edited, "the record names its threads");
+    std::fs::write(&record, edited).unwrap();
+    let o = run(&["sweep", "merge", dir.to_str().unwrap()]);
+    assert_fails_with(
+        &o,
+        &[
+            "mixes runs of different sweeps",
+            "concise-wd3-seed1",
+            "2 intra-op threads",
+        ],
+    );
+    assert!(!dir.join("summary.csv").exists());
+    std::fs::write(&record, text).unwrap();
+    let o = run(&["-q", "sweep", "merge", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Shards split the groups by their count: while shard 0/2 runs, a shard of four (which
+/// would train some of its groups at the same time) is refused, naming the running shard.
+#[test]
+fn a_shard_of_another_count_is_refused_while_one_runs() {
+    let out = tempfile::tempdir().unwrap();
+    // The most epochs --epochs takes: minutes of training.
+    let long = wd_sweep("1000000", &["--shard", "0/2"]);
+    let mut first = spawn_on_one_core(out.path(), &long);
+    let held = out.path().join("sweep/weight-decay/.lock-shard-0-of-2");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&held).map_or(true, |t| t.is_empty()) {
+        assert!(Instant::now() < deadline, "shard 0/2 never took its lock");
+        if let Some(status) = first.try_wait().unwrap() {
+            panic!("shard 0/2 ended ({status}): {}", stderr(&wait(first)));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for other in ["0/4", "3/4", "0/1"] {
+        // Refused at once; one that is not would train for minutes: stopped after 30 s.
+        let mut child = spawn_on_one_core(out.path(), &wd_sweep("1000000", &["--shard", other]));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let o = wait(child);
+        assert_fails_with(&o, &["in use by shards of 2", "--shard 0/2", "--shard K/2"]);
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+}

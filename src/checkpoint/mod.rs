@@ -10,14 +10,19 @@
 //! (`optimizer.state`, uint8; see [`crate::nn::optimizer_state`]).
 //!
 //! Written through a temporary file, synced and renamed, so a kill at any instant leaves the
-//! previous checkpoint or the new one. Read back, every field is checked: a file that is
-//! truncated, corrupt, of another configuration or of another build of the program is refused
-//! with its name and the way on, never continued from.
+//! previous checkpoint or the new one. The metadata also holds (`d2l.sha256`) a SHA-256 of the
+//! whole file, taken with that field's 64 hex digits set to `0`: one changed byte anywhere —
+//! a weight, a generator state, the optimizer's state, a row, the header — is caught before
+//! the file is used. Read back, every field is checked: a file that is truncated, corrupt, of
+//! another configuration, of another build of the program, or written with other threads,
+//! kernels or device than this command runs ([`Writer`]) is refused with its name, what
+//! differs and the way on, never continued from.
 use crate::atomic;
 use crate::data::download::hex;
 use crate::options::Impl;
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -28,9 +33,14 @@ mod resumable;
 pub use resumable::{Resumable, Resumed};
 
 /// The layout of the metadata; another number is refused.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 /// The metadata key the run's description is stored under.
 const META_KEY: &str = "d2l";
+/// The metadata key of the file's SHA-256 (see the module's documentation).
+const CHECKSUM_KEY: &str = "d2l.sha256";
+/// What the checksum's digits are while it is taken.
+const CHECKSUM_PLACEHOLDER: &str =
+    "0000000000000000000000000000000000000000000000000000000000000000";
 /// The prefix of the generator states' tensor names.
 const GENERATOR: &str = "generator.";
 /// The name of the optimizer's state (libtorch's serialisation, as uint8).
@@ -129,8 +139,8 @@ impl RunCheckpoint {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Meta {
     pub format: u32,
-    /// The program that wrote it (see [`program`]).
-    pub program: String,
+    /// The program, device, threads and kernels that wrote it.
+    pub writer: Writer,
     /// The run's fingerprint ([`run_fingerprint`]).
     pub fingerprint: String,
     /// The finished epochs.
@@ -153,7 +163,8 @@ impl Meta {
     ) -> Result<Meta> {
         Ok(Meta {
             format: FORMAT,
-            program: program().to_string(),
+            // Its device is set by `save`.
+            writer: Writer::now(Device::Cpu),
             fingerprint: fingerprint.to_string(),
             epoch,
             epochs,
@@ -190,6 +201,91 @@ pub fn program() -> &'static str {
             env!("CARGO_PKG_VERSION")
         )
     })
+}
+
+/// What wrote a checkpoint: the build of the program and what decides its numbers' last
+/// digits besides the run's configuration — the device, libtorch's intra-op thread count and
+/// the CPU kernels (MKL's branch, ATen's capability, `--reproducible`). A resume must be run
+/// by the same; anything else continues a curve that matches no uninterrupted run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Writer {
+    /// See [`program`].
+    pub program: String,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    pub threads: i32,
+    pub mkl_branch: String,
+    pub aten_capability: String,
+    pub reproducible: bool,
+}
+
+impl Writer {
+    /// This process, running on `device`.
+    pub fn now(device: Device) -> Writer {
+        let k = crate::cpu::KernelPaths::current();
+        Writer {
+            program: program().to_string(),
+            device: crate::device::name(device),
+            threads: k.threads,
+            mkl_branch: k.mkl_branch,
+            aten_capability: k.aten_capability,
+            reproducible: k.reproducible,
+        }
+    }
+
+    /// How `self` differs from `other` — "by another build …", "on cuda:0 (not cpu)", "with 1
+    /// intra-op threads (not 2) …", "with other CPU kernels …" — and how to run as `self`
+    /// did; none when they are the same.
+    pub fn differs(&self, other: &Writer) -> Option<(String, String)> {
+        if self.program != other.program {
+            return Some((
+                format!(
+                    "by another build of this program ({}, not {}), whose numbers may differ",
+                    self.program, other.program
+                ),
+                "with the build that wrote it".into(),
+            ));
+        }
+        if self.device != other.device {
+            return Some((
+                format!("on {} (not {})", self.device, other.device),
+                format!("with --device {}", self.device),
+            ));
+        }
+        if self.threads != other.threads {
+            return Some((
+                format!(
+                    "with {} intra-op threads (not {}; the thread count changes the last digits)",
+                    self.threads, other.threads
+                ),
+                format!("with --threads {}", self.threads),
+            ));
+        }
+        let kernels = |w: &Writer| {
+            format!(
+                "MKL branch {}, ATen {}{}",
+                w.mkl_branch,
+                w.aten_capability,
+                if w.reproducible {
+                    ", --reproducible"
+                } else {
+                    ""
+                }
+            )
+        };
+        if kernels(self) != kernels(other) {
+            return Some((
+                format!(
+                    "with other CPU kernels ({}, not {}), whose numbers differ",
+                    kernels(self),
+                    kernels(other)
+                ),
+                "on a machine of the same CPU kernels, with the same --reproducible and MKL_CBWR"
+                    .into(),
+            ));
+        }
+        None
+    }
 }
 
 /// A tensor's bytes as safetensors stores them.
@@ -268,20 +364,87 @@ pub fn save(path: &Path, meta: &Meta, tensors: &[(String, Tensor)], device: Devi
             },
         ));
     }
-    let metadata = HashMap::from([(META_KEY.to_string(), serde_json::to_string(meta)?)]);
+    let mut meta = meta.clone();
+    meta.writer = Writer::now(device);
+    let metadata = HashMap::from([
+        (META_KEY.to_string(), serde_json::to_string(&meta)?),
+        (CHECKSUM_KEY.to_string(), CHECKSUM_PLACEHOLDER.to_string()),
+    ]);
     let views: Vec<(&str, &Raw)> = raws.iter().map(|(n, r)| (n.as_str(), r)).collect();
-    let bytes = safetensors::serialize(views, &Some(metadata))
+    let mut bytes = safetensors::serialize(views, &Some(metadata))
         .map_err(|e| anyhow::anyhow!("cannot encode the checkpoint: {e:?}"))?;
+    seal(&mut bytes)?;
     atomic::write_atomic(path, &bytes)?;
     Ok(bytes.len() as u64)
+}
+
+/// Where the checksum's digits `digits` are in a checkpoint's header: exactly once, as the
+/// value of [`CHECKSUM_KEY`].
+fn checksum_at(bytes: &[u8], digits: &str) -> Result<usize> {
+    let header = bytes
+        .get(..8)
+        .map(|n| u64::from_le_bytes(n.try_into().unwrap_or_default()))
+        .and_then(|n| usize::try_from(n).ok())
+        .and_then(|n| bytes.get(8..8usize.checked_add(n)?))
+        .context("no header")?;
+    let needle = format!("\"{CHECKSUM_KEY}\":\"{digits}\"");
+    let found: Vec<usize> = header
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle.as_bytes())
+        .map(|(i, _)| i)
+        .collect();
+    match found[..] {
+        [i] => Ok(8 + i + needle.len() - 1 - digits.len()),
+        _ => bail!("no checksum"),
+    }
+}
+
+/// Where a checkpoint's checksum is and what it should be: the SHA-256 of the bytes with its
+/// digits set to `0`.
+fn checksum(bytes: &[u8]) -> Result<(usize, String)> {
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| anyhow::anyhow!("not a safetensors file: {e:?}"))?;
+    let stored = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(CHECKSUM_KEY))
+        .filter(|d| {
+            d.len() == CHECKSUM_PLACEHOLDER.len() && d.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+        .context("no checksum")?;
+    let at = checksum_at(bytes, stored)?;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(&bytes[..at]);
+    hasher.update(CHECKSUM_PLACEHOLDER.as_bytes());
+    hasher.update(&bytes[at + CHECKSUM_PLACEHOLDER.len()..]);
+    Ok((at, hex(&hasher.finalize())))
+}
+
+/// Sets a checkpoint's checksum to its bytes' (as [`save`] does; for a tool that edits a
+/// checkpoint on purpose, e.g. a test of what the other checks refuse).
+pub fn seal(bytes: &mut [u8]) -> Result<()> {
+    let (at, digest) = checksum(bytes)?;
+    bytes[at..at + digest.len()].copy_from_slice(digest.as_bytes());
+    Ok(())
+}
+
+/// Checks the checksum of a checkpoint's bytes (see the module's documentation).
+fn verify(bytes: &[u8]) -> Result<()> {
+    let (at, digest) = checksum(bytes)?;
+    if bytes[at..at + digest.len()] != *digest.as_bytes() {
+        bail!("its bytes do not match its SHA-256 (changed since it was written)");
+    }
+    Ok(())
 }
 
 /// What to do about a checkpoint that cannot be used, for messages.
 pub const WAY_ON: &str = "add --overwrite to start the command over (its checkpoints are deleted)";
 
-/// Reads the checkpoint at `path` if there is one, refusing one that is unreadable, of another
-/// format or program, or of another run than `fingerprint`.
-pub fn load(path: &Path, fingerprint: &str) -> Result<Option<Loaded>> {
+/// Reads the checkpoint at `path` if there is one, refusing one that is unreadable, changed
+/// since it was written, of another format, of another writer than this process on `device`
+/// ([`Writer`]), or of another run than `fingerprint`.
+pub fn load(path: &Path, fingerprint: &str, device: Device) -> Result<Option<Loaded>> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -297,12 +460,10 @@ pub fn load(path: &Path, fingerprint: &str) -> Result<Option<Loaded>> {
         )
     })?;
     let meta = &loaded.meta;
-    if meta.program != program() {
+    if let Some((what, how)) = meta.writer.differs(&Writer::now(device)) {
         bail!(
-            "the checkpoint '{}' was written by another build of this program ({}), whose \
-             numbers may differ; {WAY_ON}, or resume with the build that wrote it",
-            path.display(),
-            meta.program
+            "the checkpoint '{}' was written {what}; resume {how}, or {WAY_ON}",
+            path.display()
         );
     }
     if meta.fingerprint != fingerprint {
@@ -322,6 +483,7 @@ pub fn describe(path: &Path) -> Result<Meta> {
 
 /// The description in a checkpoint's bytes.
 pub fn describe_bytes(bytes: &[u8]) -> Result<Meta> {
+    verify(bytes)?;
     let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| anyhow::anyhow!("not a safetensors file: {e:?}"))?;
     meta_of(metadata.metadata())
@@ -343,6 +505,7 @@ fn meta_of(metadata: &Option<HashMap<String, String>>) -> Result<Meta> {
 }
 
 fn decode(bytes: &[u8]) -> Result<Loaded> {
+    verify(bytes)?;
     let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| anyhow::anyhow!("not a safetensors file: {e:?}"))?;
     let meta = meta_of(metadata.metadata())?;

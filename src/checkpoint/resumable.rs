@@ -56,7 +56,7 @@ impl<'a> Resumable<'a> {
         let Some(c) = self.checkpoint.filter(|c| c.resume) else {
             return Ok(None);
         };
-        let Some(saved) = super::load(&c.path, &c.fingerprint)? else {
+        let Some(saved) = super::load(&c.path, &c.fingerprint, self.device)? else {
             return Ok(None);
         };
         let corrupt = || format!("the checkpoint '{}' is corrupt; {WAY_ON}", c.path.display());

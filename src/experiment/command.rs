@@ -292,7 +292,7 @@ fn checkpoint_plan<E: Experiment>(
                     checkpoint::WAY_ON
                 );
             };
-            checkpoint::load(path, fingerprint)?;
+            checkpoint::load(path, fingerprint, ctx.device)?;
         }
     }
     std::fs::create_dir_all(&dir).with_context(|| {

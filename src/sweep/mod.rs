@@ -29,7 +29,7 @@ mod summary;
 pub use crate::experiment::fingerprint;
 pub use crate::experiment::mean_std;
 use records::*;
-pub use records::{experiment_of, RunRecord};
+pub use records::{experiment_of, Identity, RunRecord};
 use summary::*;
 pub use summary::{at_settings, title, train_test_series};
 
@@ -227,7 +227,7 @@ where
     }
     if let Some((name, _)) = records
         .iter()
-        .find(|(stem, r)| finished(&records, stem) && r.fingerprint != fingerprint)
+        .find(|(stem, r)| finished(&records, stem) && r.of.fingerprint != fingerprint)
     {
         bail!(
             "'{}' holds runs of another configuration (e.g. runs/{name}.json); finish or merge \
@@ -235,8 +235,33 @@ where
             dir.display()
         );
     }
+    let of = Identity {
+        experiment: E::NAME.to_string(),
+        fingerprint: fingerprint.clone(),
+        config: serde_json::to_value(cfg)?,
+        seeds: seeds.clone(),
+        writer: Some(crate::checkpoint::Writer::now(ctx.device)),
+    };
+    // Its runs all of one program, device, thread count and kernels (a shard of another
+    // machine, a sweep resumed by another build).
+    let other_writer = records.iter().find_map(|(stem, r)| {
+        let theirs = Identity {
+            writer: r.of.writer.clone(),
+            ..of.clone()
+        };
+        finished(&records, stem)
+            .then(|| theirs.differs(&of))
+            .flatten()
+            .map(|why| (stem, why))
+    });
+    if let Some((name, (what, how))) = other_writer {
+        bail!(
+            "'{}' holds runs written {what} (e.g. runs/{name}.json); run this command {how}, \
+             choose another --out, or start over with --overwrite",
+            dir.display()
+        );
+    }
     let planned = plan::<E>(cfg, &seeds);
-    let config = serde_json::to_value(cfg)?;
     let mut interrupted = false;
     let (mut trained, mut kept) = (0usize, 0usize);
     let mut group_start = 0;
@@ -275,8 +300,7 @@ where
                     // The event file first (see experiment::command::write_runs).
                     let seeded = ctx.with_seed(p.seed);
                     experiment::finish_board::<E>(cfg, &seeded, p.version, p.setting, &run)?;
-                    let record =
-                        write_run::<E>(cfg, &runs_dir, p, &run, &fingerprint, &config, &seeds)?;
+                    let record = write_run::<E>(cfg, &runs_dir, p, &run, &of)?;
                     records.insert(p.stem.clone(), record);
                     crate::progress::finished(&format!(
                         "{}: {} ({})",
@@ -366,32 +390,32 @@ where
             dir.display()
         );
     };
-    if let Some(other) = records.values().find(|r| r.experiment != E::NAME) {
+    if let Some(other) = records.values().find(|r| r.of.experiment != E::NAME) {
         bail!(
             "'{}' holds runs of {} and of {}; merge the runs of one sweep",
             dir.display(),
-            first.experiment,
-            other.experiment
+            first.of.experiment,
+            other.of.experiment
         );
     }
-    let cfg: E::Config = serde_json::from_value(first.config.clone())
+    let cfg: E::Config = serde_json::from_value(first.of.config.clone())
         .with_context(|| format!("cannot read the configuration in '{}'", runs_dir.display()))?;
-    let seeds = first.seeds.clone();
-    let mut mismatched: Vec<&String> = records
+    let seeds = first.of.seeds.clone();
+    let mut mismatched: Vec<(&String, (String, String))> = records
         .iter()
-        .filter(|(_, r)| {
-            r.fingerprint != first.fingerprint || r.config != first.config || r.seeds != seeds
-        })
-        .map(|(stem, _)| stem)
+        .filter_map(|(stem, r)| Some((stem, r.of.differs(&first.of)?)))
         .collect();
     if !mismatched.is_empty() {
         mismatched.sort();
+        let stems: Vec<&String> = mismatched.iter().map(|(stem, _)| *stem).collect();
+        let (what, how) = &mismatched[0].1;
         bail!(
-            "'{}' mixes runs of different sweeps: {} do not match the configuration of {}; \
-             merge only the runs of one sweep (the same flags and --seeds in every shard)",
+            "'{}' mixes runs of different sweeps: {} do not match {} ({} was trained {what}); \
+             merge only the runs of one sweep, every shard run {how}",
             dir.display(),
-            list(&mismatched),
-            first.stem
+            list(&stems),
+            first.stem,
+            stems[0]
         );
     }
     let names: Vec<String> = experiment::figures(&E::unfinished(&cfg))

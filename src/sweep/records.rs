@@ -2,15 +2,51 @@
 //! the configuration's fingerprint), read back for `--resume`, shards and `sweep merge`.
 use super::*;
 
-/// What `runs/<run>-seed<k>.json` says of a run (NaN figures as null).
+/// What every run of one sweep shares, and its record repeats: what was run and what ran it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunRecord {
+pub struct Identity {
     pub experiment: String,
     /// Of the configuration apart from what the sweep varies (see [`fingerprint`]).
     pub fingerprint: String,
     /// The sweep's whole configuration (for `sweep merge`).
     pub config: serde_json::Value,
     pub seeds: Vec<i64>,
+    /// The program, device, threads and CPU kernels that trained it (none in a record of a
+    /// build before records carried it).
+    #[serde(default)]
+    pub writer: Option<crate::checkpoint::Writer>,
+}
+
+impl Identity {
+    /// Why a run of `self` cannot join a sweep of `other`: what differs, and how to run as
+    /// `self` did ("" when only the configuration can be matched); none when they fit.
+    pub fn differs(&self, other: &Identity) -> Option<(String, String)> {
+        if self.fingerprint != other.fingerprint
+            || self.config != other.config
+            || self.seeds != other.seeds
+            || self.experiment != other.experiment
+        {
+            return Some((
+                "with another configuration".into(),
+                "with the same flags and --seeds".into(),
+            ));
+        }
+        match (&self.writer, &other.writer) {
+            (Some(a), Some(b)) => a.differs(b),
+            (None, None) => None,
+            _ => Some((
+                "by another build of this program".into(),
+                "with the build that wrote it".into(),
+            )),
+        }
+    }
+}
+
+/// What `runs/<run>-seed<k>.json` says of a run (NaN figures as null).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    #[serde(flatten)]
+    pub of: Identity,
     pub seed: i64,
     pub version: Impl,
     /// The run's file name without `-seed<k>` and extension.
@@ -209,9 +245,7 @@ pub(super) fn write_run<E: Experiment>(
     runs_dir: &Path,
     p: &Planned<E::Setting>,
     run: &Run<E>,
-    fingerprint: &str,
-    config: &serde_json::Value,
-    seeds: &[i64],
+    of: &Identity,
 ) -> Result<RunRecord> {
     let stem = runs_dir.join(&p.stem);
     record::write_csv(&record::with_suffix(&stem, "csv"), &run.curve)?;
@@ -219,10 +253,7 @@ pub(super) fn write_run<E: Experiment>(
         E::save(cfg, run, &stem, false)?;
     }
     let record = RunRecord {
-        experiment: E::NAME.to_string(),
-        fingerprint: fingerprint.to_string(),
-        config: config.clone(),
-        seeds: seeds.to_vec(),
+        of: of.clone(),
         seed: p.seed,
         version: p.version,
         stem: p.stem.clone(),
@@ -252,7 +283,7 @@ pub fn experiment_of(dir: &Path) -> Result<String> {
     }
     let (records, _) = read_records(&dir.join("runs"))?;
     match records.iter().min_by_key(|(stem, _)| *stem) {
-        Some((_, r)) => Ok(r.experiment.clone()),
+        Some((_, r)) => Ok(r.of.experiment.clone()),
         None => bail!(
             "'{}' holds no finished run of a sweep (runs/*.json); give the directory the shards \
              wrote into (<out>/sweep/<experiment>), after they finished",

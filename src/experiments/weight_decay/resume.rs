@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 /// The checkpoint of a run that resumes, checked to be of `epochs` epochs.
-fn load(c: &RunCheckpoint, epochs: usize) -> Result<Option<Loaded>> {
+fn load(c: &RunCheckpoint, epochs: usize, device: Device) -> Result<Option<Loaded>> {
     if !c.resume {
         return Ok(None);
     }
-    let Some(saved) = checkpoint::load(&c.path, &c.fingerprint)? else {
+    let Some(saved) = checkpoint::load(&c.path, &c.fingerprint, device)? else {
         return Ok(None);
     };
     if saved.meta.epochs != epochs {
@@ -71,7 +71,7 @@ pub(super) fn restore_fused(
     device: Device,
     label: &str,
 ) -> Result<Option<Start<Epoch>>> {
-    let Some(saved) = load(c, epochs)? else {
+    let Some(saved) = load(c, epochs, device)? else {
         return Ok(None);
     };
     let columns: Columns =

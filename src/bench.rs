@@ -227,6 +227,6 @@ pub fn run(cfg: &Config, ctx: &Context) -> Result<()> {
             ),
         ],
     };
-    println!("{}", serde_json::to_string(&report)?);
+    crate::outln!("{}", serde_json::to_string(&report)?);
     Ok(())
 }

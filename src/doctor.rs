@@ -17,7 +17,7 @@ fn loaded(library: &str) -> Option<String> {
 }
 
 fn row(label: &str, value: impl std::fmt::Display) {
-    println!("{label:<22}{value}");
+    crate::outln!("{label:<22}{value}");
 }
 
 /// The CUDA major version a `2.11.0+cu130`-style libtorch version was built for.
@@ -35,7 +35,7 @@ fn built_for_cuda(version: &str) -> Option<String> {
 
 /// Prints the report; always succeeds (what is missing is part of the report).
 pub fn run() -> Result<()> {
-    println!("d2l-regularization {} doctor", env!("CARGO_PKG_VERSION"));
+    crate::outln!("d2l-regularization {} doctor", env!("CARGO_PKG_VERSION"));
     row("tch", crate::TCH_VERSION);
     row("libtorch", crate::LIBTORCH_VERSION);
     row("libtorch (linked)", env!("D2L_LIBTORCH_LIB"));
@@ -104,7 +104,7 @@ pub fn run() -> Result<()> {
                     format!("supports CUDA up to {}", cuda::version_string(driver)),
                 );
                 if driver < runtime {
-                    println!(
+                    crate::outln!(
                         "  The driver is too old for this build: libtorch {} needs a driver for CUDA \
                          {} or newer (NVIDIA r580+ for CUDA 13.0). Update the driver, or install a \
                          torch wheel built for CUDA {} and rebuild.",

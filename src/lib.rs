@@ -3,6 +3,19 @@
 //! The binary is a thin layer over this library, so the tests and benchmarks run the same code
 //! as the command line. Data flows one way: CLI → config → data on the device → model →
 //! train loop → records.
+/// `println!` that never panics: a line to a closed stdout (`… | head -1`) is lost, the run
+/// is not (see [`stop`]).
+#[macro_export]
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::stop::line(1, format_args!($($t)*)) };
+}
+
+/// `eprintln!` that never panics (a closed terminal or pipe; see [`stop`]).
+#[macro_export]
+macro_rules! errln {
+    ($($t:tt)*) => { $crate::stop::line(2, format_args!($($t)*)) };
+}
+
 pub mod atomic;
 pub mod bench;
 pub mod checkpoint;

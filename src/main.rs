@@ -23,13 +23,9 @@ extern "C" fn catch_signals_early() {
 }
 
 fn main() -> ExitCode {
-    // Die quietly when stdout is closed early (`… | head`), as command-line tools do, instead
-    // of panicking in println!.
-    #[cfg(unix)]
-    // SAFETY: restoring the default disposition of a signal at start-up, before any thread.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // Rust's runtime ignores SIGPIPE before `main`: a closed stdout (`… | head -1`) stops the
+    // command like SIGTERM instead (the finished epochs kept, said on stderr if it is open).
+    stop::install();
     // A file-size limit (`ulimit -f`, which batch schedulers pass on to jobs) would otherwise
     // kill the process by SIGXFSZ in the middle of a write, leaving its temporary file behind.
     // Ignored, the write fails with EFBIG and takes the full-disk path: one error naming the
@@ -48,7 +44,7 @@ fn main() -> ExitCode {
     // The handlers are in place since `catch_signals_early`.
     if stop::requested().is_some() {
         let stopped = stop::Stopped::interrupted("nothing was started and nothing written");
-        eprintln!("{stopped}");
+        d2l_regularization::errln!("{stopped}");
         return ExitCode::from(stopped.exit_code());
     }
     progress::set_mode(match cli.command {
@@ -70,18 +66,18 @@ fn main() -> ExitCode {
         Err(Failure::Error(e)) => match e.downcast_ref::<Stopped>() {
             Some(stopped) => {
                 match stopped.status {
-                    stop::Status::Interrupted => eprintln!("{stopped}"),
-                    _ => eprintln!("error: {stopped}"),
+                    stop::Status::Interrupted => d2l_regularization::errln!("{stopped}"),
+                    _ => d2l_regularization::errln!("error: {stopped}"),
                 }
                 ExitCode::from(stopped.exit_code())
             }
             None => {
-                eprintln!("error: {e:#}");
+                d2l_regularization::errln!("error: {e:#}");
                 ExitCode::FAILURE
             }
         },
         Err(Failure::Torch(message)) if out_of_memory(&message) => {
-            eprintln!(
+            d2l_regularization::errln!(
                 "error: out of memory ({}); choose a smaller {memory_flags}{}",
                 first_line(&message),
                 if on_cpu { "" } else { ", or --device cpu" }
@@ -89,7 +85,7 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         Err(Failure::Torch(message)) => {
-            eprintln!("error: libtorch failed: {}", first_line(&message));
+            d2l_regularization::errln!("error: libtorch failed: {}", first_line(&message));
             ExitCode::FAILURE
         }
     }

@@ -1,11 +1,22 @@
 //! Why a run ends before its last epoch, and what the process then exits with.
 //!
 //! - Divergence: an epoch whose loss is NaN or infinite ends the run (status `diverged`).
-//! - Ctrl-C (SIGINT) or SIGTERM: the first asks the training loops to stop at the next batch
-//!   boundary; the finished epochs are written and the process exits with 128 + the signal
-//!   (130 / 143), status `interrupted`. A second signal ends the process at once; as every
-//!   output is written to a temporary file and renamed, no truncated file is left (the
-//!   temporary file being written, if any, is removed).
+//! - Ctrl-C (SIGINT), SIGTERM, SIGHUP (the terminal closed, an ssh session dropped) or SIGPIPE
+//!   (stdout or stderr read by a program that quit, `… | head -1`): the first asks the
+//!   training loops to stop at the next batch boundary; the finished epochs are written and
+//!   the process exits with 128 + the signal (130 / 143 / 129 / 141), status `interrupted`. A
+//!   second signal ends the process at once; as every output is written to a temporary file
+//!   and renamed, no truncated file is left (the temporary file being written, if any, is
+//!   removed). A repeated SIGPIPE is not a second signal: every line printed after stdout
+//!   closed would send one.
+//! - Where output has gone: on SIGHUP, stdin, stdout and stderr that are terminals, and on
+//!   SIGPIPE, stdout and stderr that are closed pipes, are pointed at `/dev/null`, so the
+//!   command finishes quietly there and still says what happened wherever it can (a log
+//!   file, a stderr still open). Every line goes through [`outln!`](crate::outln) and
+//!   [`errln!`](crate::errln), which never panic on a write that fails.
+//! - SIGQUIT keeps its default (quit at once, with a core dump where enabled): nothing is
+//!   half-written (every file goes through a temporary), and the next command clears what
+//!   it left.
 use serde::Serialize;
 use std::ffi::CString;
 use std::path::Path;
@@ -53,6 +64,8 @@ impl Stopped {
     pub fn interrupted(what: &str) -> Stopped {
         let signal = match requested() {
             Some(libc::SIGTERM) => "SIGTERM",
+            Some(libc::SIGHUP) => "SIGHUP (the terminal was closed)",
+            Some(libc::SIGPIPE) => "SIGPIPE (a program reading its output quit)",
             _ => "Ctrl-C",
         };
         Stopped {
@@ -115,7 +128,7 @@ impl Outcome {
             Status::Ok => {}
             Status::Diverged => {
                 self.diverged += 1;
-                eprintln!("{}", diverged(run, finished_epochs + 1, advice));
+                crate::errln!("{}", diverged(run, finished_epochs + 1, advice));
             }
             Status::Interrupted => self.interrupted = true,
         }
@@ -173,6 +186,34 @@ const FIRST: &[u8] =
 const SECOND: &[u8] = b"\nquitting now\n";
 
 extern "C" fn on_signal(sig: libc::c_int) {
+    // SAFETY: open(2), dup2(2), close(2), isatty(3) (an ioctl) and poll(2) are
+    // async-signal-safe; the path is a static C string.
+    unsafe {
+        let gone = |fd: libc::c_int| match sig {
+            libc::SIGHUP => libc::isatty(fd) == 1,
+            libc::SIGPIPE => {
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                fd != 0 && libc::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLERR != 0
+            }
+            _ => false,
+        };
+        for fd in 0..=2 {
+            if gone(fd) {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 {
+                    libc::dup2(null, fd);
+                    libc::close(null);
+                }
+            }
+        }
+    }
+    if sig == libc::SIGPIPE && SIGNAL.load(Ordering::SeqCst) != 0 {
+        return;
+    }
     if SIGNAL.swap(sig, Ordering::SeqCst) == 0 {
         // SAFETY: write(2) is async-signal-safe; the buffer is static.
         unsafe { libc::write(2, FIRST.as_ptr().cast(), FIRST.len()) };
@@ -190,9 +231,13 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
-/// Installs the SIGINT and SIGTERM handlers (once, at start-up).
+/// The signals that ask a command to stop (see the module's documentation).
+const STOPPING: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE];
+
+/// Installs the handlers of [`STOPPING`] (at start-up, and again in `main`: Rust's runtime
+/// sets SIGPIPE to be ignored before `main` runs).
 pub fn install() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
+    for sig in STOPPING {
         // SAFETY: a zeroed sigaction with a plain handler and an empty mask is valid.
         unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
@@ -202,6 +247,16 @@ pub fn install() {
             libc::sigaction(sig, &action, std::ptr::null_mut());
         }
     }
+}
+
+/// Writes one line to stdout (`fd` 1) or stderr (2), ignoring a write that fails: a closed
+/// pipe or terminal loses the line, never the run. See [`outln!`](crate::outln).
+pub fn line(fd: i32, text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = match fd {
+        1 => writeln!(std::io::stdout().lock(), "{text}"),
+        _ => writeln!(std::io::stderr().lock(), "{text}"),
+    };
 }
 
 /// The signal that asked to stop, if any.

@@ -362,3 +362,54 @@ fn piped_output_is_the_plain_lines_as_before() {
         "{err_text}"
     );
 }
+
+/// Closing the terminal mid-run (its tmux server killed: the shell passes the SIGHUP on to
+/// the command) ends the run like SIGTERM, with nowhere left to print: the finished epochs
+/// are written, `run.json` says interrupted, nothing is left half-written.
+#[test]
+fn closing_the_terminal_mid_run_keeps_the_finished_epochs() {
+    let Some(t) = Tmux::new("hangup", 120, 40) else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    t.start(&command(
+        out.path(),
+        "",
+        "weight-decay --impl scratch --wd 3 --epochs 1000000",
+    ));
+    // The command holds its lock once it runs; then a few seconds of training.
+    let lock = out.path().join(".weight-decay.lock");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&lock).map_or(true, |t| t.is_empty()) {
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    drop(t);
+    let run = out.path().join("weight-decay/run.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !run.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no run.json a minute after the terminal closed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(read_json(&run)["status"], "interrupted");
+    let dir = out.path().join("weight-decay");
+    let rows = csv_rows(&dir.join("summary.csv"));
+    assert_eq!(rows[0]["status"], "interrupted");
+    let epochs: usize = rows[0]["epochs"].parse().unwrap();
+    assert!(epochs >= 1, "{epochs}");
+    assert_eq!(column(&dir.join("scratch-wd3.csv"), "epoch").len(), epochs);
+    for f in files_under(out.path()) {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        assert!(
+            !name.starts_with('.')
+                || name.contains(".lock")
+                || f.starts_with(".weight-decay.checkpoints"),
+            "left behind: {}",
+            f.display()
+        );
+    }
+}

@@ -271,6 +271,100 @@ fn sigterm_ends_the_run_at_a_batch_boundary_and_keeps_the_finished_epochs() {
     assert_no_partial_files(out.path());
 }
 
+/// SIGHUP (the terminal closed, an ssh session dropped) stops the run like SIGTERM: the
+/// finished epochs written, exit 129. (`tests/live_chart.rs` closes a real terminal.)
+#[test]
+fn sighup_ends_the_run_like_sigterm_and_keeps_the_finished_epochs() {
+    let out = tempfile::tempdir().unwrap();
+    let child = start_and_wait_for_first_epoch(out.path(), LONG_WEIGHT_DECAY);
+    signal(&child, libc::SIGHUP);
+    let status = wait_with_timeout(child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(129), "128 + SIGHUP");
+    let dir = out.path().join("weight-decay");
+    let rows = csv_rows(&dir.join("summary.csv"));
+    assert_eq!(rows[0]["status"], "interrupted");
+    let epochs: usize = rows[0]["epochs"].parse().unwrap();
+    assert_eq!(column(&dir.join("scratch-wd3.csv"), "epoch").len(), epochs);
+    assert_eq!(read_json(&dir.join("run.json"))["status"], "interrupted");
+    assert_no_partial_files(out.path());
+}
+
+/// `… | head -1`: the reader quits after the first result line; the next line the command
+/// prints meets a closed pipe (SIGPIPE), which stops it like SIGTERM — no panic, the runs
+/// that finished kept, said on stderr, exit 141.
+#[test]
+fn a_closed_stdout_stops_the_command_and_keeps_the_finished_runs() {
+    let out = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--device", "cpu", "--no-chart", "--out"])
+        .arg(out.path())
+        .args(["weight-decay", "--epochs", "3000", "--no-tensorboard"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut text);
+        text
+    });
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("weight decay, scratch"), "{first}");
+    // The reader is gone (as `head -1` exits).
+    let status = wait_with_timeout(child, Duration::from_secs(120));
+    let err = errors.join().unwrap();
+    assert_eq!(status.code(), Some(141), "128 + SIGPIPE; stderr:\n{err}");
+    assert!(err.contains("interrupted by SIGPIPE"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let dir = out.path().join("weight-decay");
+    let rows = csv_rows(&dir.join("summary.csv"));
+    assert_eq!(rows[0]["status"], "ok", "the run whose line was read");
+    assert_eq!(rows.last().unwrap()["status"], "interrupted");
+    assert_eq!(read_json(&dir.join("run.json"))["status"], "interrupted");
+    assert_no_partial_files(out.path());
+}
+
+/// `… 2>&1 | head -1` closes stderr too: the progress line after the first meets the closed
+/// pipe; the command stops as above, with nowhere to say it, and keeps what finished.
+#[test]
+fn a_closed_stderr_stops_the_command_and_keeps_the_finished_epochs() {
+    let out = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--device", "cpu", "--no-chart", "--out"])
+        .arg(out.path())
+        // A progress line every 300 epochs.
+        .args([
+            "weight-decay",
+            "--impl",
+            "scratch",
+            "--wd",
+            "3",
+            "--epochs",
+            "3000",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains(" epoch 1/"), "{first}");
+    let status = wait_with_timeout(child, Duration::from_secs(120));
+    assert_eq!(status.code(), Some(141), "128 + SIGPIPE");
+    let dir = out.path().join("weight-decay");
+    let rows = csv_rows(&dir.join("summary.csv"));
+    assert_eq!(rows[0]["status"], "interrupted");
+    let epochs: usize = rows[0]["epochs"].parse().unwrap();
+    assert_eq!(column(&dir.join("scratch-wd3.csv"), "epoch").len(), epochs);
+    assert_no_partial_files(out.path());
+}
+
 #[test]
 fn ctrl_c_during_dropout_keeps_the_finished_epochs_and_exits_130() {
     let Some(data) = real_data_dir() else { return };

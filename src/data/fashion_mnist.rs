@@ -184,7 +184,7 @@ pub fn locate(source: &Source) -> Result<PathBuf> {
     let why = if source.offline {
         "--offline was given, so nothing was downloaded".to_string()
     } else {
-        eprintln!(
+        crate::errln!(
             "Fashion-MNIST not found locally; downloading it from {} into {}",
             source.mirror,
             source.cache.display()

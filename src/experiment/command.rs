@@ -96,7 +96,7 @@ pub fn run<E: Experiment>(
             let (plan, found) = checkpoint_plan::<E>(cfg, ctx, flags)?;
             if flags.resume && !found && finished_here::<E>(cfg, ctx, &dir) {
                 std::fs::remove_dir_all(&plan.dir).ok();
-                eprintln!(
+                crate::errln!(
                     "nothing to resume: {} holds this command's finished results, kept as they are",
                     dir.display()
                 );
@@ -125,7 +125,7 @@ pub fn run<E: Experiment>(
             // Only where a checkpoint was written (its first write may be what failed; a
             // failed write removes its temporary).
             if let Some(plan) = plan.as_ref().filter(|p| !p.files().is_empty()) {
-                eprintln!(
+                crate::errln!(
                     "note: the runs' checkpoints are kept in {}: once the cause below is fixed, \
                      --resume goes on from them (--overwrite starts over)",
                     plan.dir.display()
@@ -241,7 +241,7 @@ fn checkpoint_plan<E: Experiment>(
     let found = plan.files();
     if found.is_empty() {
         if flags.resume {
-            eprintln!(
+            crate::errln!(
                 "note: no checkpoints in {}: every run trains from its first epoch",
                 dir.display()
             );
@@ -356,7 +356,7 @@ fn write_runs<E: Experiment>(
         for (setting, run) in settings.into_iter().zip(runs) {
             let name = E::label(version, setting);
             if run.status == Status::Ok {
-                println!("{name}: {}", E::report(&run));
+                crate::outln!("{name}: {}", E::report(&run));
             }
             let stop = outcome.record(&name, run.status, run.curve.len(), &E::advice(cfg));
             let stem = E::stem(version, setting, alone);

@@ -75,7 +75,7 @@ pub fn set_transient(transient: bool) {
 /// only: piped or redirected output stays as it was.
 pub fn finished(line: &str) {
     if mode() == Mode::Chart {
-        eprintln!("{line}");
+        crate::errln!("{line}");
     }
 }
 
@@ -207,7 +207,7 @@ impl Epochs {
             (None, None, Mode::Lines) => {
                 let stride = if self.total <= 20 { 1 } else { self.total / 10 };
                 if epoch == 1 || epoch.is_multiple_of(stride) || epoch == self.total {
-                    eprintln!("{} epoch {epoch}/{}: {figures}", self.label, self.total);
+                    crate::errln!("{} epoch {epoch}/{}: {figures}", self.label, self.total);
                 }
             }
             _ => {}

@@ -222,7 +222,7 @@ where
     let (mut records, damaged) = read_records(&runs_dir)?;
     if sweep.resume {
         for what in &damaged {
-            eprintln!("warning: {what}; training that run again");
+            crate::errln!("warning: {what}; training that run again");
         }
     }
     if let Some((name, _)) = records
@@ -340,7 +340,7 @@ where
             ))
             .into());
         }
-        println!(
+        crate::outln!(
             "sweep: shard {}/{} trained {trained} runs and kept {kept} in {}; when every shard is \
              done, `sweep merge {}` summarises them",
             shard.index,
@@ -351,7 +351,7 @@ where
         return Ok(());
     }
     if kept > 0 {
-        eprintln!("sweep: kept {kept} finished runs, trained {trained}");
+        crate::errln!("sweep: kept {kept} finished runs, trained {trained}");
     }
     if let Some(plan) = checkpoints.as_ref().filter(|_| !interrupted) {
         // Empty unless --keep-checkpoints.
@@ -481,12 +481,12 @@ fn finish(
         return Err(Stopped::interrupted(&format!("{what} in {}", dir.display())).into());
     }
     if diverged > 0 {
-        eprintln!(
+        crate::errln!(
             "warning: {diverged} of {runs} runs diverged (status 'diverged' in {})",
             dir.join("runs.csv").display()
         );
     }
-    println!(
+    crate::outln!(
         "sweep: {runs} runs summarised in {}",
         dir.join("summary.csv").display()
     );

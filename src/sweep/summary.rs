@@ -162,7 +162,7 @@ pub(super) fn summarise_dir<E: Experiment>(
     }
     print_table(settings.iter().map(|s| E::sweep_table_row(cfg, s)));
     for note in E::sweep_notes(cfg, &settings) {
-        println!("{note}");
+        crate::outln!("{note}");
     }
     let diverged = runs.iter().filter(|r| r.status == Status::Diverged).count();
     let finished = runs
@@ -272,7 +272,7 @@ pub(super) fn print_table(rows: impl Iterator<Item = Vec<(String, String)>>) {
             .zip(&widths)
             .map(|(c, &w)| format!("{c:>w$}"))
             .collect();
-        println!("{}", padded.join("  "));
+        crate::outln!("{}", padded.join("  "));
     };
     line(header.iter().map(|s| s.to_string()).collect());
     for r in rows {

@@ -127,7 +127,7 @@ impl Experiment for DropoutMlp {
         let source = fashion_mnist::Source::new(cfg.data_dir.clone(), cfg.offline);
         let data = fashion_mnist::load(&source, ctx.device)?;
         if progress::mode() != progress::Mode::Quiet {
-            eprintln!(
+            crate::errln!(
                 "dropout: Fashion-MNIST from {} on {}",
                 data.dir.display(),
                 crate::device::name(ctx.device)

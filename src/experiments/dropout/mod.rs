@@ -338,7 +338,7 @@ pub fn train(
         }
         start = resumed.epoch;
         before = resumed.rows.last().map_or(0.0, |r| r.elapsed_s);
-        eprintln!(
+        crate::errln!(
             "{}: continuing from its checkpoint after epoch {start} of {}",
             ctx.tagged(label(version, setting)),
             cfg.epochs

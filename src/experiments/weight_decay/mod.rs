@@ -327,9 +327,10 @@ fn train_autograd(
         checkpoint::Resumable::new(checkpoint, cfg.epochs, device, model.variables(), state);
     let (mut start, mut before) = (0, 0.0);
     if let Some(resumed) = resumable.restore::<Epoch, ()>()? {
-        eprintln!(
+        crate::errln!(
             "{label}: continuing from its checkpoint after epoch {} of {}",
-            resumed.epoch, cfg.epochs
+            resumed.epoch,
+            cfg.epochs
         );
         (start, before) = (
             resumed.epoch,

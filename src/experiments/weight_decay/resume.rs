@@ -96,7 +96,7 @@ pub(super) fn restore_fused(
         .filter_map(|rows| rows.last())
         .map(|r| r.elapsed_s)
         .fold(0.0, f64::max);
-    eprintln!(
+    crate::errln!(
         "{label}: continuing from its checkpoint after epoch {} of {epochs}",
         saved.meta.epoch
     );

@@ -188,7 +188,7 @@ impl FusedMlp {
         match captured {
             Ok(graph) => buffers.graph = Some(graph),
             Err(e) => {
-                eprintln!("warning: CUDA graph capture failed, training without graphs: {e:#}");
+                crate::errln!("warning: CUDA graph capture failed, training without graphs: {e:#}");
                 self.graphs = false;
             }
         }
@@ -204,7 +204,7 @@ impl FusedMlp {
         match graph.replay() {
             Ok(()) => train.len(),
             Err(e) => {
-                eprintln!("warning: CUDA graph replay failed, training without graphs: {e:#}");
+                crate::errln!("warning: CUDA graph replay failed, training without graphs: {e:#}");
                 self.tensor_epoch(train, buffers, None, true)
             }
         }

@@ -143,6 +143,7 @@ def main():
              "torch-compile": {}, "torch-graph": {}, "torch-book-loader": {}}
     state = {"libtorch": "?", "ops": {}, "rounds": 0, "failures": []}
     checkpoints = {"autograd": [], "fused": [], "bytes": 0}
+    command_level = {}  # (section, engine, "with"/"without" checkpoints) -> whole-command seconds
 
     samples = None
     if args.samples:
@@ -206,9 +207,22 @@ def main():
         commands = [("rust", [args.bin, *common, "--out", runs("rust"), "weight-decay"]),
                     ("rust-fused", [args.bin, *common, "--out", runs("rust-fused"), "weight-decay", "--engine", "fused"]),
                     ("torch", [sys.executable, COUNTERPART, *common, "--out", runs("torch"), "weight-decay"])]
+        # What checkpoints cost a whole command: each section and engine with its default
+        # checkpoints and with --no-checkpoints, interleaved (quiet: no chart, no TensorBoard).
+        quiet = ["-q", "--no-tensorboard"]
+        for section, extra in (("weight-decay", []), ("dropout", ["--epochs", str(args.epochs), *data])):
+            for engine in ("autograd", "fused"):
+                for ckpt in ("with", "without"):
+                    out = os.path.join(tmp, f"ckpt-{section}-{engine}-{ckpt}")
+                    cmd = [args.bin, *common, "--out", out, section, "--engine", engine, "--overwrite",
+                           *quiet, *extra] + ([] if ckpt == "with" else ["--no-checkpoints"])
+                    commands.append(((section, engine, ckpt), cmd))
         def go(r):
             for side, cmd in commands:
-                add(r, side, "process_s", [timed(cmd, env)])
+                if isinstance(side, tuple):
+                    command_level.setdefault(side, []).append(timed(cmd, env))
+                else:
+                    add(r, side, "process_s", [timed(cmd, env)])
         return go
 
     def report():
@@ -268,6 +282,16 @@ def main():
               " median cost per epoch in the same process: "
               + ", ".join(f"{e} engine {100 * statistics.median(checkpoints[e]):.2f} %"
                           for e in ("autograd", "fused") if checkpoints[e]))
+    if command_level:
+        med = lambda k: statistics.median(command_level[k]) if command_level.get(k) else None
+        parts = []
+        for section in ("weight-decay", "dropout"):
+            for engine in ("autograd", "fused"):
+                w, wo = med((section, engine, "with")), med((section, engine, "without"))
+                if w and wo:
+                    parts.append(f"{section} {engine} {w:.2f} s / {wo:.2f} s ({100 * (w / wo - 1):+.1f} %)")
+        print(f"\ncheckpoints at the command level (whole command with its default checkpoints / with "
+              f"--no-checkpoints, medians, interleaved; dropout {args.epochs} epochs): " + "; ".join(parts))
     if state.get("chart"):
         # The live chart: one draw per dropout epoch (each is longer than the 100 ms between
         # redraws), one draw when a weight-decay run ends (they are shorter), and at most one

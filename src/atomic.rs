@@ -66,6 +66,27 @@ pub fn remove_temporaries(dir: &Path) -> usize {
     removed
 }
 
+/// The process, other than this one, that is writing a set into `<out>/.<name>.<pid>.staging`
+/// now: one whose PID is alive and runs this very program. The lock (`crate::lock`) keeps a
+/// second writer out; this catches one whose lock file was removed while it ran, before its
+/// staging directory is taken for a killed writer's and removed. (On a file system shared by
+/// machines, another machine's PIDs mean nothing here: there the lock alone guards.)
+pub fn live_writer(out: &Path, name: &str) -> Option<u32> {
+    let prefix = format!(".{name}.");
+    let me = fs::read_link("/proc/self/exe").ok()?;
+    fs::read_dir(out)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let file_name = e.file_name().to_string_lossy().into_owned();
+            let pid = file_name.strip_prefix(&prefix)?.strip_suffix(".staging")?;
+            pid.parse::<u32>().ok()
+        })
+        .filter(|&pid| pid != std::process::id())
+        .find(|pid| fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == me))
+}
+
 /// A new, empty hidden directory `<out>/.<name>.<pid>.staging` for a set of files that will
 /// take the place of `<out>/<name>` ([`swap_in`]); first removes what earlier commands that
 /// were killed left (their staging and replaced directories). For a command that holds

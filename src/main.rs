@@ -72,7 +72,7 @@ fn main() -> ExitCode {
                 ExitCode::from(stopped.exit_code())
             }
             None => {
-                d2l_regularization::errln!("error: {e:#}");
+                d2l_regularization::errln!("error: {}", without_backtraces(&e));
                 ExitCode::FAILURE
             }
         },
@@ -167,6 +167,23 @@ fn out_of_memory(message: &str) -> bool {
     m.contains("out of memory")
         || m.contains("can't allocate memory")
         || m.contains("cannot allocate memory")
+}
+
+/// The error and its causes as `{e:#}` prints them, with a libtorch message (a tensor that
+/// cannot be made from a checkpoint's bytes, …) cut to its first line: its C++ backtrace
+/// means nothing to the user.
+fn without_backtraces(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|cause| {
+            let text = cause.to_string();
+            if text.contains("Exception raised from") || text.contains("\nframe #") {
+                first_line(&text)
+            } else {
+                text
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// The useful line of a libtorch message (after tch's `Torch("` wrapper), at most 240 chars.

@@ -124,3 +124,32 @@ fn a_resume_with_another_thread_count_is_refused() {
     let o = run_on_cpu(out, &[ARGS, &["--resume"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// A checkpoint whose optimizer state libtorch cannot read (its bytes replaced, the checksum
+/// set to match, as a bug in a writer would leave it) is refused by name in one line: none of
+/// libtorch's C++ backtrace reaches the user.
+#[test]
+fn an_optimizer_state_libtorch_cannot_read_is_one_line_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    let file = written(out);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let (_, state) = regions(&bytes)
+        .into_iter()
+        .find(|(name, _)| name == "optimizer.state")
+        .unwrap();
+    bytes[state].fill(b'A');
+    checkpoint::seal(&mut bytes).unwrap();
+    std::fs::write(&file, &bytes).unwrap();
+    let o = run_on_cpu(out, &[ARGS, &["--resume"]].concat());
+    assert_fails_with(&o, &[NAME, "optimizer state", "--overwrite"]);
+    let err = stderr(&o);
+    assert!(
+        !err.contains("Exception raised from") && !err.contains("frame #"),
+        "{err}"
+    );
+    let error: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(error.len(), 1, "{err}");
+    let after = err.split_once(error[0]).unwrap().1;
+    assert!(after.trim().is_empty(), "nothing after the error line: {err}");
+}

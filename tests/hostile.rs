@@ -782,3 +782,132 @@ fn two_runs_into_one_directory_at_once_leave_one_whole_set() {
         assert_no_temporaries(out.path());
     }
 }
+
+/// A data file far larger than any Fashion-MNIST file (an 8 GB sparse file, under the 6 GB
+/// address-space cap of [`capped`]) is refused by its size, naming it, before it is read:
+/// reading it whole first would fail for memory, or take gigabytes where the cap is higher.
+#[test]
+fn a_huge_data_file_is_refused_by_its_size_before_it_is_read() {
+    let out = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    for f in [
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ] {
+        std::fs::write(data.path().join(f), b"small").unwrap();
+    }
+    let huge = data.path().join("train-images-idx3-ubyte");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(8 << 30)
+        .unwrap();
+    let o = capped(
+        out.path(),
+        &[
+            "dropout",
+            "--offline",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
+    );
+    assert_clean(&o, "huge data file");
+    assert_fails_with(&o, &["train-images-idx3-ubyte", "more than 128 MiB"]);
+}
+
+/// A rerun replaces `<out>/weight-decay` whole, so it owns only what it wrote there: a
+/// user's file, or another command's output nested inside (`--out <out>/weight-decay`), is
+/// refused by name before anything trains and left as it is, with the previous set.
+#[test]
+fn a_rerun_refuses_files_it_did_not_write_instead_of_removing_them() {
+    let out = tempfile::tempdir().unwrap();
+    let args = ["weight-decay", "--epochs", "5", "--no-tensorboard"];
+    let o = capped(out.path(), &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = out.path().join("weight-decay");
+    let before = files_under(&dir);
+    let notes = dir.join("notes.txt");
+    std::fs::write(&notes, "my notes").unwrap();
+    let o = capped(out.path(), &args);
+    assert_clean(&o, "a user's file");
+    assert_fails_with(
+        &o,
+        &["notes.txt", "is not a file this program writes", "--out"],
+    );
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "my notes");
+    std::fs::remove_file(&notes).unwrap();
+    assert_eq!(files_under(&dir), before, "the previous set as it was");
+    // Another command's output nested inside it.
+    let o = capped(&dir, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = capped(out.path(), &args);
+    assert_fails_with(&o, &["is not a file this program writes"]);
+    assert!(dir.join("weight-decay/run.json").exists());
+    assert!(dir.join("weight-decay/summary.csv").exists());
+    // Its own files only: the rerun goes ahead.
+    for nested in [
+        ".weight-decay.lock",
+        ".weight-decay.checkpoints",
+        "weight-decay",
+    ] {
+        let p = dir.join(nested);
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).unwrap();
+        } else if p.exists() {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    let o = capped(out.path(), &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// The lock file removed while its command runs (a clean-up of hidden files): a second
+/// command is still refused, naming the running one, instead of taking its staging
+/// directory for a killed writer's and removing it.
+#[test]
+fn a_lock_file_removed_mid_run_still_keeps_a_second_writer_out() {
+    let out = tempfile::tempdir().unwrap();
+    let long = [
+        "weight-decay",
+        "--impl",
+        "scratch",
+        "--wd",
+        "3",
+        "--epochs",
+        "1000000",
+    ];
+    let mut first = Command::new(BIN)
+        .args(["--device", "cpu", "-q", "--out"])
+        .arg(out.path())
+        .args(long)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = out.path().join(".weight-decay.lock");
+    let stage = out
+        .path()
+        .join(format!(".weight-decay.{}.staging", first.id()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !stage.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::fs::remove_file(&lock).unwrap();
+    let o = capped(out.path(), &["weight-decay", "--epochs", "5"]);
+    assert_clean(&o, "second writer");
+    assert_fails_with(
+        &o,
+        &[&format!("PID {}", first.id()), "lock file", "was removed"],
+    );
+    assert!(
+        stage.exists(),
+        "the running command's staging directory is left alone"
+    );
+    assert!(first.try_wait().unwrap().is_none(), "the first still runs");
+    first.kill().unwrap();
+    first.wait().unwrap();
+}

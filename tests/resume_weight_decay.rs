@@ -200,7 +200,9 @@ fn a_checkpoint_that_cannot_be_written_is_one_clear_error() {
         .arg(BIN)
         .args(["--device", "cpu", "--no-tensorboard", "--out"])
         .arg(tmp.path())
-        .arg("weight-decay")
+        // A checkpoint after the 100th (the last) epoch: a run of milliseconds writes none
+        // by default.
+        .args(["weight-decay", "--checkpoint-every", "100"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
@@ -223,4 +225,35 @@ fn a_checkpoint_that_cannot_be_written_is_one_clear_error() {
         "temporaries left: {left:?}"
     );
     assert!(!tmp.path().join("weight-decay/scratch-wd0.csv").exists());
+}
+
+/// Checkpoints kept by a finished command (`--keep-checkpoints`) are named as such when the
+/// next command meets them, not as a stopped command's; `--resume` over finished results
+/// without checkpoints says only that there is nothing to resume.
+#[test]
+fn kept_checkpoints_and_finished_results_are_named_for_what_they_are() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    let args = ["weight-decay", "--epochs", "5", "--no-tensorboard"];
+    let o = run_on_cpu(out, &[&args[..], &["-q", "--keep-checkpoints"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_on_cpu(out, &args);
+    assert_fails_with(
+        &o,
+        &[
+            "a command that finished and kept them (--keep-checkpoints)",
+            "epoch 5 of 5",
+            "--resume",
+            "--overwrite",
+        ],
+    );
+    std::fs::remove_dir_all(checkpoints(out)).unwrap();
+    let o = run_on_cpu(out, &[&args[..], &["--resume"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nothing to resume"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("trains from its first epoch"),
+        "{}",
+        stderr(&o)
+    );
 }

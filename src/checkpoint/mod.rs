@@ -57,6 +57,8 @@ pub struct Plan {
     pub resume: bool,
     /// The configuration's fingerprint (the command's flags, device kind), shared by its runs.
     pub config: String,
+    /// `--keep-checkpoints`: every run's last epoch is checkpointed (see [`Every::Seconds`]).
+    pub keep: bool,
 }
 
 impl Plan {
@@ -73,6 +75,7 @@ impl Plan {
             fingerprint: run_fingerprint(&self.config, version, setting, seed),
             every: self.every,
             resume: self.resume,
+            keep: self.keep,
             last: std::cell::Cell::new(std::time::Instant::now()),
         }
     }
@@ -96,7 +99,11 @@ pub enum Every {
     /// After every N-th epoch.
     Epochs(usize),
     /// After the first epoch that ends at least this many seconds after the run started or
-    /// wrote its last checkpoint: for epochs far shorter than a checkpoint's write.
+    /// wrote its last checkpoint: for epochs far shorter than a checkpoint's write. The last
+    /// epoch too only when due so (or with `--keep-checkpoints`): a kill then costs at most
+    /// this many seconds of each run, and a run shorter than that (a book-sized weight-decay
+    /// run takes milliseconds, its checkpoint several times as long) is trained again by
+    /// `--resume` from its seed, to the same numbers.
     Seconds(u64),
 }
 
@@ -115,19 +122,20 @@ pub struct RunCheckpoint {
     pub fingerprint: String,
     pub every: Every,
     pub resume: bool,
+    pub keep: bool,
     /// When the run started or last found a checkpoint due.
     last: std::cell::Cell<std::time::Instant>,
 }
 
 impl RunCheckpoint {
-    /// Whether a checkpoint is written after `epoch` of `epochs` (see [`Every`]; and after the
-    /// last); the caller then writes it.
+    /// Whether a checkpoint is written after `epoch` of `epochs` (see [`Every`]); the caller
+    /// then writes it.
     pub fn due(&self, epoch: usize, epochs: usize) -> bool {
-        let due = epoch == epochs
-            || match self.every {
-                Every::Epochs(n) => epoch.is_multiple_of(n),
-                Every::Seconds(s) => self.last.get().elapsed().as_secs() >= s,
-            };
+        let last = epoch == epochs;
+        let due = match self.every {
+            Every::Epochs(n) => last || epoch.is_multiple_of(n),
+            Every::Seconds(s) => (last && self.keep) || self.last.get().elapsed().as_secs() >= s,
+        };
         if due {
             self.last.set(std::time::Instant::now());
         }

@@ -128,10 +128,20 @@ fn named(path: &Path) -> impl Fn(Problem) -> anyhow::Error + '_ {
     move |problem| anyhow::anyhow!("'{}' {problem}", path.display())
 }
 
-/// Reads and decodes a whole file.
+/// Reads and decodes a whole file; one larger than [`MAX_BYTES`] is refused by its size
+/// before it is read (a multi-gigabyte file, sparse or not, never reaches memory).
 pub fn read_maybe_gz(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let raw = std::fs::read(path)
-        .map_err(|e| anyhow::anyhow!("cannot read '{}': {e}", path.display()))?;
+    let cannot = |e: std::io::Error| anyhow::anyhow!("cannot read '{}': {e}", path.display());
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let size = file.metadata().map_err(cannot)?.len();
+    if size > MAX_BYTES as u64 {
+        return Err(named(path)(too_large()));
+    }
+    let mut raw = Vec::with_capacity(size as usize);
+    // At most one byte past the limit: a file that grows while it is read is caught too.
+    file.take(MAX_BYTES as u64 + 1)
+        .read_to_end(&mut raw)
+        .map_err(cannot)?;
     decode(raw).map_err(named(path))
 }
 

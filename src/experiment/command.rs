@@ -10,7 +10,7 @@ use crate::tensorboard::Board;
 use crate::workbook;
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The most settings one command trains (the product of its list flags' lengths).
 pub const MAX_SETTINGS: usize = 10_000;
@@ -91,16 +91,39 @@ pub fn run<E: Experiment>(
     let dir = record::experiment_dir(&ctx.out, E::NAME)?;
     let lock_file = ctx.out.join(format!(".{}.lock", E::NAME));
     let _lock = crate::lock::lock(&lock_file, &dir, crate::lock::Use::Alone)?;
+    if let Some(pid) = atomic::live_writer(&ctx.out, E::NAME) {
+        bail!(
+            "'{}' is being written by PID {pid}, whose lock file '{}' was removed; wait for it \
+             to finish, or stop it",
+            dir.display(),
+            lock_file.display()
+        );
+    }
+    if let Some(other) = not_ours(&dir) {
+        bail!(
+            "'{}' is not a file this program writes there, and a run replaces '{}' whole; move \
+             it elsewhere, or choose another --out",
+            other.display(),
+            dir.display()
+        );
+    }
     let plan = match checkpoints.filter(|c| E::CHECKPOINTS && !c.writing.no_checkpoints) {
         Some(flags) => {
             let (plan, found) = checkpoint_plan::<E>(cfg, ctx, flags)?;
-            if flags.resume && !found && finished_here::<E>(cfg, ctx, &dir) {
-                std::fs::remove_dir_all(&plan.dir).ok();
+            if flags.resume && !found {
+                if finished_here::<E>(cfg, ctx, &dir) {
+                    std::fs::remove_dir_all(&plan.dir).ok();
+                    crate::errln!(
+                        "nothing to resume: {} holds this command's finished results, kept as \
+                         they are",
+                        dir.display()
+                    );
+                    return Ok(());
+                }
                 crate::errln!(
-                    "nothing to resume: {} holds this command's finished results, kept as they are",
-                    dir.display()
+                    "note: no checkpoints in {}: every run trains from its first epoch",
+                    plan.dir.display()
                 );
-                return Ok(());
             }
             Some(plan)
         }
@@ -235,34 +258,41 @@ fn checkpoint_plan<E: Experiment>(
         every: flags.writing.every::<E>(),
         resume: flags.resume,
         config: super::fingerprint::<E>(cfg, ctx.device)?,
+        keep: flags.writing.keep_checkpoints,
     };
     // Held alone (the lock): a temporary file there is a killed writer's.
     atomic::remove_temporaries(&dir);
     let found = plan.files();
     if found.is_empty() {
-        if flags.resume {
-            crate::errln!(
-                "note: no checkpoints in {}: every run trains from its first epoch",
-                dir.display()
-            );
-        }
+        // Said by the caller, who knows whether the results are already finished.
     } else if flags.overwrite {
         std::fs::remove_dir_all(&dir)
             .with_context(|| format!("cannot remove '{}'", dir.display()))?;
     } else if !flags.resume {
         let first = &found[0];
-        let what = match checkpoint::describe(first) {
-            Ok(meta) => format!(
+        let metas: Vec<Option<checkpoint::Meta>> =
+            found.iter().map(|f| checkpoint::describe(f).ok()).collect();
+        let what = match &metas[0] {
+            Some(meta) => format!(
                 "{} at epoch {} of {}",
                 name_of(first),
                 meta.epoch,
                 meta.epochs
             ),
-            Err(_) => name_of(first),
+            None => name_of(first),
+        };
+        let all_finished = metas
+            .iter()
+            .all(|m| m.as_ref().is_some_and(|m| m.epoch == m.epochs));
+        let whose = if all_finished {
+            "a command that finished and kept them (--keep-checkpoints)"
+        } else {
+            "a command that was stopped"
         };
         bail!(
-            "{} holds the checkpoints of a command that was stopped ({what}{}); add --resume to \
-             continue from them, or --overwrite to start over (they are deleted)",
+            "{} holds the checkpoints of {whose} ({what}{}); add --resume to continue from them \
+             (a finished run is not trained again), or --overwrite to start over (they are \
+             deleted)",
             dir.display(),
             if found.len() > 1 {
                 format!(", and {} more", found.len() - 1)
@@ -322,6 +352,33 @@ fn finished_here<E: Experiment>(cfg: &E::Config, ctx: &Context, dir: &Path) -> b
         .iter()
         .all(|k| old.get(k) == now.get(k));
     same && old.get("status").and_then(|s| s.as_str()) == Some("ok")
+}
+
+/// The first entry of a run command's directory (by name) that this program did not write
+/// there: anything but a regular file with the extension of a set's files (`.csv`, `.svg`,
+/// `.xlsx`, `.json`, `.safetensors`) — a user's notes, another command's output nested in it
+/// (`--out <out>/weight-decay`), a link. A rerun replaces the directory whole, so it refuses
+/// instead of removing them.
+fn not_ours(dir: &Path) -> Option<PathBuf> {
+    const OURS: [&str; 5] = ["csv", "svg", "xlsx", "json", "safetensors"];
+    let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    entries
+        .into_iter()
+        .find(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let regular = e.file_type().is_ok_and(|t| t.is_file());
+            let known = (Path::new(&name).extension().and_then(|x| x.to_str()))
+                .is_some_and(|x| OURS.contains(&x));
+            // `record::experiment_dir`'s probe, where a killed command left it.
+            let probe = name.starts_with(".write-test-");
+            !(regular && (probe || (known && !name.starts_with('.'))))
+        })
+        .map(|e| e.path())
 }
 
 fn name_of(path: &Path) -> String {

@@ -89,6 +89,8 @@ fn check(error: *mut std::ffi::c_char) -> Result<()> {
         .to_string_lossy()
         .into_owned();
     unsafe { ffi::d2l_optimizer_free(error.cast()) };
+    // Its first line: libtorch appends the C++ backtrace of where it was raised.
+    let message = message.lines().next().unwrap_or_default();
     bail!("libtorch's optimizer state: {message}")
 }
 

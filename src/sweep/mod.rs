@@ -201,6 +201,7 @@ where
             every: writing.every::<E>(),
             resume: sweep.resume || sweep.shard.is_some(),
             config: fingerprint.clone(),
+            keep: writing.keep_checkpoints,
         });
     if let Some(plan) = &checkpoints {
         std::fs::create_dir_all(&plan.dir)

@@ -234,7 +234,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
 /// The signals that ask a command to stop (see the module's documentation).
 const STOPPING: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE];
 
-/// Installs the handlers of [`STOPPING`] (at start-up, and again in `main`: Rust's runtime
+/// Installs the handlers of the stopping signals (at start-up, and again in `main`: Rust's runtime
 /// sets SIGPIPE to be ignored before `main` runs).
 pub fn install() {
     for sig in STOPPING {

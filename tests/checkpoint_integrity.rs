@@ -151,5 +151,8 @@ fn an_optimizer_state_libtorch_cannot_read_is_one_line_naming_the_file() {
     let error: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
     assert_eq!(error.len(), 1, "{err}");
     let after = err.split_once(error[0]).unwrap().1;
-    assert!(after.trim().is_empty(), "nothing after the error line: {err}");
+    assert!(
+        after.trim().is_empty(),
+        "nothing after the error line: {err}"
+    );
 }

@@ -92,6 +92,23 @@ pub fn live_writer(out: &Path, name: &str) -> Option<u32> {
 /// were killed left (their staging and replaced directories). For a command that holds
 /// `<out>/<name>` alone (`crate::lock`).
 pub fn staging_dir(out: &Path, name: &str) -> Result<std::path::PathBuf> {
+    clear_left(out, name);
+    let prefix = format!(".{name}.");
+    let stage = out.join(format!("{prefix}{}.staging", std::process::id()));
+    let _ = fs::remove_dir_all(&stage);
+    fs::create_dir(&stage).with_context(|| {
+        format!(
+            "cannot create '{}' (choose a writable --out)",
+            stage.display()
+        )
+    })?;
+    Ok(stage)
+}
+
+/// Removes what earlier commands that were killed left in `out` for `<out>/<name>`: their
+/// staging (`.<name>.<pid>.staging`) and replaced (`.<name>.<pid>.replaced`) directories.
+/// For a command that holds `<out>/<name>` alone (`crate::lock`).
+pub fn clear_left(out: &Path, name: &str) {
     let prefix = format!(".{name}.");
     for entry in fs::read_dir(out).into_iter().flatten().flatten() {
         let file_name = entry.file_name().to_string_lossy().into_owned();
@@ -106,15 +123,6 @@ pub fn staging_dir(out: &Path, name: &str) -> Result<std::path::PathBuf> {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
-    let stage = out.join(format!("{prefix}{}.staging", std::process::id()));
-    let _ = fs::remove_dir_all(&stage);
-    fs::create_dir(&stage).with_context(|| {
-        format!(
-            "cannot create '{}' (choose a writable --out)",
-            stage.display()
-        )
-    })?;
-    Ok(stage)
 }
 
 /// Puts the directory `stage` in the place of `dir` in one step (Linux's

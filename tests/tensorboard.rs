@@ -373,9 +373,11 @@ fn a_killed_run_reads_back_to_where_it_was_and_shows_each_step_once_resumed() {
     let (header, rows) = read_csv(&csv);
     let test_loss = header.iter().position(|h| h == "test_loss").unwrap();
     let run_name = "weight-decay/scratch-wd3-seed0";
-    // Steps 1…n once each, equal to the uninterrupted curve; n.
-    let check = |board: &Value| -> usize {
-        let points = board[run_name]["scalars"]["test_loss"].as_array().unwrap();
+    // Steps 1…n once each of the run `name`, equal to the uninterrupted curve; n.
+    let check_run = |board: &Value, name: &str| -> usize {
+        let points = board[name]["scalars"]["test_loss"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {name} in {board}"));
         for (i, p) in points.iter().enumerate() {
             assert_eq!(
                 p[0].as_u64().unwrap() as usize,
@@ -391,6 +393,7 @@ fn a_killed_run_reads_back_to_where_it_was_and_shows_each_step_once_resumed() {
         }
         points.len()
     };
+    let check = |board: &Value| check_run(board, run_name);
 
     let mut child = Command::new(BIN)
         .args(["--device", "cpu", "-q", "--out"])
@@ -412,9 +415,15 @@ fn a_killed_run_reads_back_to_where_it_was_and_shows_each_step_once_resumed() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    // Live in the command's staging directory of event files, until the next command.
     let board = read_board(&python, &killed.join("tensorboard"));
-    let n = check(&board);
+    let staged = format!(".weight-decay.{}.staging/scratch-wd3-seed0", child.id());
+    let n = check_run(&board, &staged);
     assert!((5000..20000).contains(&n), "read back {n} epochs");
+    assert!(
+        board.get(run_name).is_none(),
+        "the event files of the set are not touched by a killed command"
+    );
 
     let o = run_on_cpu(&killed, &[&["-q"], &args[..], &["--resume"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
@@ -484,4 +493,72 @@ fn a_file_size_cap_on_the_event_file_is_one_clear_error() {
         .unwrap();
     assert_fails_with(&o, &["cannot write '", "tfevents", "File too large"]);
     assert_eq!(stderr(&o).matches("error:").count(), 1, "one error line");
+}
+
+/// The event files are part of the set: a rerun with other flags killed midway leaves the
+/// previous set's event files with its CSVs (the killed one's in its staging directory, cleared
+/// by the next command), and a set written without TensorBoard leaves none of another set's.
+#[test]
+fn a_killed_rerun_leaves_the_event_files_with_the_set_they_describe() {
+    let Some(python) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    let short = [
+        "weight-decay",
+        "--impl",
+        "scratch",
+        "--wd",
+        "3",
+        "--epochs",
+        "20",
+    ];
+    let o = run_on_cpu(out, &[&["-q"], &short[..]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = out.join("weight-decay/scratch-wd3.csv");
+    let run = "weight-decay/scratch-wd3-seed0";
+    assert_eq!(
+        assert_run_is_its_csv(&read_board(&python, &out.join("tensorboard"))[run], &csv),
+        20
+    );
+    let mut child = Command::new(BIN)
+        .args(["--device", "cpu", "-q", "--out"])
+        .arg(out)
+        .args([
+            "weight-decay",
+            "--impl",
+            "scratch",
+            "--wd",
+            "3",
+            "--epochs",
+            "1000000",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let staged = out.join(format!(
+        "tensorboard/.weight-decay.{}.staging/scratch-wd3-seed0",
+        child.id()
+    ));
+    // Its lock taken, then a second of training.
+    let lock = out.join(".weight-decay.lock");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&lock).is_ok_and(|t| t.contains(&child.id().to_string())) {
+        assert!(Instant::now() < deadline, "the rerun never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(staged.exists(), "the rerun writes its event files aside");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let board = read_board(&python, &out.join("tensorboard"));
+    assert_eq!(assert_run_is_its_csv(&board[run], &csv), 20);
+    // Without TensorBoard: no event file of another set is left beside the new one.
+    let o = run_on_cpu(out, &[&["-q", "--no-tensorboard"], &short[..]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!out.join("tensorboard/weight-decay").exists());
+    assert!(
+        !staged.exists(),
+        "the killed rerun's staging directory is cleared"
+    );
 }

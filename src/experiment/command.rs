@@ -129,17 +129,36 @@ pub fn run<E: Experiment>(
         }
         None => None,
     };
-    let board = (ctx.tensorboard).then(|| Board::new(ctx.out.join("tensorboard").join(E::NAME)));
+    // The event files belong to the set: written (live, epoch by epoch) into a staging
+    // directory of their own, `<out>/tensorboard/.<NAME>.<pid>.staging`, swapped in as
+    // `<out>/tensorboard/<NAME>` right after the set.
+    let boards = ctx.out.join("tensorboard");
+    let board_dir = boards.join(E::NAME);
+    let board_stage = match ctx.tensorboard {
+        true => {
+            std::fs::create_dir_all(&boards).with_context(|| {
+                format!(
+                    "cannot create '{}' (choose a writable --out, or add --no-tensorboard)",
+                    boards.display()
+                )
+            })?;
+            Some(atomic::staging_dir(&boards, E::NAME)?)
+        }
+        false => {
+            atomic::clear_left(&boards, E::NAME);
+            None
+        }
+    };
     let ctx = &Context {
         checkpoints: plan.clone(),
-        board,
+        board: board_stage.as_ref().map(|s| Board::new(s.clone())),
         ..ctx.clone()
     };
     let stage = atomic::staging_dir(&ctx.out, E::NAME)?;
     // Removed however the runs end, a libtorch error raised as a panic (out of memory) too;
     // with it the checkpoint directory, where no checkpoint was written.
     let _cleanup = Cleanup {
-        stage: &stage,
+        stages: [Some(stage.as_path()), board_stage.as_deref()],
         checkpoints: plan.as_ref().map(|p| p.dir.as_path()),
     };
     let outcome = match write_runs::<E>(cfg, ctx, &data, &stage) {
@@ -154,10 +173,21 @@ pub fn run<E: Experiment>(
                     plan.dir.display()
                 );
             }
-            return Err(atomic::named_as(e, &stage, &dir));
+            let e = atomic::named_as(e, &stage, &dir);
+            return Err(match &board_stage {
+                Some(s) => atomic::named_as(e, s, &board_dir),
+                None => e,
+            });
         }
     };
     atomic::swap_in(&stage, &dir)?;
+    // Without TensorBoard, the previous set's event files would describe other runs.
+    match &board_stage {
+        Some(s) => atomic::swap_in(s, &board_dir)?,
+        None if board_dir.exists() => std::fs::remove_dir_all(&board_dir)
+            .with_context(|| format!("cannot remove '{}'", board_dir.display()))?,
+        None => {}
+    }
     if let Some(plan) = &plan {
         if outcome.interrupted() {
             let mut stopped = outcome.result(&dir).expect_err("an interrupted command");
@@ -177,16 +207,18 @@ pub fn run<E: Experiment>(
     Ok(())
 }
 
-/// What a run command leaves behind when it ends early: its staging directory (swapped in, it
-/// is gone already) and an empty checkpoint directory.
+/// What a run command leaves behind when it ends early: its staging directories (the set's and
+/// its event files'; swapped in, they are gone already) and an empty checkpoint directory.
 struct Cleanup<'a> {
-    stage: &'a Path,
+    stages: [Option<&'a Path>; 2],
     checkpoints: Option<&'a Path>,
 }
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.stage);
+        for stage in self.stages.into_iter().flatten() {
+            let _ = std::fs::remove_dir_all(stage);
+        }
         if let Some(dir) = self.checkpoints {
             // Only when empty: checkpoints are what --resume goes on from.
             let _ = std::fs::remove_dir(dir);

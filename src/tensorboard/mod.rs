@@ -3,8 +3,9 @@
 //! `SummaryWriter.add_scalar` and `add_hparams` write (the same messages, tags and plugin data),
 //! so `tensorboard --logdir <out>` shows Rust and PyTorch runs alike.
 //!
-//! Layout: a command's runs under `<out>/tensorboard/<experiment>/<run>-seed<k>/`, a sweep's
-//! under `<sweep>/tensorboard/<run>-seed<k>/`. A run's directory holds one event file
+//! Layout: a command's runs under `<out>/tensorboard/<experiment>/<run>-seed<k>/` (written into
+//! `<out>/tensorboard/.<experiment>.<pid>.staging/` while it trains and swapped in with the
+//! rest of its set: `experiment::run`), a sweep's under `<sweep>/tensorboard/<run>-seed<k>/`. A run's directory holds one event file
 //! (`events.out.tfevents.<time>.<host>.<pid>.d2l`); a run trained again, or resumed from its
 //! checkpoint, replaces it (a resumed run's file is written again from the checkpoint's rows),
 //! so no step appears twice. Each epoch's event is written to the file as it ends (TensorBoard

@@ -142,7 +142,7 @@ fn time_engine(
             ..Default::default()
         });
         let at = (epoch + 1, cfg.epochs + 1);
-        let saved = checkpoint::Meta::new("", at, &rows, &()).and_then(|meta| {
+        let saved = checkpoint::Meta::new("", at, &rows, &(), ctx.device).and_then(|meta| {
             checkpoint::save(&file, &meta, &checkpoint::variables(&vs), ctx.device)
         });
         if epoch > 0 {

@@ -153,12 +153,23 @@ fn in_use(dir: &Path, holders: &[String]) -> anyhow::Error {
     )
 }
 
-/// `<main>-shard-<which>`: the lock of one shard.
-fn shard_file(main: &Path, which: &str) -> PathBuf {
+/// `<main><suffix>`: a lock file beside `main`.
+fn beside(main: &Path, suffix: &str) -> PathBuf {
     let name = main
         .file_name()
         .map_or(".lock".into(), |n| n.to_string_lossy());
-    main.with_file_name(format!("{name}-shard-{which}"))
+    main.with_file_name(format!("{name}{suffix}"))
+}
+
+/// `<main>-shard-<which>`: the lock of one shard.
+fn shard_file(main: &Path, which: &str) -> PathBuf {
+    beside(main, &format!("-shard-{which}"))
+}
+
+/// Whether some process holds the lock file `path` (it cannot be locked now).
+fn held(path: &Path) -> bool {
+    let file = no_follow(OpenOptions::new().read(true).write(true)).open(path);
+    file.is_ok_and(|f| matches!(f.try_lock(), Err(TryLockError::WouldBlock)))
 }
 
 /// `<main>-shards-<count>`, held shared by every running shard of `count` shards: shards
@@ -167,13 +178,7 @@ fn shard_file(main: &Path, which: &str) -> PathBuf {
 /// naming the shards that run; a shard starting while another count's is being probed is
 /// refused too (both may refuse: never both run).
 fn one_count(main: &Path, dir: &Path, count: usize) -> Result<File> {
-    let name = |n: &str| {
-        let main_name = main
-            .file_name()
-            .map_or(".lock".into(), |n| n.to_string_lossy());
-        format!("{main_name}-shards-{n}")
-    };
-    let path = main.with_file_name(name(&count.to_string()));
+    let path = beside(main, &format!("-shards-{count}"));
     let file = open(&path)?;
     match file.try_lock_shared() {
         Ok(()) => still_at(&file, &path)?,
@@ -185,7 +190,10 @@ fn one_count(main: &Path, dir: &Path, count: usize) -> Result<File> {
         }
         Err(TryLockError::Error(e)) => return Err(cannot_lock(&path, e)),
     }
-    let prefix = name("");
+    let prefix = beside(main, "-shards-");
+    let prefix = prefix
+        .file_name()
+        .map_or(String::new(), |n| n.to_string_lossy().into_owned());
     let others = std::fs::read_dir(main.parent().unwrap_or(Path::new(".")))
         .into_iter()
         .flatten()
@@ -196,10 +204,7 @@ fn one_count(main: &Path, dir: &Path, count: usize) -> Result<File> {
             (other != count).then_some((other, e.path()))
         });
     for (other, p) in others {
-        let Ok(probe) = no_follow(OpenOptions::new().read(true).write(true)).open(&p) else {
-            continue;
-        };
-        if let Err(TryLockError::WouldBlock) = probe.try_lock() {
+        if held(&p) {
             let suffix = format!("-of-{other}");
             let shards: Vec<String> = held_shards(main)
                 .iter()
@@ -248,10 +253,7 @@ fn held_shards(main: &Path) -> Vec<PathBuf> {
             p.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
         })
-        .filter(|p| {
-            let file = no_follow(OpenOptions::new().read(true).write(true)).open(p);
-            file.is_ok_and(|f| matches!(f.try_lock(), Err(TryLockError::WouldBlock)))
-        })
+        .filter(|p| held(p))
         .collect();
     shards.sort();
     shards

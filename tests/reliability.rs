@@ -271,6 +271,19 @@ fn sigterm_ends_the_run_at_a_batch_boundary_and_keeps_the_finished_epochs() {
     assert_no_partial_files(out.path());
 }
 
+/// A command of the scratch λ = 3 run stopped midway: the summary and `run.json` say
+/// interrupted, the curve holds the finished epochs the summary counts, nothing is
+/// half-written.
+fn assert_stopped_in_scratch_wd3(out: &Path) {
+    let dir = out.join("weight-decay");
+    let rows = csv_rows(&dir.join("summary.csv"));
+    assert_eq!(rows[0]["status"], "interrupted");
+    let epochs: usize = rows[0]["epochs"].parse().unwrap();
+    assert_eq!(column(&dir.join("scratch-wd3.csv"), "epoch").len(), epochs);
+    assert_eq!(read_json(&dir.join("run.json"))["status"], "interrupted");
+    assert_no_partial_files(out);
+}
+
 /// SIGHUP (the terminal closed, an ssh session dropped) stops the run like SIGTERM: the
 /// finished epochs written, exit 129. (`tests/live_chart.rs` closes a real terminal.)
 #[test]
@@ -280,13 +293,7 @@ fn sighup_ends_the_run_like_sigterm_and_keeps_the_finished_epochs() {
     signal(&child, libc::SIGHUP);
     let status = wait_with_timeout(child, Duration::from_secs(30));
     assert_eq!(status.code(), Some(129), "128 + SIGHUP");
-    let dir = out.path().join("weight-decay");
-    let rows = csv_rows(&dir.join("summary.csv"));
-    assert_eq!(rows[0]["status"], "interrupted");
-    let epochs: usize = rows[0]["epochs"].parse().unwrap();
-    assert_eq!(column(&dir.join("scratch-wd3.csv"), "epoch").len(), epochs);
-    assert_eq!(read_json(&dir.join("run.json"))["status"], "interrupted");
-    assert_no_partial_files(out.path());
+    assert_stopped_in_scratch_wd3(out.path());
 }
 
 /// `… | head -1`: the reader quits after the first result line; the next line the command
@@ -357,12 +364,7 @@ fn a_closed_stderr_stops_the_command_and_keeps_the_finished_epochs() {
     assert!(first.contains(" epoch 1/"), "{first}");
     let status = wait_with_timeout(child, Duration::from_secs(120));
     assert_eq!(status.code(), Some(141), "128 + SIGPIPE");
-    let dir = out.path().join("weight-decay");
-    let rows = csv_rows(&dir.join("summary.csv"));
-    assert_eq!(rows[0]["status"], "interrupted");
-    let epochs: usize = rows[0]["epochs"].parse().unwrap();
-    assert_eq!(column(&dir.join("scratch-wd3.csv"), "epoch").len(), epochs);
-    assert_no_partial_files(out.path());
+    assert_stopped_in_scratch_wd3(out.path());
 }
 
 #[test]

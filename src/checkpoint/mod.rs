@@ -162,17 +162,18 @@ pub struct Meta {
 }
 
 impl Meta {
-    /// The description of a checkpoint this build writes after `epoch` of `epochs`.
+    /// The description of a checkpoint this build writes after `epoch` of `epochs` of a run
+    /// on `device`.
     pub fn new(
         fingerprint: &str,
         (epoch, epochs): (usize, usize),
         rows: &impl Serialize,
         extra: &impl Serialize,
+        device: Device,
     ) -> Result<Meta> {
         Ok(Meta {
             format: FORMAT,
-            // Its device is set by `save`.
-            writer: Writer::now(Device::Cpu),
+            writer: Writer::now(device),
             fingerprint: fingerprint.to_string(),
             epoch,
             epochs,
@@ -372,10 +373,8 @@ pub fn save(path: &Path, meta: &Meta, tensors: &[(String, Tensor)], device: Devi
             },
         ));
     }
-    let mut meta = meta.clone();
-    meta.writer = Writer::now(device);
     let metadata = HashMap::from([
-        (META_KEY.to_string(), serde_json::to_string(&meta)?),
+        (META_KEY.to_string(), serde_json::to_string(meta)?),
         (CHECKSUM_KEY.to_string(), CHECKSUM_PLACEHOLDER.to_string()),
     ]);
     let views: Vec<(&str, &Raw)> = raws.iter().map(|(n, r)| (n.as_str(), r)).collect();

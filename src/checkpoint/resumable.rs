@@ -99,7 +99,13 @@ impl<'a> Resumable<'a> {
         if let Some(state) = &self.optimizer {
             tensors.push((OPTIMIZER.into(), Tensor::from_slice(&state.save()?)));
         }
-        let meta = Meta::new(&c.fingerprint, (epoch, self.epochs), &rows, extra)?;
+        let meta = Meta::new(
+            &c.fingerprint,
+            (epoch, self.epochs),
+            &rows,
+            extra,
+            self.device,
+        )?;
         super::save(&c.path, &meta, &tensors, self.device)?;
         Ok(())
     }

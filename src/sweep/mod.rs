@@ -246,12 +246,8 @@ where
     // Its runs all of one program, device, thread count and kernels (a shard of another
     // machine, a sweep resumed by another build).
     let other_writer = records.iter().find_map(|(stem, r)| {
-        let theirs = Identity {
-            writer: r.of.writer.clone(),
-            ..of.clone()
-        };
         finished(&records, stem)
-            .then(|| theirs.differs(&of))
+            .then(|| r.of.writer_differs(&of))
             .flatten()
             .map(|why| (stem, why))
     });

@@ -19,7 +19,7 @@ pub struct Identity {
 
 impl Identity {
     /// Why a run of `self` cannot join a sweep of `other`: what differs, and how to run as
-    /// `self` did ("" when only the configuration can be matched); none when they fit.
+    /// `self` did; none when they fit.
     pub fn differs(&self, other: &Identity) -> Option<(String, String)> {
         if self.fingerprint != other.fingerprint
             || self.config != other.config
@@ -31,6 +31,12 @@ impl Identity {
                 "with the same flags and --seeds".into(),
             ));
         }
+        self.writer_differs(other)
+    }
+
+    /// How the writer of `self` differs from that of `other` (see
+    /// [`crate::checkpoint::Writer::differs`]; a record without one is of an older build).
+    pub fn writer_differs(&self, other: &Identity) -> Option<(String, String)> {
         match (&self.writer, &other.writer) {
             (Some(a), Some(b)) => a.differs(b),
             (None, None) => None,

@@ -56,7 +56,7 @@ pub(super) fn save_fused(
         curves: s.curves.to_vec(),
         status: s.status.to_vec(),
     };
-    let meta = checkpoint::Meta::new(&c.fingerprint, (s.epoch, epochs), &(), &columns)?;
+    let meta = checkpoint::Meta::new(&c.fingerprint, (s.epoch, epochs), &(), &columns, device)?;
     let tensors = [("w".to_string(), s.w), ("b".to_string(), s.b)];
     checkpoint::save(&c.path, &meta, &tensors, device)?;
     Ok(())

@@ -13,9 +13,16 @@ use std::time::{Duration, Instant};
 
 /// Three epochs of both versions, with every extra a checkpoint must carry: the activation
 /// rows (`--track-activations`), the weights (`--save-weights`) and the Monte-Carlo passes
-/// drawn after training (`--mc-samples`).
+/// drawn after training (`--mc-samples`); a checkpoint after every epoch, where the tests kill.
 fn args<'a>(engine: &'a str, data: &'a str) -> Vec<&'a str> {
-    let extras = ["--track-activations", "--save-weights", "--mc-samples", "2"];
+    let extras = [
+        "--track-activations",
+        "--save-weights",
+        "--mc-samples",
+        "2",
+        "--checkpoint-every",
+        "1",
+    ];
     local_dropout(engine, "3", data, &extras)
 }
 

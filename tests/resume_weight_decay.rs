@@ -257,3 +257,62 @@ fn kept_checkpoints_and_finished_results_are_named_for_what_they_are() {
         stderr(&o)
     );
 }
+
+/// The default checkpoints (no `--checkpoint-every`) are at least a second of training apart
+/// (`checkpoint::AT_LEAST`; their write takes milliseconds here, so the hundredfold of it is
+/// less): a scratch run of 1 ms epochs writes its first after hundreds of epochs, and the next
+/// ones a second later each (the files' modification times, read with their contents).
+#[test]
+fn default_checkpoints_are_a_second_of_training_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    let args = [
+        "weight-decay",
+        "--impl",
+        "scratch",
+        "--wd",
+        "3",
+        "--epochs",
+        "1000000",
+    ];
+    let mut child = spawn(out, &args);
+    let file = checkpoints(out).join("scratch-wd3-seed0.safetensors");
+    let read = || -> Option<(usize, std::time::SystemTime)> {
+        use std::io::Read as _;
+        let mut f = std::fs::File::open(&file).ok()?;
+        let modified = f.metadata().ok()?.modified().ok()?;
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).ok()?;
+        Some((checkpoint::describe_bytes(&bytes).ok()?.epoch, modified))
+    };
+    let mut seen: Vec<(usize, std::time::SystemTime)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while seen.len() < 3 {
+        if let Some((epoch, modified)) = read() {
+            if seen.last().is_none_or(|l| l.0 != epoch) {
+                seen.push((epoch, modified));
+            }
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the command ended");
+        assert!(
+            Instant::now() < deadline,
+            "three checkpoints never came: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        seen[0].0 > 1,
+        "the first after a second, not after epoch 1: {seen:?}"
+    );
+    for pair in seen.windows(2) {
+        let apart = pair[1].1.duration_since(pair[0].1).unwrap_or_default();
+        assert!(
+            pair[1].0 > pair[0].0 && apart >= Duration::from_millis(900),
+            "checkpoints {:?} and {:?}: {apart:?} apart",
+            pair[0].0,
+            pair[1].0
+        );
+    }
+}

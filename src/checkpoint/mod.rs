@@ -57,7 +57,7 @@ pub struct Plan {
     pub resume: bool,
     /// The configuration's fingerprint (the command's flags, device kind), shared by its runs.
     pub config: String,
-    /// `--keep-checkpoints`: every run's last epoch is checkpointed (see [`Every::Seconds`]).
+    /// `--keep-checkpoints`: every run's last epoch is checkpointed (see [`Every::Affordable`]).
     pub keep: bool,
 }
 
@@ -76,7 +76,7 @@ impl Plan {
             every: self.every,
             resume: self.resume,
             keep: self.keep,
-            last: std::cell::Cell::new(std::time::Instant::now()),
+            written: std::cell::Cell::new((std::time::Instant::now(), Default::default())),
         }
     }
 
@@ -93,18 +93,32 @@ impl Plan {
     }
 }
 
-/// When a run writes a checkpoint (always after its last epoch too).
+/// When a run writes a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Every {
-    /// After every N-th epoch.
+    /// After every N-th epoch and after the last (`--checkpoint-every N`).
     Epochs(usize),
-    /// After the first epoch that ends at least this many seconds after the run started or
-    /// wrote its last checkpoint: for epochs far shorter than a checkpoint's write. The last
-    /// epoch too only when due so (or with `--keep-checkpoints`): a kill then costs at most
-    /// this many seconds of each run, and a run shorter than that (a book-sized weight-decay
-    /// run takes milliseconds, its checkpoint several times as long) is trained again by
-    /// `--resume` from its seed, to the same numbers.
-    Seconds(u64),
+    /// The default: after the first epoch that ends at least [`AT_LEAST`] after the run
+    /// started or wrote its last checkpoint, and at least [`COST_SHARE`] times as long as that
+    /// checkpoint took to write ([`affordable`]). Checkpoints then cost at most 1/COST_SHARE
+    /// of the training they protect, whatever the epochs' length, the model's size or the
+    /// disk's speed, and a kill costs each run at most about that long. The last epoch too
+    /// only when due so (or with `--keep-checkpoints`): a run that wrote none (a book-sized
+    /// weight-decay run takes milliseconds) is trained again by `--resume` from its seed, one
+    /// that did goes on from its last, to the same numbers.
+    Affordable,
+}
+
+/// The shortest training between two default checkpoints ([`Every::Affordable`]), and before
+/// the first: the first's cost is not known yet.
+pub const AT_LEAST: std::time::Duration = std::time::Duration::from_secs(1);
+/// The default checkpoints' share of the training is at most 1 / this ([`Every::Affordable`]).
+pub const COST_SHARE: u32 = 100;
+
+/// Whether a default checkpoint ([`Every::Affordable`]) is due `since` the run started or its
+/// last checkpoint was written, which took `cost` (zero before the first).
+pub fn affordable(since: std::time::Duration, cost: std::time::Duration) -> bool {
+    since >= AT_LEAST.max(cost * COST_SHARE)
 }
 
 /// The fingerprint of one run: its configuration, version, setting and seed.
@@ -123,23 +137,31 @@ pub struct RunCheckpoint {
     pub every: Every,
     pub resume: bool,
     pub keep: bool,
-    /// When the run started or last found a checkpoint due.
-    last: std::cell::Cell<std::time::Instant>,
+    /// When the run started or its last checkpoint was written, and what that took.
+    written: std::cell::Cell<(std::time::Instant, std::time::Duration)>,
 }
 
 impl RunCheckpoint {
     /// Whether a checkpoint is written after `epoch` of `epochs` (see [`Every`]); the caller
-    /// then writes it.
+    /// then writes it with [`RunCheckpoint::write`].
     pub fn due(&self, epoch: usize, epochs: usize) -> bool {
         let last = epoch == epochs;
-        let due = match self.every {
+        match self.every {
             Every::Epochs(n) => last || epoch.is_multiple_of(n),
-            Every::Seconds(s) => (last && self.keep) || self.last.get().elapsed().as_secs() >= s,
-        };
-        if due {
-            self.last.set(std::time::Instant::now());
+            Every::Affordable => {
+                let (when, cost) = self.written.get();
+                (last && self.keep) || affordable(when.elapsed(), cost)
+            }
         }
-        due
+    }
+
+    /// Writes the run's checkpoint (see [`save`]), noting when it ended and how long it took.
+    pub fn write(&self, meta: &Meta, tensors: &[(String, Tensor)], device: Device) -> Result<()> {
+        let started = std::time::Instant::now();
+        save(&self.path, meta, tensors, device)?;
+        let now = std::time::Instant::now();
+        self.written.set((now, now - started));
+        Ok(())
     }
 }
 
@@ -193,16 +215,15 @@ pub struct Loaded {
     generators: Vec<(Device, Vec<u8>)>,
 }
 
-/// The identity of this build of the program: its version and an MD5 of its executable, so a
-/// checkpoint written by another build (whose numbers may differ in the last digits) is never
-/// continued from.
+/// The identity of this build of the program: its version and a SHA-256 of its executable
+/// (hashed once per command, in milliseconds), so a checkpoint written by another build (whose
+/// numbers may differ in the last digits) is never continued from.
 pub fn program() -> &'static str {
     static PROGRAM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PROGRAM.get_or_init(|| {
-        use md5::{Digest, Md5};
         let digest = std::fs::read("/proc/self/exe")
             .or_else(|_| std::env::current_exe().and_then(std::fs::read))
-            .map(|bytes| hex(&Md5::digest(&bytes)))
+            .map(|bytes| hex(&sha2::Sha256::digest(&bytes)))
             .unwrap_or_else(|_| "unknown".into());
         format!(
             "{} {} {digest}",
@@ -640,4 +661,24 @@ pub fn variables(vs: &tch::nn::VarStore) -> Vec<(String, Tensor)> {
     let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     named
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_default_checkpoint_waits_a_second_and_a_hundred_times_its_cost() {
+        let ms = Duration::from_millis;
+        // Before the first (cost unknown): a second of training.
+        assert!(!affordable(ms(999), ms(0)));
+        assert!(affordable(ms(1000), ms(0)));
+        // Cheap checkpoints: still a second apart.
+        assert!(!affordable(ms(999), ms(3)));
+        assert!(affordable(ms(1000), ms(3)));
+        // A slow disk (a checkpoint of 20 ms): 2 s apart, 1 % of the training.
+        assert!(!affordable(ms(1999), ms(20)));
+        assert!(affordable(ms(2000), ms(20)));
+    }
 }

@@ -106,7 +106,6 @@ impl<'a> Resumable<'a> {
             extra,
             self.device,
         )?;
-        super::save(&c.path, &meta, &tensors, self.device)?;
-        Ok(())
+        c.write(&meta, &tensors, self.device)
     }
 }

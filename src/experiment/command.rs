@@ -243,7 +243,7 @@ pub struct Checkpoints {
 /// How runs write checkpoints (the run command's and a sweep's flags).
 #[derive(clap::Args, Debug, Clone, Default, Serialize)]
 pub struct CheckpointWriting {
-    /// Write each run's checkpoint after every N-th epoch (and after the last); by default every epoch for dropout, and for weight-decay (whose epochs take well under a millisecond) after the first epoch 30 s after the last checkpoint
+    /// Write each run's checkpoint after every N-th epoch (and after the last); by default after the first epoch that ends at least 1 s and 100 times the last checkpoint's write time after it (at most 1 % of the training)
     #[arg(long, allow_hyphen_values = true, value_parser = crate::options::epochs)]
     pub checkpoint_every: Option<usize>,
     /// Keep the checkpoints of finished runs (they are removed by default)
@@ -267,11 +267,10 @@ impl CheckpointWriting {
         Ok(())
     }
 
-    /// When a run of `E` writes its checkpoint: `--checkpoint-every`, or the experiment's
-    /// own default.
-    pub fn every<E: Experiment>(&self) -> checkpoint::Every {
+    /// When a run writes its checkpoint: `--checkpoint-every`, or the default.
+    pub fn every(&self) -> checkpoint::Every {
         self.checkpoint_every
-            .map_or(E::CHECKPOINT_EVERY, checkpoint::Every::Epochs)
+            .map_or(checkpoint::Every::Affordable, checkpoint::Every::Epochs)
     }
 }
 
@@ -287,7 +286,7 @@ fn checkpoint_plan<E: Experiment>(
     let dir = ctx.out.join(format!(".{}.checkpoints", E::NAME));
     let plan = checkpoint::Plan {
         dir: dir.clone(),
-        every: flags.writing.every::<E>(),
+        every: flags.writing.every(),
         resume: flags.resume,
         config: super::fingerprint::<E>(cfg, ctx.device)?,
         keep: flags.writing.keep_checkpoints,

@@ -201,9 +201,6 @@ pub trait Experiment: Sized {
     const NOT_RESULTS: &'static [&'static str] = &[];
     /// Whether its runs keep checkpoints (`ctx.checkpoints`) and resume from them.
     const CHECKPOINTS: bool = false;
-    /// When a run writes its checkpoint if `--checkpoint-every` is not given: after every
-    /// epoch, unless a section's epochs are so short that this would cost more than it saves.
-    const CHECKPOINT_EVERY: crate::checkpoint::Every = crate::checkpoint::Every::Epochs(1);
 
     /// The hyper-parameters (the subcommand's flags), saved in `run.json`.
     type Config: Serialize;

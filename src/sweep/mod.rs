@@ -198,7 +198,7 @@ where
     let checkpoints =
         (E::CHECKPOINTS && !writing.no_checkpoints).then(|| crate::checkpoint::Plan {
             dir: dir.join(CHECKPOINTS_DIR),
-            every: writing.every::<E>(),
+            every: writing.every(),
             resume: sweep.resume || sweep.shard.is_some(),
             config: fingerprint.clone(),
             keep: writing.keep_checkpoints,

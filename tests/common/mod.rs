@@ -320,11 +320,14 @@ pub fn local_dropout<'a>(
 }
 
 /// A dropout sweep over `--dropout1 <rates>` (× 0.5), concise, fused, 3 epochs, seed 0, on the
-/// local data: one run per setting, a few seconds each (resume and Slurm tests).
+/// local data, a checkpoint after every epoch (where the tests kill it): one run per setting, a
+/// few seconds each (resume and Slurm tests).
 pub fn fused_dropout_sweep<'a>(rates: &'a str, data: &'a str) -> Vec<&'a str> {
     vec![
         "sweep",
         "dropout",
+        "--checkpoint-every",
+        "1",
         "--impl",
         "concise",
         "--engine",

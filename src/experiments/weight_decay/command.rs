@@ -66,10 +66,6 @@ impl WeightDecay {
 impl Experiment for WeightDecay {
     const NAME: &'static str = "weight-decay";
     const CHECKPOINTS: bool = true;
-    /// A book-sized epoch takes ~0.1 ms and a checkpoint (synced, with every row so far)
-    /// 1 ms and more: after an epoch only when 30 s have passed since the last one (the book's
-    /// run: once, at its end), so the cost stays a fraction of a percent at any length.
-    const CHECKPOINT_EVERY: checkpoint::Every = checkpoint::Every::Seconds(30);
     type Config = Config;
     type Setting = Setting;
     /// Nothing: each run draws its data from its own seed.

@@ -58,8 +58,7 @@ pub(super) fn save_fused(
     };
     let meta = checkpoint::Meta::new(&c.fingerprint, (s.epoch, epochs), &(), &columns, device)?;
     let tensors = [("w".to_string(), s.w), ("b".to_string(), s.b)];
-    checkpoint::save(&c.path, &meta, &tensors, device)?;
-    Ok(())
+    c.write(&meta, &tensors, device)
 }
 
 /// With `--resume` and a checkpoint of this fused group of `k` λ: where it goes on from, and

@@ -43,17 +43,19 @@ pub fn replace_atomically(
     })
 }
 
+/// Whether `name` is a temporary file's (`.<name>.<pid>.<suffix>`, [`replace_atomically`]).
+pub fn is_temporary(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('.').collect();
+    name.starts_with('.')
+        && parts.len() >= 4
+        && parts[parts.len() - 2].bytes().all(|b| b.is_ascii_digit())
+        && !parts[parts.len() - 2].is_empty()
+}
+
 /// Removes the temporary files (`.<name>.<pid>.<suffix>`) that writers killed before their
 /// rename left in `dir`; for a command that holds `dir` alone (`crate::lock`), so no live
 /// writer's file is among them. Returns how many it removed.
 pub fn remove_temporaries(dir: &Path) -> usize {
-    let is_temporary = |name: &str| {
-        let parts: Vec<&str> = name.split('.').collect();
-        name.starts_with('.')
-            && parts.len() >= 4
-            && parts[parts.len() - 2].bytes().all(|b| b.is_ascii_digit())
-            && !parts[parts.len() - 2].is_empty()
-    };
     let mut removed = 0;
     for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = entry.file_name();

@@ -204,6 +204,41 @@ pub fn write_curve<R: Serialize + Default>(
     Ok(bytes)
 }
 
+/// What an entry of a directory is, as [`foreign`] asks (links are not followed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    File,
+    Dir,
+    /// A link, a socket, a device.
+    Other,
+}
+
+/// The first entry of `dir` (by name) that `ours` (its name and kind) does not claim: what a
+/// command about to replace or clear `dir` refuses to remove, naming it. None when `dir` does
+/// not exist.
+pub fn foreign(dir: &Path, ours: impl Fn(&str, Entry) -> bool) -> Option<PathBuf> {
+    let mut entries: Vec<fs::DirEntry> =
+        fs::read_dir(dir).into_iter().flatten().flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    entries
+        .into_iter()
+        .find(|e| {
+            let kind = match e.file_type() {
+                Ok(t) if t.is_file() => Entry::File,
+                Ok(t) if t.is_dir() => Entry::Dir,
+                _ => Entry::Other,
+            };
+            !e.file_name().to_str().is_some_and(|name| ours(name, kind))
+        })
+        .map(|e| e.path())
+}
+
+/// Whether `name` ends with one of `extensions` (without the dot) and is not hidden.
+pub fn visible_with(name: &str, extensions: &[&str]) -> bool {
+    let ext = Path::new(name).extension().and_then(|x| x.to_str());
+    !name.starts_with('.') && ext.is_some_and(|x| extensions.contains(&x))
+}
+
 /// Removes a figure an earlier run left that this run does not draw (`--no-plot`), so no stale
 /// chart sits beside new CSV files.
 pub fn remove_stale(path: &Path) {

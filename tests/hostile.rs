@@ -409,17 +409,21 @@ fn a_second_run_into_a_directory_in_use_is_refused_naming_the_first() {
     let first = Command::new(BIN)
         .args(["--device", "cpu", "--quiet", "--threads", "1", "--out"])
         .arg(out.path())
-        .args(["weight-decay", "--epochs", "3000"])
+        // About the lock only: no checkpoint for the command after the kill to refuse.
+        .args(["weight-decay", "--epochs", "3000", "--no-checkpoints"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Until the first holds the lock (it writes its PID into the lock file).
+    // Until the first holds the lock (it writes its PID into the lock file): seconds, or a
+    // minute on a machine busy with other tests.
     let lock = out.path().join(".weight-decay.lock");
-    for _ in 0..200 {
-        if std::fs::read_to_string(&lock).is_ok_and(|t| t.contains(&first.id().to_string())) {
-            break;
-        }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !std::fs::read_to_string(&lock).is_ok_and(|t| t.contains(&first.id().to_string())) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first never took the lock"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let o = capped(out.path(), &["weight-decay", "--epochs", "2"]);
@@ -859,6 +863,73 @@ fn a_rerun_refuses_files_it_did_not_write_instead_of_removing_them() {
     }
     let o = capped(out.path(), &args);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// `sweep --overwrite` clears the sweep's directory, so it owns only what sweeps write there:
+/// a user's file at its top, in `runs/`, `checkpoints/` or `tensorboard/`, or a link among
+/// its event files, is refused by name and left with the previous sweep. Once they are gone,
+/// `--overwrite` removes the previous sweep's event files with its records: a setting the new
+/// sweep does not train leaves no event file behind.
+#[test]
+fn sweep_overwrite_refuses_files_it_did_not_write_and_clears_its_event_files() {
+    let out = tempfile::tempdir().unwrap();
+    let sweep = |wd: &'static str| {
+        let args = [
+            "sweep",
+            "weight-decay",
+            "--impl",
+            "scratch",
+            "--epochs",
+            "5",
+            "--seeds",
+            "0",
+        ];
+        [&args[..], &["--wd", wd, "--overwrite"]].concat()
+    };
+    let dir = out.path().join("sweep/weight-decay");
+    let o = capped(out.path(), &sweep("0,3,10"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let board = dir.join("tensorboard/scratch-wd10-seed0");
+    assert!(board.is_dir());
+    let before = files_under(&dir);
+    let target = out.path().join("mine.txt");
+    std::fs::write(&target, "mine").unwrap();
+    for planted in [
+        "notes.txt",
+        "runs/notes.txt",
+        "checkpoints/notes.txt",
+        "tensorboard/x.txt",
+    ] {
+        let p = dir.join(planted);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, "my notes").unwrap();
+        let o = capped(out.path(), &sweep("0,3"));
+        assert_clean(&o, planted);
+        assert_fails_with(&o, &[planted, "is not a file this program writes", "--out"]);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "my notes");
+        std::fs::remove_file(&p).unwrap();
+    }
+    let link = board.join("events.out.tfevents.mine");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let o = capped(out.path(), &sweep("0,3"));
+    assert_fails_with(
+        &o,
+        &[
+            "events.out.tfevents.mine",
+            "is not a file this program writes",
+        ],
+    );
+    std::fs::remove_file(&link).unwrap();
+    let _ = std::fs::remove_dir(dir.join("checkpoints"));
+    assert_eq!(files_under(&dir), before, "the previous sweep as it was");
+    let o = capped(out.path(), &sweep("0,3"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !board.exists(),
+        "the previous sweep's event files of λ=10 are gone"
+    );
+    assert!(dir.join("tensorboard/scratch-wd3-seed0").is_dir());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "mine");
 }
 
 /// The lock file removed while its command runs (a clean-up of hidden files): a second

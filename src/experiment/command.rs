@@ -391,25 +391,12 @@ fn finished_here<E: Experiment>(cfg: &E::Config, ctx: &Context, dir: &Path) -> b
 /// (`--out <out>/weight-decay`), a link. A rerun replaces the directory whole, so it refuses
 /// instead of removing them.
 fn not_ours(dir: &Path) -> Option<PathBuf> {
-    const OURS: [&str; 5] = ["csv", "svg", "xlsx", "json", "safetensors"];
-    let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .collect();
-    entries.sort_by_key(|e| e.file_name());
-    entries
-        .into_iter()
-        .find(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let regular = e.file_type().is_ok_and(|t| t.is_file());
-            let known = (Path::new(&name).extension().and_then(|x| x.to_str()))
-                .is_some_and(|x| OURS.contains(&x));
-            // `record::experiment_dir`'s probe, where a killed command left it.
-            let probe = name.starts_with(".write-test-");
-            !(regular && (probe || (known && !name.starts_with('.'))))
-        })
-        .map(|e| e.path())
+    record::foreign(dir, |name, kind| {
+        // `record::experiment_dir`'s probe, where a killed command left it.
+        let probe = name.starts_with(".write-test-");
+        let known = record::visible_with(name, &["csv", "svg", "xlsx", "json", "safetensors"]);
+        kind == record::Entry::File && (probe || known)
+    })
 }
 
 fn name_of(path: &Path) -> String {

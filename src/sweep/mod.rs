@@ -189,6 +189,14 @@ where
                 dir.display()
             );
         }
+        if let Some(other) = records::foreign(&dir) {
+            bail!(
+                "'{}' is not a file this program writes there, and --overwrite clears '{}'; \
+                 move it elsewhere, or choose another --out",
+                other.display(),
+                dir.display()
+            );
+        }
         clear(&dir)?;
     }
     let runs_dir = record::experiment_dir(&dir, "runs")?;

@@ -217,9 +217,50 @@ pub(super) fn has_sweep(dir: &Path) -> bool {
     dir.join("runs.csv").exists() || non_empty("runs") || non_empty(CHECKPOINTS_DIR)
 }
 
-/// Removes what an earlier sweep wrote in `dir` (`--overwrite`).
+/// The first entry of a sweep's directory `dir` that this program did not write there, which
+/// `--overwrite` would remove: anything but its tables and charts (`runs.csv`, `summary.csv`,
+/// `results.xlsx`, `*.svg`), its lock files, `runs/` of runs' curves and records, `checkpoints/`
+/// of checkpoints, `tensorboard/<run>/` of event files, and temporaries a killed writer left.
+pub(super) fn foreign(dir: &Path) -> Option<PathBuf> {
+    use record::Entry::{Dir, File};
+    let left = |name: &str| crate::atomic::is_temporary(name) || name.starts_with(".write-test-");
+    let files = |extensions: &'static [&'static str]| {
+        move |name: &str, kind| {
+            kind == File && (left(name) || record::visible_with(name, extensions))
+        }
+    };
+    let board = dir.join("tensorboard");
+    record::foreign(dir, |name, kind| match kind {
+        Dir => ["runs", CHECKPOINTS_DIR, "tensorboard"].contains(&name),
+        File => {
+            let lock = name == ".lock" || name.starts_with(".lock-");
+            lock || left(name) || record::visible_with(name, &["csv", "svg", "xlsx"])
+        }
+        record::Entry::Other => false,
+    })
+    .or_else(|| {
+        record::foreign(
+            &dir.join("runs"),
+            files(&["csv", "json", "svg", "safetensors"]),
+        )
+    })
+    .or_else(|| record::foreign(&dir.join(CHECKPOINTS_DIR), files(&["safetensors"])))
+    .or_else(|| record::foreign(&board, |name, kind| kind == Dir && !name.starts_with('.')))
+    .or_else(|| {
+        let runs = std::fs::read_dir(&board).into_iter().flatten().flatten();
+        runs.filter_map(|run| {
+            record::foreign(&run.path(), |name, kind| {
+                kind == File && name.contains("tfevents")
+            })
+        })
+        .min()
+    })
+}
+
+/// Removes what an earlier sweep wrote in `dir` (`--overwrite`), its event files included;
+/// the caller has found nothing else there ([`foreign`]).
 pub(super) fn clear(dir: &Path) -> Result<()> {
-    for sub in ["runs", CHECKPOINTS_DIR] {
+    for sub in ["runs", CHECKPOINTS_DIR, "tensorboard"] {
         let sub = dir.join(sub);
         if sub.exists() {
             std::fs::remove_dir_all(&sub)

@@ -20,6 +20,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/cpu/aten.cpp");
     println!("cargo:rerun-if-changed=src/cpu/generator.cpp");
     println!("cargo:rerun-if-changed=src/cpu/optimizer.cpp");
+    println!("cargo:rerun-if-changed=src/cpu/autocast.cpp");
     println!("cargo::rustc-check-cfg=cfg(d2l_cuda_shim)");
     println!("cargo::rustc-check-cfg=cfg(d2l_aten_capability)");
     let dir = std::env::var("DEP_TCH_LIBTORCH_LIB").unwrap_or_default();
@@ -133,6 +134,7 @@ fn build_aten_capability(torch_lib: &Path) {
         .file("src/cpu/aten.cpp")
         .file("src/cpu/generator.cpp")
         .file("src/cpu/optimizer.cpp")
+        .file("src/cpu/autocast.cpp")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")

@@ -10,6 +10,7 @@ both sides compute the same numbers; only floating-point summation order may dif
     python scripts/torch_counterpart.py --device cpu dropout --epochs 1
 """
 import argparse
+import contextlib
 import csv
 import gzip
 import json
@@ -320,7 +321,9 @@ def wd_run(cfg, impl, setting, seed, device):
     torch.manual_seed(seed)
     start = time.perf_counter()
     train = wd_scratch if impl == "scratch" else wd_concise
-    curve, w = train(cfg, setting, wd_data(cfg, device), device)
+    data = wd_data(cfg, device)
+    with autocast_region(cfg, device):
+        curve, w = train(cfg, setting, data, device)
     with torch.no_grad():
         w_abs = w.detach().flatten().double().abs()
         figures = dict(w_norm=w.norm().item(), w_l1=w_abs.sum().item(), w_small=(w_abs < 1e-4).double().mean().item())
@@ -543,6 +546,27 @@ def dropout_learner(cfg, impl, device):
 LOSS = nn.CrossEntropyLoss(reduction="none")
 
 
+class Autocasted(nn.Module):
+    """--precision bf16-mixed: the model's forward under torch.autocast (bf16), its logits back
+    in float32 for a float32 loss; weights, gradients and SGD stay float32 (the Rust binary's
+    precision::Autocasted)."""
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, X):
+        with torch.autocast(X.device.type, dtype=torch.bfloat16):
+            return self.inner(X).float()
+
+
+def autocast_region(cfg, device):
+    """--precision bf16-mixed for a whole training (weight decay): torch.autocast without its
+    weight cache (the weights change in place inside the region), as the Rust binary does."""
+    if getattr(cfg, "precision", "f32") == "bf16-mixed":
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
+    return contextlib.nullcontext()
+
+
 def train_epoch(net, trainer, batch_iter, device):
     """One training epoch with dropout on; the sums stay on the device."""
     net.train()
@@ -571,6 +595,8 @@ def dropout_train(cfg, impl, data, device, log=None):
     """The book's train_ch3 with the data on the device and the sums kept there."""
     (Xtr, ytr), (Xte, yte) = data
     net, trainer = dropout_learner(cfg, impl, device)
+    if getattr(cfg, "precision", "f32") == "bf16-mixed":
+        net = Autocasted(net)
     curve = []
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
@@ -807,6 +833,9 @@ def main(argv=None):
     be.add_argument("--data-dir")
     for sp in (wd, dr):
         sp.add_argument("--impl", choices=["concise", "scratch", "both"], default="both")
+        sp.add_argument("--precision", choices=["f32", "bf16-mixed"], default="f32",
+                        help="bf16-mixed: the forward's matrix products in bf16 (torch.autocast), float32 "
+                             "weights, loss and SGD")
     args = p.parse_args(argv)
     if args.reproducible and os.environ.get("MKL_CBWR") != REPRODUCIBLE_ENVIRONMENT["MKL_CBWR"]:
         sys.exit("error: --reproducible must be on the command line (it is read before torch is imported)")
@@ -819,11 +848,11 @@ def main(argv=None):
     if args.experiment in (None, "weight-decay"):
         cfg = args if args.experiment else wd.parse_args([])
         weight_decay(cfg_of(cfg, BOOK_WD, wd=cfg.wd, penalty=cfg.penalty, optimizer=cfg.optimizer,
-                            adam_rule=cfg.adam_rule),
+                            adam_rule=cfg.adam_rule, precision=cfg.precision),
                      cfg.impl, args, device)
     if args.experiment in (None, "dropout"):
         cfg = args if args.experiment else dr.parse_args([])
-        extra = dict(wd=cfg.wd, noise=cfg.noise, input_noise=cfg.input_noise)
+        extra = dict(wd=cfg.wd, noise=cfg.noise, input_noise=cfg.input_noise, precision=cfg.precision)
         dropout(cfg_of(cfg, BOOK_DROPOUT, data_dir=cfg.data_dir, **extra), cfg.impl, args, device)
 
 

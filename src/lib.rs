@@ -32,6 +32,7 @@ pub mod lock;
 pub mod nn;
 pub mod options;
 pub mod plot;
+pub mod precision;
 pub mod progress;
 pub mod record;
 pub mod stop;

@@ -254,3 +254,63 @@ fn the_dropout_exercises_match_pytorch_exactly() {
         }
     }
 }
+
+/// `--precision bf16-mixed` is PyTorch's autocast: the weight-decay runs (the book's training
+/// under `torch.autocast("cpu", torch.bfloat16, cache_enabled=False)`) and one dropout epoch of
+/// each version (the forward under autocast, float32 logits and loss) give exactly the
+/// counterpart's numbers, and not the f32 ones: the flag changes the arithmetic.
+#[test]
+fn bf16_mixed_matches_pytorch_autocast_exactly() {
+    if python().is_none() {
+        return;
+    }
+    compare_weight_decay(&["--precision", "bf16-mixed"], &[], 0.0);
+    let f32_norms = {
+        let out = tempfile::tempdir().unwrap();
+        run_rust(out.path(), "5", &["weight-decay"]);
+        column(&out.path().join("weight-decay/summary.csv"), "w_norm")
+    };
+    let bf16_norms = {
+        let out = tempfile::tempdir().unwrap();
+        run_rust(
+            out.path(),
+            "5",
+            &["weight-decay", "--precision", "bf16-mixed"],
+        );
+        column(&out.path().join("weight-decay/summary.csv"), "w_norm")
+    };
+    assert!(
+        f32_norms.iter().zip(&bf16_norms).all(|(a, b)| a != b),
+        "f32 {f32_norms:?}, bf16-mixed {bf16_norms:?}"
+    );
+    let Some(data) = real_data_dir() else { return };
+    let data = data.to_str().unwrap();
+    let (rust, torch, plain) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let args = ["dropout", "--epochs", "1", "--data-dir", data];
+    let bf16 = [&args[..], &["--precision", "bf16-mixed"]].concat();
+    run_rust(rust.path(), "0", &bf16);
+    run_torch(torch.path(), "0", &bf16);
+    run_rust(
+        plain.path(),
+        "0",
+        &[&args[..], &["--impl", "concise"]].concat(),
+    );
+    let (r, t) = (rust.path().join("dropout"), torch.path().join("dropout"));
+    for name in ["scratch.csv", "concise.csv"] {
+        assert_columns_equal(
+            &r.join(name),
+            &t.join(name),
+            &["epoch", "train_loss", "train_acc", "test_acc"],
+        );
+    }
+    let loss = |dir: &Path| column(&dir.join("dropout/concise.csv"), "train_loss");
+    assert_ne!(
+        loss(rust.path()),
+        loss(plain.path()),
+        "bf16-mixed is not f32"
+    );
+}

@@ -55,7 +55,9 @@ pub fn dropout_layer(x: &Tensor, dropout: f64) -> Tensor {
     if dropout == 0.0 {
         return x.shallow_clone();
     }
-    let mask = x.rand_like().gt(dropout).to_kind(Kind::Float);
+    let mask = Tensor::rand(x.size(), (Kind::Float, x.device()))
+        .gt(dropout)
+        .to_kind(Kind::Float);
     mask * x / (1.0 - dropout)
 }
 

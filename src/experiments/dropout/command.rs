@@ -116,6 +116,13 @@ impl Experiment for DropoutMlp {
                  --input-noise"
             );
         }
+        if cfg.engine == Engine::Fused && cfg.precision != Precision::F32 {
+            anyhow::bail!(
+                "--precision {} is for --engine autograd so far: the fused engine trains in f32",
+                cfg.precision.name()
+            );
+        }
+        cfg.precision.check(ctx.device)?;
         if cfg.noise.contains(&NoiseKind::Gaussian)
             && cfg.dropout1.iter().chain(&cfg.dropout2).any(|&p| p >= 1.0)
         {

@@ -10,12 +10,14 @@ use crate::d2l::{self, Animator, EpochMetrics, Updater};
 use crate::data::Split;
 use crate::experiment::Context;
 use crate::options::{Engine, Impl};
+use crate::precision;
 use crate::train::Learner;
 use tch::nn::{self as tnn, ModuleT, OptimizerConfig};
 use tch::Tensor;
 
 /// The autograd engine's model of `version` at `setting`, in `vs` (the generator seeded by the
-/// caller): the book's networks for its dropout, the exercises' for another noise.
+/// caller): the book's networks for its dropout, the exercises' for another noise; under
+/// autocast with `--precision bf16-mixed`.
 pub fn autograd_net(
     cfg: &Config,
     version: Impl,
@@ -24,12 +26,13 @@ pub fn autograd_net(
 ) -> Box<dyn ModuleT> {
     let noise = cfg.perturbation(setting);
     let [p1, p2] = setting.rates;
-    match (version, noise == Perturbation::dropout(setting.rates)) {
+    let net: Box<dyn ModuleT> = match (version, noise == Perturbation::dropout(setting.rates)) {
         (Impl::Scratch, true) => Box::new(book::Net::new(&vs.root(), p1, p2)),
         (Impl::Concise, true) => Box::new(book::concise_net(&vs.root(), p1, p2)),
         (Impl::Scratch, false) => Box::new(exercises::NoisyNet::new(&vs.root(), noise)),
         (Impl::Concise, false) => Box::new(exercises::NoisyConciseNet::new(&vs.root(), noise)),
-    }
+    };
+    precision::autocasted(net, cfg.precision, vs.device())
 }
 
 /// Trains `net` (in `vs`) with autograd: the book's training, or the exercise's with weight

@@ -28,6 +28,7 @@ use crate::options::{
     defaults, epochs, examples, learning_rate, mc_samples, non_negative_f64, probability, Engine,
     Impl, ImplChoice,
 };
+use crate::precision::Precision;
 use crate::progress;
 use crate::record::{self};
 use crate::stop::{self, Status};
@@ -91,6 +92,9 @@ pub struct Config {
         help = "Every epoch, the mean and variance of each hidden layer's activations on a fixed probe batch of the test set, in train and eval mode (<run>-activations.csv)"
     )]
     pub track_activations: bool,
+    /// f32 (the book's) or bf16-mixed: the forward pass's matrix products in bf16 under libtorch's autocast, f32 weights, loss, gradients and SGD (autograd engine)
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
     /// Also store each trained model as `<impl>.safetensors` (PyTorch's parameter names)
     #[arg(
         long,

@@ -151,7 +151,7 @@ impl Experiment for WeightDecay {
 
     /// Refuses what cannot run: an optimizer for the scratch version alone, and the fused
     /// engine with anything but the book's SGD and L2.
-    fn prepare(cfg: &Config, _ctx: &Context) -> Result<()> {
+    fn prepare(cfg: &Config, ctx: &Context) -> Result<()> {
         let non_sgd: Vec<&str> = cfg
             .optimizer
             .iter()
@@ -172,6 +172,13 @@ impl Experiment for WeightDecay {
                 non_sgd.join(",")
             );
         }
+        if cfg.engine == Engine::Fused && cfg.precision != Precision::F32 {
+            anyhow::bail!(
+                "--precision {} is for --engine autograd so far: the fused engine trains in f32",
+                cfg.precision.name()
+            );
+        }
+        cfg.precision.check(ctx.device)?;
         if cfg.engine == Engine::Fused
             && (!non_sgd.is_empty() || cfg.penalty.iter().any(|p| *p != Penalty::L2))
         {

@@ -25,6 +25,7 @@ use crate::options::{
     defaults, epochs, examples, learning_rate, non_negative_f64, num_inputs, Engine, Impl,
     ImplChoice,
 };
+use crate::precision::{Autocast, Precision};
 use crate::progress;
 use crate::record::{self, Cell};
 use crate::stop::{self, Status};
@@ -69,6 +70,9 @@ pub struct Config {
     /// Also draw a validation split of N examples (after the train and test splits, which stay the same) and record each run's final validation loss; sweeps then mark the λ it chooses
     #[arg(long, allow_hyphen_values = true, value_parser = examples)]
     pub n_val: Option<usize>,
+    /// f32 (the book's) or bf16-mixed: the book's training under libtorch's autocast (matrix products in bf16), f32 parameters and optimizer (autograd engine)
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
 }
 
 /// One run's setting: the optimizer (concise), the penalty and λ (serde: the flags' names,
@@ -362,6 +366,10 @@ fn train_autograd(
         ..hp
     };
     let (penalty, wd) = (setting.penalty, setting.wd);
+    // `--precision bf16-mixed`: the book's training, as it is, under autocast.
+    let autocast = (cfg.precision == Precision::Bf16Mixed)
+        .then(|| Autocast::bf16(device))
+        .transpose()?;
     match &mut model {
         BookModel::Scratch(w, b) if penalty == Penalty::L2 => {
             book::train(wd, (w, b), &left, data, &mut animator)
@@ -378,6 +386,7 @@ fn train_autograd(
             exercises::train_concise_with(penalty, wd, net, vs, trainer, &left, data, &mut animator)
         }
     }
+    drop(autocast);
     if let Some(e) = failure {
         return Err(e);
     }

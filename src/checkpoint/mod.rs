@@ -406,46 +406,40 @@ pub fn save(path: &Path, meta: &Meta, tensors: &[(String, Tensor)], device: Devi
     Ok(bytes.len() as u64)
 }
 
-/// Where the checksum's digits `digits` are in a checkpoint's header: exactly once, as the
-/// value of [`CHECKSUM_KEY`].
-fn checksum_at(bytes: &[u8], digits: &str) -> Result<usize> {
+/// Where a checkpoint's checksum is and what it should be: the SHA-256 of the bytes with its
+/// digits set to `0`. The digits are found in the header's bytes as they are (the one
+/// `"d2l.sha256":"<64 hex digits>"` there), not through its JSON, so a change that leaves the
+/// header unreadable is still caught as a change.
+fn checksum(bytes: &[u8]) -> Result<(usize, String)> {
     let header = bytes
         .get(..8)
         .map(|n| u64::from_le_bytes(n.try_into().unwrap_or_default()))
         .and_then(|n| usize::try_from(n).ok())
         .and_then(|n| bytes.get(8..8usize.checked_add(n)?))
-        .context("no header")?;
-    let needle = format!("\"{CHECKSUM_KEY}\":\"{digits}\"");
+        .context("not a safetensors file: no header")?;
+    let needle = format!("\"{CHECKSUM_KEY}\":\"");
     let found: Vec<usize> = header
         .windows(needle.len())
         .enumerate()
         .filter(|(_, w)| *w == needle.as_bytes())
         .map(|(i, _)| i)
         .collect();
-    match found[..] {
-        [i] => Ok(8 + i + needle.len() - 1 - digits.len()),
+    let digits = CHECKSUM_PLACEHOLDER.len();
+    let at = match found[..] {
+        [i] => 8 + i + needle.len(),
         _ => bail!("no checksum"),
+    };
+    let stored = bytes.get(at..at + digits + 1).unwrap_or_default();
+    if stored.len() != digits + 1
+        || stored[digits] != b'"'
+        || !stored[..digits].iter().all(u8::is_ascii_hexdigit)
+    {
+        bail!("no checksum");
     }
-}
-
-/// Where a checkpoint's checksum is and what it should be: the SHA-256 of the bytes with its
-/// digits set to `0`.
-fn checksum(bytes: &[u8]) -> Result<(usize, String)> {
-    let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes)
-        .map_err(|e| anyhow::anyhow!("not a safetensors file: {e:?}"))?;
-    let stored = metadata
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(CHECKSUM_KEY))
-        .filter(|d| {
-            d.len() == CHECKSUM_PLACEHOLDER.len() && d.bytes().all(|b| b.is_ascii_hexdigit())
-        })
-        .context("no checksum")?;
-    let at = checksum_at(bytes, stored)?;
     let mut hasher = sha2::Sha256::new();
     hasher.update(&bytes[..at]);
     hasher.update(CHECKSUM_PLACEHOLDER.as_bytes());
-    hasher.update(&bytes[at + CHECKSUM_PLACEHOLDER.len()..]);
+    hasher.update(&bytes[at + digits..]);
     Ok((at, hex(&hasher.finalize())))
 }
 

@@ -112,12 +112,18 @@ def main():
                    help="instead: the Rust binary alone under each CPU kernel path (MKL's default "
                         "branch, MKL_CBWR=AVX2, MKL_CBWR=COMPATIBLE, --reproducible), interleaved; "
                         "what --reproducible costs")
+    p.add_argument("--precision", choices=["bf16-mixed"],
+                   help="instead: the dropout epoch in f32 and in this precision, Rust's two engines and "
+                        "PyTorch (torch.autocast), interleaved, with the CPU's bf16 hardware and the "
+                        "kernel oneDNN ran (CPU)")
     args = p.parse_args()
     started = time.monotonic()
     if args.budget is not None:
         DEADLINE = started + args.budget
     if args.kernel_paths:
         return kernel_paths(args)
+    if args.precision:
+        return precisions(args)
 
     import torch  # only for the device's name and the version
     device = args.device
@@ -419,6 +425,89 @@ def kernel_paths(args):
                    + ["device_model", "threads", "rounds", "measured_utc"])
         for row in rows:
             w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row] + meta)
+    os.replace(tmp_path, path)
+    print(f"\nwritten: {os.path.relpath(path)}", file=sys.stderr)
+
+
+def bf16_kernels():
+    """What this CPU offers bf16 GEMMs (its flags) and the kernel oneDNN runs for one
+    (ONEDNN_VERBOSE), as a line for the table's header."""
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    has = [f for f in ("amx_bf16", "avx512_bf16") if f in flags] or ["no bf16 instructions"]
+    probe = ("import torch; a = torch.randn(256, 784).bfloat16(); b = torch.randn(784, 256).bfloat16(); "
+             "torch.mm(a, b)")
+    env = dict(os.environ, ONEDNN_VERBOSE="1")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True).stdout
+    kernel = next((line.split(",")[6] for line in out.splitlines() if ",exec,cpu,matmul," in line),
+                  "no oneDNN matmul (ATen's own bf16 GEMM)")
+    return f"CPU bf16: {', '.join(has)}; a 256×784·784×256 bf16 GEMM ran oneDNN's {kernel}"
+
+
+def precisions(args):
+    """The dropout epoch (concise) in f32 and in args.precision: Rust's autograd and fused
+    engines and PyTorch eager (data preloaded; torch.autocast), each process in turn, the order
+    alternating by round; each precision against its own f32 and against PyTorch's f32."""
+    if args.device != "cpu":
+        sys.exit("error: --precision measures the CPU kernels: use --device cpu")
+    model = cpu_model()
+    data = ["--data-dir", args.data_dir] if args.data_dir else []
+    common = ["--device", "cpu", "--threads", str(args.threads)]
+    low = args.precision
+    times = {}
+    commands = []
+    for precision in ("f32", low):
+        flags = ["--epochs", str(args.epochs), "--wd-runs", "1", *data, "--precision", precision]
+        commands.append((("rust", precision), [args.bin, *common, "bench", *flags]))
+        commands.append((("torch", precision), [sys.executable, COUNTERPART, *common, "bench", *flags]))
+    env = dict(os.environ)
+    for r in range(1, args.rounds + 1):
+        print(f"round {r}/{args.rounds}", file=sys.stderr)
+        for (side, precision), cmd in (commands if r % 2 else commands[::-1]):
+            res = run_json(cmd, env)
+            for key, _ in ROWS[:2]:
+                if side == "rust":
+                    for engine in ("autograd", "fused"):
+                        times.setdefault((f"rust-{engine}", precision, key), []).extend(res[engine][key])
+                else:
+                    times.setdefault(("torch", precision, key), []).extend(res[key])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    sides = [("rust-autograd", "Rust autograd"), ("rust-fused", "Rust fused"), ("torch", "PyTorch")]
+    print(f"\n{model}, {args.threads} threads; medians of {args.rounds} interleaved rounds")
+    print(f"{bf16_kernels()}\n")
+    print("| measurement (seconds) | " + " | ".join(f"{n} {p}" for _, n in sides for p in ("f32", low))
+          + " | " + " | ".join(f"{n} {low} / its f32" for _, n in sides)
+          + f" | Rust fused {low} / PyTorch f32 | Rust fused {low} / PyTorch {low} |")
+    print("|---|" + "---:|" * (3 * 2 + 3 + 2))
+    rows = []
+    for key, label in ROWS[:2]:
+        v = {(side, p): med[(side, p, key)] for side, _ in sides for p in ("f32", low)}
+        ratios = [v[(side, low)] / v[(side, "f32")] for side, _ in sides]
+        ratios += [v[("rust-fused", low)] / v[("torch", "f32")], v[("rust-fused", low)] / v[("torch", low)]]
+        print(f"| {label} | " + " | ".join(f"{v[(side, p)]:.4f}" for side, _ in sides for p in ("f32", low))
+              + " | " + " | ".join(f"{x:.2f}×" for x in ratios) + " |")
+        rows.append([key] + [v[(side, p)] for side, _ in sides for p in ("f32", low)] + ratios)
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"cpu-{low}.csv")
+    slug = lambda n: re.sub(r"[^a-z0-9]+", "_", n.lower()).strip("_")
+    meta = [model, bf16_kernels(), args.threads, args.rounds,
+            datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")]
+    tmp_path = f"{path}.{os.getpid()}.tmp"
+    with open(tmp_path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["metric"] + [f"{side.replace('-', '_')}_{slug(p)}_s" for side, _ in sides for p in ("f32", low)]
+                   + [f"{side.replace('-', '_')}_{slug(low)}_over_f32" for side, _ in sides]
+                   + [f"rust_fused_{slug(low)}_over_torch_f32", f"rust_fused_{slug(low)}_over_torch_{slug(low)}"]
+                   + ["device_model", "kernels", "threads", "rounds", "measured_utc"])
+        for row in rows:
+            w.writerow([f"{x:.6g}" if isinstance(x, float) else x for x in row] + meta)
     os.replace(tmp_path, path)
     print(f"\nwritten: {os.path.relpath(path)}", file=sys.stderr)
 

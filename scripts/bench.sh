@@ -5,6 +5,7 @@
 #   scripts/bench.sh --device cuda           # GPU
 #   scripts/bench.sh --threads 1 --rounds 5  # see scripts/bench.py --help
 #   scripts/bench.sh --kernel-paths          # what --reproducible costs (Rust alone, CPU)
+#   scripts/bench.sh --precision bf16-mixed  # the dropout epoch in bf16-mixed against f32 (CPU)
 #
 # The binary: $D2L_BIN, else target/release/d2l-regularization (built here when cargo exists).
 # Python: $D2L_PYTHON, else the venv scripts/setup.sh made, else python3 (which must have torch).

@@ -741,7 +741,7 @@ def bench(args, device):
     side = "torch" if args.loader == "preloaded" else "torch-book-loader"
     if args.mode != "eager":
         side = f"torch-{args.mode}"
-    out = {"side": side, "mode": args.mode,
+    out = {"side": side, "mode": args.mode, "precision": args.precision,
            "device": str(device), "threads": torch.get_num_threads(), "torch_version": torch.__version__,
            "dropout_train_s": [], "dropout_test_s": [], "wd_scratch_s": [], "wd_concise_s": []}
     if args.mode == "graph" and device.type != "cuda":
@@ -749,7 +749,7 @@ def bench(args, device):
     if args.mode != "eager" and args.loader != "preloaded":
         sys.exit("error: bench --mode compile|graph runs with the preloaded data only")
     if args.loader == "preloaded" and args.mode == "eager":
-        wd = argparse.Namespace(**BOOK_WD, wd=[3.0], adam_rule="torch")
+        wd = argparse.Namespace(**BOOK_WD, wd=[3.0], adam_rule="torch", precision=args.precision)
         for _ in range(args.wd_runs):
             for impl in ("scratch", "concise"):
                 out[f"wd_{impl}_s"].append(wd_run(wd, impl, dict(optimizer="sgd", penalty="l2", wd=3.0), args.seed, device)[2])
@@ -765,6 +765,8 @@ def bench(args, device):
         test_iter = lambda: ((X.to(device), y.to(device)) for X, y in test_loader)
     torch.manual_seed(args.seed)
     net, trainer = dropout_learner(cfg, "concise", device)
+    if args.precision == "bf16-mixed":
+        net = Autocasted(net)
     if args.mode == "compile":
         net = torch.compile(net, mode="reduce-overhead")
     graphed = None
@@ -831,6 +833,8 @@ def main(argv=None):
     be.add_argument("--mode", choices=["eager", "compile", "graph"], default="eager",
                     help="eager; compile: torch.compile(mode='reduce-overhead'); graph: whole step as a CUDA graph")
     be.add_argument("--data-dir")
+    be.add_argument("--precision", choices=["f32", "bf16-mixed"], default="f32",
+                    help="bf16-mixed: the dropout model's forward under torch.autocast")
     for sp in (wd, dr):
         sp.add_argument("--impl", choices=["concise", "scratch", "both"], default="both")
         sp.add_argument("--precision", choices=["f32", "bf16-mixed"], default="f32",

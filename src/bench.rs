@@ -15,6 +15,7 @@ use crate::experiment::Context;
 use crate::experiments::dropout::fused::{FusedMlp, StepPath};
 use crate::experiments::{dropout, weight_decay};
 use crate::options::{Engine, Impl};
+use crate::precision::Precision;
 use crate::train::{self, Learner};
 use anyhow::Result;
 use serde::Serialize;
@@ -32,6 +33,10 @@ pub struct Config {
     /// Directory holding Fashion-MNIST (else the usual search)
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The dropout model's precision in both engines and the autograd weight-decay runs' (the
+    /// fused weight-decay engine trains in f32)
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
 }
 
 /// Timings of one engine.
@@ -49,6 +54,7 @@ struct Timings {
 #[derive(Serialize)]
 struct Report {
     side: &'static str,
+    precision: Precision,
     device: String,
     threads: i32,
     libtorch_version: &'static str,
@@ -105,6 +111,10 @@ fn time_engine(
     let mut t = Timings::default();
     let wd = weight_decay::Config {
         engine,
+        precision: match engine {
+            Engine::Autograd => cfg.precision,
+            Engine::Fused => Precision::F32,
+        },
         ..Default::default()
     };
     for _ in 0..cfg.wd_runs {
@@ -118,6 +128,7 @@ fn time_engine(
     let dcfg = dropout::Config {
         engine,
         cuda_graph,
+        precision: cfg.precision,
         ..Default::default()
     };
     let (vs, mut learner) = dropout::learner(
@@ -201,10 +212,18 @@ fn count_ops_per_step(data: &FashionMnist, ctx: &Context) -> OpsPerStep {
 /// without graphs), then the operator counts.
 pub fn run(cfg: &Config, ctx: &Context) -> Result<()> {
     let source = crate::data::fashion_mnist::Source::new(cfg.data_dir.clone(), true);
-    let data = crate::data::fashion_mnist::load(&source, ctx.device)?;
     let cuda = ctx.device.is_cuda();
+    if cuda && cfg.precision != Precision::F32 {
+        anyhow::bail!(
+            "bench --precision {} times the fused engine's CPU kernels: use --device cpu",
+            cfg.precision.name()
+        );
+    }
+    cfg.precision.check(ctx.device)?;
+    let data = crate::data::fashion_mnist::load(&source, ctx.device)?;
     let report = Report {
         side: "rust",
+        precision: cfg.precision,
         device: crate::device::name(ctx.device),
         threads: tch::get_num_threads(),
         libtorch_version: crate::LIBTORCH_VERSION,

@@ -64,6 +64,7 @@ pub fn run() -> Result<()> {
             }
         ),
     );
+    row("CPU bf16", crate::precision::cpu_bf16());
     if !crate::LIBTORCH_HAS_CUDA {
         row("CUDA", "no: this libtorch is a CPU-only build (scripts/setup.sh installs the CUDA build of torch 2.11.0)");
         return Ok(());

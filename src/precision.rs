@@ -43,6 +43,26 @@ impl Precision {
     }
 }
 
+/// What this CPU offers bf16 GEMMs (for `doctor`): libtorch runs them through oneDNN, on AMX
+/// tiles where the CPU has them (`amx_bf16`), with AVX-512 BF16 instructions where it has those,
+/// and by converting to f32 elsewhere (then slower than f32).
+pub fn cpu_bf16() -> String {
+    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags: Vec<&str> = flags
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    let has = |f: &str| flags.contains(&f);
+    match (has("amx_bf16"), has("avx512_bf16")) {
+        (true, _) => "AMX (amx_bf16): --precision bf16-mixed's GEMMs run on AMX tiles".into(),
+        (false, true) => "AVX-512 BF16 (avx512_bf16), no AMX: bf16 GEMMs gain less".into(),
+        (false, false) => {
+            "no bf16 instructions: --precision bf16-mixed works, slower than f32".into()
+        }
+    }
+}
+
 #[cfg(d2l_aten_capability)]
 extern "C" {
     fn d2l_autocast_set(cuda: i32, enabled: i32, before: *mut i32) -> i32;

@@ -112,6 +112,7 @@ pub(super) fn fused_learner(
     FusedMlp::new(&layers, setting.rates, cfg.lr, cfg.batch_size)
         .with_weight_decay(setting.wd)
         .with_cuda_graph(graphs)
+        .with_precision(cfg.precision)
 }
 
 /// A model with its updater, trained op by op with autograd through the book's

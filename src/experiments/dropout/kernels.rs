@@ -66,6 +66,57 @@ pub unsafe fn as_slice_mut<'a>(t: &Tensor) -> &'a mut [f32] {
     std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
 }
 
+/// Views a contiguous CPU bf16 tensor as its raw 16-bit words.
+///
+/// # Safety
+/// As [`as_slice_mut`].
+pub unsafe fn as_bf16_mut<'a>(t: &Tensor) -> &'a mut [u16] {
+    debug_assert!(t.device() == Device::Cpu && t.kind() == Kind::BFloat16 && t.is_contiguous());
+    std::slice::from_raw_parts_mut(t.data_ptr() as *mut u16, t.numel())
+}
+
+/// A bf16 number's value.
+#[inline(always)]
+pub fn widen(h: u16) -> f32 {
+    f32::from_bits(u32::from(h) << 16)
+}
+
+/// The bf16 number nearest to `x` (ties to even; NaN stays NaN), as libtorch rounds
+/// (`c10::BFloat16`).
+#[inline(always)]
+pub fn narrow(x: f32) -> u16 {
+    if x.is_nan() {
+        return 0x7fc0;
+    }
+    let bits = x.to_bits();
+    let rounding = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(rounding) >> 16) as u16
+}
+
+/// `dst ← src` from bf16 to f32.
+pub fn widen_all(src: &[u16], dst: &mut [f32]) {
+    for (d, &h) in dst.iter_mut().zip(src) {
+        *d = widen(h);
+    }
+}
+
+/// `dst ← src` from f32 to bf16.
+pub fn narrow_all(src: &[f32], dst: &mut [u16]) {
+    for (h, &x) in dst.iter_mut().zip(src) {
+        *h = narrow(x);
+    }
+}
+
+/// SGD's step on an f32 weight from a bf16 update `g` (already −lr · gradient), with weight
+/// decay's factor, and the weight's bf16 copy for the next step, in one pass:
+/// `w ← decay · w + g`, `half ← bf16(w)`.
+pub fn sgd_step_bf16(w: &mut [f32], g: &[u16], decay: f32, half: &mut [u16]) {
+    for ((w, &g), h) in w.iter_mut().zip(g).zip(half.iter_mut()) {
+        *w = *w * decay + widen(g);
+        *h = narrow(*w);
+    }
+}
+
 /// SplitMix64's output function: element i of a call draws `mix(base + i·γ)`, a step of a
 /// SplitMix64 stream (which passes BigCrush) started at a random `base` per call. Nothing is
 /// carried from one element to the next, so the loop over a layer vectorises.
@@ -293,6 +344,25 @@ mod tests {
         let row0_sum: f32 = logits[..3].iter().sum();
         assert!(row0_sum.abs() < 1e-6, "softmax − one-hot sums to 0");
         assert!(logits[1] < 0.0 && logits[0] > 0.0);
+    }
+
+    #[test]
+    fn bf16_conversions_round_as_libtorch_does() {
+        let values: Vec<f32> = (0..20_000)
+            .map(|i| ((i as f32) * 0.37 - 3000.0) * 1.000_123_4)
+            .chain([0.0, -0.0, 1e-40, f32::MAX, f32::INFINITY, f32::NEG_INFINITY])
+            .collect();
+        let theirs = Tensor::from_slice(&values).to_kind(Kind::BFloat16);
+        let mut ours = vec![0u16; values.len()];
+        narrow_all(&values, &mut ours);
+        // SAFETY: `theirs` is a contiguous CPU bf16 tensor alive for the slice's use.
+        let theirs_bits = unsafe { as_bf16_mut(&theirs) }.to_vec();
+        assert_eq!(ours, theirs_bits);
+        let mut back = vec![0f32; values.len()];
+        widen_all(&ours, &mut back);
+        let torch_back = Vec::<f32>::try_from(theirs.to_kind(Kind::Float)).unwrap();
+        assert_eq!(back, torch_back);
+        assert!(widen(narrow(f32::NAN)).is_nan());
     }
 
     #[test]

@@ -17,10 +17,12 @@
 use super::kernels::{self, Rng};
 use tensor_ops::decay;
 
+mod bf16;
 mod tensor_ops;
 use crate::cuda::CudaGraph;
 use crate::d2l::{self, Metrics};
 use crate::data::Split;
+use crate::precision::{Autocast, Precision};
 use crate::train::Learner;
 use tch::nn::Linear;
 use tch::{Device, Kind, Tensor};
@@ -64,6 +66,10 @@ pub struct FusedMlp {
     graphs: bool,
     /// What SGD's weight decay multiplies each weight by per step: 1 − lr·λ (1: none).
     decay: f64,
+    /// `--precision`: bf16-mixed runs the CPU kernels' GEMMs in bf16 ([`bf16`]).
+    precision: Precision,
+    /// The bf16 copies of a bf16-mixed run, made at its first epoch.
+    half: Option<bf16::Half>,
 }
 
 /// What a tensor-op epoch reads and writes besides the data and the parameters: the
@@ -83,7 +89,7 @@ pub struct EpochBuffers {
 }
 
 /// Per-batch activations and gradients, allocated once.
-struct Buffers {
+pub(super) struct Buffers {
     x: Tensor,
     z: [Tensor; 3],
     dd: [Tensor; 2],
@@ -121,7 +127,20 @@ impl FusedMlp {
             epoch: None,
             graphs: false,
             decay: 1.0,
+            precision: Precision::F32,
+            half: None,
         }
+    }
+
+    /// Trains in `precision`: bf16-mixed takes the CPU kernels' path ([`StepPath::CpuKernels`])
+    /// with its GEMMs in bf16 (`fused/bf16.rs`) and evaluates under autocast.
+    pub fn with_precision(mut self, precision: Precision) -> FusedMlp {
+        assert!(
+            precision == Precision::F32 || self.path == StepPath::CpuKernels,
+            "the fused engine's bf16-mixed runs on the CPU kernels"
+        );
+        self.precision = precision;
+        self
     }
 
     /// Replays every training epoch after the first as one CUDA graph (the first runs on a
@@ -270,13 +289,28 @@ impl Learner for FusedMlp {
         // SAFETY: the labels are a contiguous i64 CPU tensor that outlives the epoch.
         let labels =
             unsafe { std::slice::from_raw_parts(train.y.data_ptr() as *const i64, n as usize) };
+        let bf16 = self.precision == Precision::Bf16Mixed;
+        if bf16 && !self.half.as_ref().is_some_and(|h| h.of(&train.x)) {
+            self.half = Some(bf16::Half::new(&self.w, &train.x, bs));
+        }
         let (mut loss, mut correct) = (0.0, 0);
         for start in (0..n).step_by(bs as usize) {
             if crate::stop::requested().is_some() {
                 break;
             }
             let index = order.narrow(0, start, bs.min(n - start));
-            let (l, c) = self.cpu_step(train, &index, labels);
+            let (l, c) = match self.half.as_mut().filter(|_| bf16) {
+                Some(half) => bf16::step(
+                    half,
+                    self.buffers.as_mut().expect("buffers"),
+                    (&self.w, &self.b),
+                    (self.p, self.lr, self.decay),
+                    &mut self.rng,
+                    &index,
+                    labels,
+                ),
+                None => self.cpu_step(train, &index, labels),
+            };
             loss += l;
             correct += c;
         }
@@ -289,6 +323,9 @@ impl Learner for FusedMlp {
 
     fn count_correct(&self, split: &Split) -> Tensor {
         let _guard = tch::no_grad_guard();
+        // bf16-mixed: the layers' GEMMs in bf16, as the autograd engine evaluates.
+        let _autocast = (self.precision == Precision::Bf16Mixed)
+            .then(|| Autocast::bf16(split.x.device()).expect("Precision::check before training"));
         let mut total = Tensor::zeros([], (Kind::Int64, split.x.device()));
         let (w, b) = (&self.w, &self.b);
         for start in (0..split.len()).step_by(EVAL_CHUNK as usize) {

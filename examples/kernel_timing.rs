@@ -33,6 +33,35 @@ fn main() {
     time("relu_dropout_backward 256x256", 2000, || {
         kernels::relu_dropout_backward(&mut z, &d, 2.0, &mut bias)
     });
+    // bf16-mixed (fused/bf16.rs): the conversions and the SGD step, and a bf16 GEMM.
+    let h = vec![0x3f00u16; 256 * 256];
+    let mut f = vec![0f32; 256 * 256];
+    time("widen_all 256x256 (bf16 → f32)", 2000, || {
+        kernels::widen_all(&h, &mut f)
+    });
+    let mut h2 = vec![0u16; 256 * 256];
+    time("narrow_all 256x256 (f32 → bf16)", 2000, || {
+        kernels::narrow_all(&f, &mut h2)
+    });
+    let mut w = vec![0.1f32; 256 * 784];
+    let g = vec![0x3c00u16; 256 * 784];
+    let mut wh = vec![0u16; 256 * 784];
+    time("sgd_step_bf16 256x784", 1000, || {
+        kernels::sgd_step_bf16(&mut w, &g, 1.0, &mut wh)
+    });
+    let bf = (Kind::BFloat16, Device::Cpu);
+    let (a, bm, c) = (
+        Tensor::rand([256, 784], bf),
+        Tensor::rand([256, 784], bf),
+        Tensor::empty([256, 256], bf),
+    );
+    time("bf16 mm_out x·W1ᵀ (256x784x256)", 500, || {
+        let _ = a.mm_out(&c, &bm.tr());
+    });
+    let gw = Tensor::empty([256, 784], bf);
+    time("bf16 mm_out gᵀ·x (256x256x784)", 500, || {
+        let _ = c.tr().mm_out(&gw, &a);
+    });
     let x = Tensor::rand([60000, 784], opts);
     let idx = Tensor::randperm(60000, (Kind::Int64, Device::Cpu)).narrow(0, 0, 256);
     let xb = Tensor::empty([256, 784], opts);

@@ -82,38 +82,75 @@ pub fn widen(h: u16) -> f32 {
 }
 
 /// The bf16 number nearest to `x` (ties to even; NaN stays NaN), as libtorch rounds
-/// (`c10::BFloat16`).
+/// (`c10::BFloat16`). Branch-free, so the loops over it vectorise.
 #[inline(always)]
 pub fn narrow(x: f32) -> u16 {
-    if x.is_nan() {
-        return 0x7fc0;
-    }
     let bits = x.to_bits();
-    let rounding = 0x7fff + ((bits >> 16) & 1);
-    (bits.wrapping_add(rounding) >> 16) as u16
-}
-
-/// `dst ← src` from bf16 to f32.
-pub fn widen_all(src: &[u16], dst: &mut [f32]) {
-    for (d, &h) in dst.iter_mut().zip(src) {
-        *d = widen(h);
+    let rounded = (bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16;
+    let nan = (bits & 0x7fff_ffff) > 0x7f80_0000;
+    if nan {
+        0x7fc0
+    } else {
+        rounded
     }
 }
 
-/// `dst ← src` from f32 to bf16.
-pub fn narrow_all(src: &[f32], dst: &mut [u16]) {
-    for (h, &x) in dst.iter_mut().zip(src) {
-        *h = narrow(x);
+/// Runs `$body` (a loop over slices) compiled for AVX-512 or AVX2 where the CPU has them.
+macro_rules! vectorised {
+    ($(#[$doc:meta])* $name:ident ($($arg:ident : $ty:ty),*) $body:block) => {
+        $(#[$doc])*
+        pub fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw")]
+                unsafe fn avx512($($arg: $ty),*) { body($($arg),*) }
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) { body($($arg),*) }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                {
+                    // SAFETY: the CPU supports these features, checked just above.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+vectorised! {
+    /// `dst ← src` from bf16 to f32.
+    widen_all(src: &[u16], dst: &mut [f32]) {
+        for (d, &h) in dst.iter_mut().zip(src) {
+            *d = widen(h);
+        }
     }
 }
 
-/// SGD's step on an f32 weight from a bf16 update `g` (already −lr · gradient), with weight
-/// decay's factor, and the weight's bf16 copy for the next step, in one pass:
-/// `w ← decay · w + g`, `half ← bf16(w)`.
-pub fn sgd_step_bf16(w: &mut [f32], g: &[u16], decay: f32, half: &mut [u16]) {
-    for ((w, &g), h) in w.iter_mut().zip(g).zip(half.iter_mut()) {
-        *w = *w * decay + widen(g);
-        *h = narrow(*w);
+vectorised! {
+    /// `dst ← src` from f32 to bf16.
+    narrow_all(src: &[f32], dst: &mut [u16]) {
+        for (h, &x) in dst.iter_mut().zip(src) {
+            *h = narrow(x);
+        }
+    }
+}
+
+vectorised! {
+    /// SGD's step on an f32 weight from a bf16 update `g` (already −lr · gradient), with weight
+    /// decay's factor, and the weight's bf16 copy for the next step, in one pass:
+    /// `w ← decay · w + g`, `half ← bf16(w)`.
+    sgd_step_bf16(w: &mut [f32], g: &[u16], decay: f32, half: &mut [u16]) {
+        for ((w, &g), h) in w.iter_mut().zip(g).zip(half.iter_mut()) {
+            *w = *w * decay + widen(g);
+            *h = narrow(*w);
+        }
     }
 }
 

@@ -359,7 +359,8 @@ def weight_decay(cfg, impl_choice, args, device):
                 board.row(header, row)
             last = curve[-1]
             finals = dict(figures, train_loss=last[1], test_loss=last[2], gap=round_derived(last[2] - last[1]))
-            hparams = dict(impl=impl, engine="autograd", **setting, **{k: getattr(cfg, k) for k in BOOK_WD})
+            hparams = dict(impl=impl, engine="autograd", precision=cfg.precision, **setting,
+                           **{k: getattr(cfg, k) for k in BOOK_WD})
             board.finish(hparams, finals, last[0])
             summary.append((impl, setting["optimizer"], setting["penalty"], setting["wd"], w_norm,
                             curve[-1][1], curve[-1][2], seconds))
@@ -637,7 +638,7 @@ def dropout(cfg, impl_choice, args, device):
         write_csv(f"{out}/{impl}{noise}{wd}.csv", header, rows)
         finals = dict(train_loss=last[1], train_acc=last[2], test_acc=last[3], gap=round_derived(last[2] - last[3]))
         hparams = dict(impl=impl, engine="autograd", noise=cfg.noise, wd=cfg.wd, input_noise=cfg.input_noise,
-                       track_activations=False, **{k: getattr(cfg, k) for k in BOOK_DROPOUT})
+                       track_activations=False, precision=cfg.precision, **{k: getattr(cfg, k) for k in BOOK_DROPOUT})
         board.finish(hparams, finals, last[0])
         summary.append((impl, last[1], last[2], last[3], sum(r[4] for r in curve)))
     write_csv(f"{out}/summary.csv",

@@ -1,4 +1,5 @@
 //! Times the fused engine's CPU kernels and the GEMMs of one dropout step, one by one.
+use d2l_regularization::cpu::gemm;
 use d2l_regularization::experiments::dropout::kernels::{self, Rng};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -28,39 +29,77 @@ fn main() {
     time("bias_relu_dropout 256x256", 2000, || {
         kernels::bias_relu_dropout(&mut z, &bias, 0.5, &mut rng)
     });
-    let d = vec![0.5f32; 256 * 256];
-    let mut bias = vec![0.0f32; 256];
+    // Tensors' memory, 64-byte aligned as the engine's buffers are (threads split it by
+    // columns); a scale of 1 keeps the numbers as they are from call to call.
+    let (g, d, bias) = (
+        Tensor::rand([256, 256], opts),
+        Tensor::rand([256, 256], opts) - 0.5,
+        Tensor::zeros([256], opts),
+    );
+    // SAFETY: three distinct contiguous f32 CPU tensors, alive while the slices are used.
+    let (g, d, bias) = unsafe {
+        (
+            kernels::as_slice_mut(&g),
+            kernels::as_slice_mut(&d),
+            kernels::as_slice_mut(&bias),
+        )
+    };
     time("relu_dropout_backward 256x256", 2000, || {
-        kernels::relu_dropout_backward(&mut z, &d, 2.0, &mut bias)
+        kernels::relu_dropout_backward(g, d, 1.0, bias)
     });
-    // bf16-mixed (fused/bf16.rs): the conversions and the SGD step, and a bf16 GEMM.
-    let h = vec![0x3f00u16; 256 * 256];
-    let mut f = vec![0f32; 256 * 256];
-    time("widen_all 256x256 (bf16 → f32)", 2000, || {
-        kernels::widen_all(&h, &mut f)
-    });
-    let mut h2 = vec![0u16; 256 * 256];
-    time("narrow_all 256x256 (f32 → bf16)", 2000, || {
-        kernels::narrow_all(&f, &mut h2)
-    });
-    let mut w = vec![0.1f32; 256 * 784];
-    let g = vec![0x3c00u16; 256 * 784];
-    let mut wh = vec![0u16; 256 * 784];
-    time("sgd_step_bf16 256x784", 1000, || {
-        kernels::sgd_step_bf16(&mut w, &g, 1.0, &mut wh)
+    // bf16-mixed (fused/bf16.rs): the conversion, and the hidden layers' GEMMs with bf16
+    // operands and f32 results as the step calls them.
+    let f = vec![0.25f32; 256 * 784];
+    let mut h = vec![0u16; 256 * 784];
+    time("narrow_all 256x784 (f32 → bf16)", 2000, || {
+        kernels::narrow_all(&f, &mut h)
     });
     let bf = (Kind::BFloat16, Device::Cpu);
-    let (a, bm, c) = (
+    let (xh, w1h, w2h, gh) = (
         Tensor::rand([256, 784], bf),
         Tensor::rand([256, 784], bf),
-        Tensor::empty([256, 256], bf),
+        Tensor::rand([256, 256], bf),
+        Tensor::rand([256, 256], bf),
     );
-    time("bf16 mm_out x·W1ᵀ (256x784x256)", 500, || {
-        let _ = a.mm_out(&c, &bm.tr());
+    let (z, w1f, w2f) = (
+        Tensor::empty([256, 256], opts),
+        Tensor::rand([256, 784], opts),
+        Tensor::rand([256, 256], opts),
+    );
+    time("bf16→f32 x·W1ᵀ (256x784x256)", 500, || {
+        gemm(&xh, &w1h.tr(), 0.0, &z)
     });
-    let gw = Tensor::empty([256, 784], bf);
-    time("bf16 mm_out gᵀ·x (256x256x784)", 500, || {
-        let _ = c.tr().mm_out(&gw, &a);
+    time("bf16→f32 h·W2ᵀ (256x256x256)", 500, || {
+        gemm(&gh, &w2h.tr(), 0.0, &z)
+    });
+    time("bf16→f32 g·W2 (256x256x256)", 500, || {
+        gemm(&gh, &w2h, 0.0, &z)
+    });
+    time("bf16→f32 W2 ← W2 + gᵀ·h (256x256x256)", 500, || {
+        gemm(&gh.tr(), &gh, 1.0, &w2f)
+    });
+    time("bf16→f32 W1 ← W1 + gᵀ·x (256x256x784)", 500, || {
+        gemm(&gh.tr(), &xh, 1.0, &w1f)
+    });
+    // The output layer (f32 in both precisions), its GEMMs through MKL straight.
+    let (h2, w3, z3, dd) = (
+        Tensor::rand([256, 256], opts),
+        Tensor::rand([10, 256], opts),
+        Tensor::rand([256, 10], opts),
+        Tensor::empty([256, 256], opts),
+    );
+    time("f32 h2·W3ᵀ (256x256x10)", 2000, || {
+        gemm(&h2, &w3.tr(), 0.0, &z3)
+    });
+    time("f32 g3·W3 (256x10x256)", 2000, || gemm(&z3, &w3, 0.0, &dd));
+    time("f32 W3 ← W3 + g3ᵀ·h2 (10x256x256)", 2000, || {
+        gemm(&z3.tr(), &h2, 1.0, &w3)
+    });
+    let y: Vec<i64> = (0..256).map(|i| i % 10).collect();
+    let mut logits = vec![0.1f32; 256 * 10];
+    time("bias_softmax_cross_entropy 256x10", 2000, || {
+        logits.fill(0.1);
+        kernels::bias_softmax_cross_entropy(&mut logits, &[0.0; 10], &y, -0.002);
     });
     let x = Tensor::rand([60000, 784], opts);
     let idx = Tensor::randperm(60000, (Kind::Int64, Device::Cpu)).narrow(0, 0, 256);

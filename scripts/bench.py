@@ -115,7 +115,7 @@ def main():
     p.add_argument("--precision", choices=["bf16-mixed"],
                    help="instead: the dropout epoch in f32 and in this precision, Rust's two engines and "
                         "PyTorch (torch.autocast), interleaved, with the CPU's bf16 hardware and the "
-                        "kernel oneDNN ran (CPU)")
+                        "kernels oneDNN and MKL ran (CPU)")
     args = p.parse_args()
     started = time.monotonic()
     if args.budget is not None:
@@ -430,8 +430,9 @@ def kernel_paths(args):
 
 
 def bf16_kernels():
-    """What this CPU offers bf16 GEMMs (its flags) and the kernel oneDNN runs for one
-    (ONEDNN_VERBOSE), as a line for the table's header."""
+    """What this CPU offers bf16 GEMMs (its flags), the kernel oneDNN runs for libtorch's bf16
+    GEMM (ONEDNN_VERBOSE: the autograd engines') and what MKL's gemm_bf16bf16f32 runs on
+    (MKL_VERBOSE: the Rust fused engine's), as a line for the table's header."""
     flags = set()
     try:
         with open("/proc/cpuinfo") as f:
@@ -448,7 +449,26 @@ def bf16_kernels():
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True).stdout
     kernel = next((line.split(",")[6] for line in out.splitlines() if ",exec,cpu,matmul," in line),
                   "no oneDNN matmul (ATen's own bf16 GEMM)")
-    return f"CPU bf16: {', '.join(has)}; a 256×784·784×256 bf16 GEMM ran oneDNN's {kernel}"
+    # MKL's Fortran gemm_bf16bf16f32 on 2×2 matrices, called as src/cpu/mod.rs calls it.
+    mkl_probe = (
+        "import ctypes, os, torch\n"
+        "lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), 'lib', 'libtorch_cpu.so'))\n"
+        "i = lambda v: ctypes.byref(ctypes.c_int(v)); f = lambda v: ctypes.byref(ctypes.c_float(v))\n"
+        "a = torch.ones(2, 2).bfloat16(); c = torch.zeros(2, 2)\n"
+        "lib.gemm_bf16bf16f32_(b'N', b'N', i(2), i(2), i(2), f(1), ctypes.c_void_p(a.data_ptr()), i(2),"
+        " ctypes.c_void_p(a.data_ptr()), i(2), f(0), ctypes.c_void_p(c.data_ptr()), i(2))\n")
+    env = dict(os.environ, MKL_VERBOSE="1")
+    out = subprocess.run([sys.executable, "-c", mkl_probe], env=env, capture_output=True, text=True).stdout
+    header = next((line for line in out.splitlines() if line.startswith("MKL_VERBOSE oneMKL")), "")
+    version = " ".join(header.split()[1:5]) if header else ""
+    if not header:
+        mkl = "no MKL bf16 GEMM (libtorch's f32 GEMM instead)"
+    elif "AMX" in header:
+        mkl = f"MKL's gemm_bf16bf16f32 ({version}, AMX)"
+    else:
+        mkl = f"MKL's gemm_bf16bf16f32 ({version}, no AMX)"
+    return (f"CPU bf16: {', '.join(has)}; a 256×784·784×256 bf16 GEMM ran oneDNN's {kernel} "
+            f"(autograd engines); the fused engine's GEMMs: {mkl}")
 
 
 def precisions(args):

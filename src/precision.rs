@@ -43,7 +43,8 @@ impl Precision {
     }
 }
 
-/// What this CPU offers bf16 GEMMs (for `doctor`): libtorch runs them through oneDNN, on AMX
+/// What this CPU offers bf16 GEMMs (for `doctor`): libtorch runs them through oneDNN (the
+/// autograd engine's) and the fused engine through MKL ([`crate::cpu::gemm`]), both on AMX
 /// tiles where the CPU has them (`amx_bf16`), with AVX-512 BF16 instructions where it has those,
 /// and by converting to f32 elsewhere (then slower than f32).
 pub fn cpu_bf16() -> String {

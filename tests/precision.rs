@@ -99,7 +99,7 @@ fn weight_decay_in_bf16_mixed_has_the_statistics_of_f32() {
     );
 }
 
-/// Dropout on the fused engine (its CPU kernels, every GEMM in bf16), the book's concise run
+/// Dropout on the fused engine (its CPU kernels, the hidden layers' GEMMs in bf16), the book's concise run
 /// of 10 epochs over seeds 0–9: the final train loss, train accuracy and test accuracy. Each
 /// seed's bf16-mixed run differs from its f32 run (the arithmetic is not f32's), and the
 /// bf16-mixed means lie within 4 sd of the f32 means. Measured (seeds 0–9, an Intel Xeon with

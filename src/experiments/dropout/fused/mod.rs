@@ -67,7 +67,7 @@ pub struct FusedMlp {
     graphs: bool,
     /// What SGD's weight decay multiplies each weight by per step: 1 − lr·λ (1: none).
     decay: f64,
-    /// `--precision`: bf16-mixed runs the CPU kernels' GEMMs in bf16 ([`bf16`]).
+    /// `--precision`: bf16-mixed runs the CPU kernels' hidden-layer GEMMs in bf16 ([`bf16`]).
     precision: Precision,
     /// The bf16 copies of a bf16-mixed run, made at its first epoch.
     half: Option<bf16::Half>,
@@ -134,7 +134,7 @@ impl FusedMlp {
     }
 
     /// Trains in `precision`: bf16-mixed takes the CPU kernels' path ([`StepPath::CpuKernels`])
-    /// with its GEMMs in bf16 (`fused/bf16.rs`) and evaluates under autocast.
+    /// with its hidden layers' GEMMs in bf16 (`fused/bf16.rs`) and evaluates under autocast.
     pub fn with_precision(mut self, precision: Precision) -> FusedMlp {
         assert!(
             precision == Precision::F32 || self.path == StepPath::CpuKernels,

@@ -6,6 +6,14 @@ use serde::Serialize;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// The name [`experiment_dir`]'s write probe starts with (followed by the process ID).
+const PROBE: &str = ".write-test-";
+
+/// Whether `name` is [`experiment_dir`]'s write probe, which a killed command may leave.
+pub fn is_probe(name: &str) -> bool {
+    name.starts_with(PROBE)
+}
+
 /// Creates `<out>/<experiment>` and checks that it is writable before any training starts.
 pub fn experiment_dir(out: &Path, experiment: &str) -> Result<PathBuf> {
     if out.exists() && !out.is_dir() {
@@ -21,7 +29,7 @@ pub fn experiment_dir(out: &Path, experiment: &str) -> Result<PathBuf> {
             dir.display()
         )
     })?;
-    let probe = dir.join(format!(".write-test-{}", std::process::id()));
+    let probe = dir.join(format!("{PROBE}{}", std::process::id()));
     fs::write(&probe, b"").with_context(|| {
         format!(
             "the output directory '{}' is not writable (choose a writable --out)",

@@ -107,15 +107,21 @@ fn assert_same_results(uninterrupted: &Path, resumed: &Path) {
     );
 }
 
-/// Both engines, each killed twice at other points of both versions' runs, resumed twice.
+/// Both engines, and the fused one in bf16-mixed (whose steps update transposed copies of the
+/// weights during an epoch), each killed twice at other points of both versions' runs,
+/// resumed twice.
 #[test]
 fn a_command_killed_anywhere_resumes_to_the_uninterrupted_files() {
     let Some(data) = real_data_dir() else { return };
     let data = data.to_str().unwrap();
-    for engine in ["autograd", "fused"] {
+    for (engine, precision) in [
+        ("autograd", "f32"),
+        ("fused", "f32"),
+        ("fused", "bf16-mixed"),
+    ] {
         let tmp = tempfile::tempdir().unwrap();
         let (whole, killed) = (tmp.path().join("whole"), tmp.path().join("killed"));
-        let args = args(engine, data);
+        let args = [&args(engine, data)[..], &["--precision", precision]].concat();
         run_ok(&whole, &args);
         assert!(!checkpoints(&whole).exists());
 
@@ -256,9 +262,12 @@ fn a_checkpoint_that_cannot_be_used_is_refused_with_its_name() {
     checkpoint::seal(&mut edited).unwrap();
     std::fs::write(&file, &edited).unwrap();
     refused("another build", &[name, "another build", "--overwrite"]);
-    // Of another configuration: the same run's name, another learning rate.
+    // Of another configuration: the same run's name, another learning rate, or the same
+    // settings in another precision (a resume must not switch it).
     std::fs::write(&file, &good).unwrap();
     let o = run_on_cpu(out, &[&resume[..], &["--lr", "0.4"]].concat());
+    assert_fails_with(&o, &[name, "another configuration", "--overwrite"]);
+    let o = run_on_cpu(out, &[&resume[..], &["--precision", "bf16-mixed"]].concat());
     assert_fails_with(&o, &[name, "another configuration", "--overwrite"]);
     // Of a run these flags do not train at all.
     let stray = checkpoints(out).join("scratch-p0.9-0.5-seed0.safetensors");

@@ -392,10 +392,8 @@ fn finished_here<E: Experiment>(cfg: &E::Config, ctx: &Context, dir: &Path) -> b
 /// instead of removing them.
 fn not_ours(dir: &Path) -> Option<PathBuf> {
     record::foreign(dir, |name, kind| {
-        // `record::experiment_dir`'s probe, where a killed command left it.
-        let probe = name.starts_with(".write-test-");
         let known = record::visible_with(name, &["csv", "svg", "xlsx", "json", "safetensors"]);
-        kind == record::Entry::File && (probe || known)
+        kind == record::Entry::File && (record::is_probe(name) || known)
     })
 }
 

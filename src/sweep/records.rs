@@ -223,7 +223,7 @@ pub(super) fn has_sweep(dir: &Path) -> bool {
 /// of checkpoints, `tensorboard/<run>/` of event files, and temporaries a killed writer left.
 pub(super) fn foreign(dir: &Path) -> Option<PathBuf> {
     use record::Entry::{Dir, File};
-    let left = |name: &str| crate::atomic::is_temporary(name) || name.starts_with(".write-test-");
+    let left = |name: &str| crate::atomic::is_temporary(name) || record::is_probe(name);
     let files = |extensions: &'static [&'static str]| {
         move |name: &str, kind| {
             kind == File && (left(name) || record::visible_with(name, extensions))

@@ -308,6 +308,9 @@ impl Learner for FusedMlp {
         if bf16 && !self.half.as_ref().is_some_and(|h| h.of(&train.x)) {
             self.half = Some(bf16::Half::new(&self.w, &train.x, bs));
         }
+        if let Some(half) = self.half.as_mut().filter(|_| bf16) {
+            half.begin(&self.w);
+        }
         let (mut loss, mut correct) = (0.0, 0);
         for start in (0..n).step_by(bs as usize) {
             if crate::stop::requested().is_some() {
@@ -328,6 +331,9 @@ impl Learner for FusedMlp {
             };
             loss += l;
             correct += c;
+        }
+        if let Some(half) = self.half.as_ref().filter(|_| bf16) {
+            half.end(&self.w);
         }
         Metrics {
             loss_sum: Tensor::from(loss),

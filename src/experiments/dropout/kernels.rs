@@ -164,8 +164,34 @@ const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 /// Element i is kept when the high 32 bits of `splitmix(base + i·γ)` reach p·2³², with a
 /// fresh 64-bit `base` from `rng` per call (per layer and batch).
 pub fn bias_relu_dropout(z: &mut [f32], bias: &[f32], p: f64, rng: &mut Rng) {
+    bias_relu_dropout_into(z, bias, p, rng, None)
+}
+
+/// [`bias_relu_dropout`], and its result narrowed to bf16 into `half` in the same pass (what
+/// the next layer's bf16 GEMM reads).
+pub fn bias_relu_dropout_narrow(
+    z: &mut [f32],
+    bias: &[f32],
+    p: f64,
+    rng: &mut Rng,
+    half: &mut [u16],
+) {
+    assert_eq!(z.len(), half.len(), "a bf16 word per number");
+    bias_relu_dropout_into(z, bias, p, rng, Some(half))
+}
+
+fn bias_relu_dropout_into(
+    z: &mut [f32],
+    bias: &[f32],
+    p: f64,
+    rng: &mut Rng,
+    half: Option<&mut [u16]>,
+) {
     if p >= 1.0 {
         z.fill(0.0);
+        if let Some(half) = half {
+            half.fill(0);
+        }
         return;
     }
     // p = 0 keeps everything: a threshold of 0 is never undercut.
@@ -175,10 +201,15 @@ pub fn bias_relu_dropout(z: &mut [f32], bias: &[f32], p: f64, rng: &mut Rng) {
     let cols = bias.len().max(1);
     let rows = z.len() / cols;
     let z = Disjoint::new(z);
+    let half = half.map(Disjoint::new);
     // SAFETY: the ranges of `for_ranges` are disjoint.
     for_ranges(rows, ELEMENTS_PER_THREAD / cols, |rows| unsafe {
-        let part = z.part(rows.start * cols..rows.end * cols);
-        bias_relu_dropout_rows(part, bias, threshold, scale, base, rows.start as u64)
+        let span = rows.start * cols..rows.end * cols;
+        let part = z.part(span.clone());
+        bias_relu_dropout_rows(part, bias, threshold, scale, base, rows.start as u64);
+        if let Some(half) = &half {
+            narrow_part(part, half.part(span));
+        }
     });
 }
 
@@ -285,6 +316,34 @@ pub fn relu_dropout_backward(g: &mut [f32], d: &[f32], scale: f32, bias: &mut [f
     let cols = bias.len().max(1);
     for (g, d) in g.chunks_exact_mut(cols).zip(d.chunks_exact(cols)) {
         relu_dropout_backward_row(g, d, scale, bias);
+    }
+}
+
+/// [`relu_dropout_backward`] with its result narrowed to bf16 into `out` instead of written
+/// back into `g` (what the layer's bf16 GEMMs read), in the same pass.
+pub fn relu_dropout_backward_narrow(
+    g: &[f32],
+    d: &[f32],
+    scale: f32,
+    bias: &mut [f32],
+    out: &mut [u16],
+) {
+    assert_eq!(g.len(), out.len(), "a bf16 word per number");
+    let cols = bias.len().max(1);
+    let rows = g.chunks_exact(cols).zip(d.chunks_exact(cols));
+    for ((g, d), out) in rows.zip(out.chunks_exact_mut(cols)) {
+        relu_dropout_backward_row_narrow(g, d, scale, bias, out);
+    }
+}
+
+vectorised! {
+    /// One row of [`relu_dropout_backward_narrow`].
+    relu_dropout_backward_row_narrow(g: &[f32], d: &[f32], scale: f32, bias: &mut [f32], out: &mut [u16]) {
+        for (((&gv, &dv), b), h) in g.iter().zip(d).zip(bias).zip(out) {
+            let v = if dv > 0.0 { gv * scale } else { 0.0 };
+            *b += v;
+            *h = narrow(v);
+        }
     }
 }
 
@@ -428,6 +487,35 @@ mod tests {
         let torch_back = Vec::<f32>::try_from(theirs.to_kind(Kind::Float)).unwrap();
         assert_eq!(back, torch_back);
         assert_eq!(narrow(f32::NAN), 0x7fc0);
+    }
+
+    /// The fused narrowing kernels give what the kernel and then `narrow_all` give, bit for bit
+    /// (256 × 256: dropout split over two threads).
+    #[test]
+    fn the_narrowing_kernels_are_the_kernels_then_narrow_all() {
+        tch::set_num_threads(2);
+        let (rows, cols) = (256, 256);
+        let mut rng = Rng::new(5);
+        let mut random = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| (rng.next_u64() >> 40) as f32 / 8e6 - 1.0)
+                .collect()
+        };
+        let (z0, d, b0) = (random(rows * cols), random(rows * cols), random(cols));
+        for p in [0.0, 0.5, 1.0] {
+            let (mut a, mut b) = (z0.clone(), z0.clone());
+            let (mut half_a, mut half_b) = (vec![1u16; a.len()], vec![1u16; b.len()]);
+            bias_relu_dropout(&mut a, &b0, p, &mut Rng::new(7));
+            narrow_all(&a, &mut half_a);
+            bias_relu_dropout_narrow(&mut b, &b0, p, &mut Rng::new(7), &mut half_b);
+            assert_eq!((&a, &half_a), (&b, &half_b), "p={p}");
+        }
+        let (mut g, mut bias_a, mut bias_b) = (z0.clone(), b0.clone(), b0.clone());
+        let (mut half_a, mut half_b) = (vec![0u16; g.len()], vec![0u16; g.len()]);
+        relu_dropout_backward_narrow(&g, &d, 1.25, &mut bias_b, &mut half_b);
+        relu_dropout_backward(&mut g, &d, 1.25, &mut bias_a);
+        narrow_all(&g, &mut half_a);
+        assert_eq!((bias_a, half_a), (bias_b, half_b));
     }
 
     #[test]

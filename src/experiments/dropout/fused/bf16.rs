@@ -110,20 +110,29 @@ pub(super) fn step(
         // Forward: bias, ReLU and dropout on each hidden layer's f32 output, which the
         // backward pass keeps; the first layer's is narrowed for the second layer's GEMMs.
         gemm(&x, &wh[0], 0.0, &f1);
-        kernels::bias_relu_dropout(s(&f1), s(&b[0]), p[0], rng);
-        kernels::narrow_all(s(&f1), h(&z1));
+        kernels::bias_relu_dropout_narrow(s(&f1), s(&b[0]), p[0], rng, h(&z1));
         gemm(&z1, &wh[1], 0.0, &f2);
         kernels::bias_relu_dropout(s(&f2), s(&b[1]), p[1], rng);
         let (loss, correct) = output_layer((&f2, &f3, &g2), (&w[2], &b[2]), &f32s.y, lr, decay);
         // g2 = −lr · ∂loss/∂h2: through ReLU and dropout, then the bf16 GEMMs of layer 2,
         // its weight's update written into the f32 weight, and the weight's bf16 copy.
-        kernels::relu_dropout_backward(s(&g2), s(&f2), scale(p[1]) as f32, s(&b[1]));
-        kernels::narrow_all(s(&g2), h(&dd2));
+        kernels::relu_dropout_backward_narrow(
+            s(&g2),
+            s(&f2),
+            scale(p[1]) as f32,
+            s(&b[1]),
+            h(&dd2),
+        );
         gemm(&dd2, &wh[1].tr(), 0.0, &g1);
         gemm(&z1.tr(), &dd2, decay as f32, &wt[1]);
         kernels::narrow_all(s(&wt[1]), h(&wh[1]));
-        kernels::relu_dropout_backward(s(&g1), s(&f1), scale(p[0]) as f32, s(&b[0]));
-        kernels::narrow_all(s(&g1), h(&dd1));
+        kernels::relu_dropout_backward_narrow(
+            s(&g1),
+            s(&f1),
+            scale(p[0]) as f32,
+            s(&b[0]),
+            h(&dd1),
+        );
         gemm(&x.tr(), &dd1, decay as f32, &wt[0]);
         kernels::narrow_all(s(&wt[0]), h(&wh[0]));
         (loss, correct)

@@ -192,6 +192,14 @@ pub fn gemm_with(
     }
 }
 
+/// The address of the C symbol `name` among the loaded libraries (libtorch's, with its MKL and
+/// OpenMP runtime), if one has it.
+fn symbol(name: &std::ffi::CStr) -> Option<*mut std::ffi::c_void> {
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only looks a symbol up.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    (!p.is_null()).then_some(p)
+}
+
 /// MKL's functions, looked up at run time (libtorch's bundled MKL exports them; a libtorch
 /// built without MKL does not have them): its GEMMs, and its service functions for conditional
 /// numerical reproducibility.
@@ -259,11 +267,7 @@ pub mod mkl {
     type Get = unsafe extern "C" fn(i32) -> i32;
     type GetAuto = unsafe extern "C" fn() -> i32;
 
-    fn symbol(name: &CStr) -> Option<*mut std::ffi::c_void> {
-        // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only looks a symbol up.
-        let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
-        (!p.is_null()).then_some(p)
-    }
+    use super::symbol;
 
     /// The names of `mkl_service.h`'s branch values.
     pub fn name(branch: i32) -> String {

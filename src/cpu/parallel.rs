@@ -7,6 +7,7 @@
 //! Where libtorch has no such pool, or inside a parallel region, the loop runs whole on the
 //! calling thread. Each thread takes one contiguous range, so a loop whose elements do not
 //! depend on each other gives the same numbers however many threads run it.
+use super::symbol;
 use std::ffi::{c_void, CStr};
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -24,12 +25,7 @@ struct Omp {
 fn omp() -> Option<&'static Omp> {
     static OMP: std::sync::OnceLock<Option<Omp>> = std::sync::OnceLock::new();
     OMP.get_or_init(|| {
-        let symbol = |name: &CStr| {
-            // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only looks a symbol up.
-            let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
-            (!p.is_null()).then_some(p)
-        };
-        let query = |name| {
+        let query = |name: &CStr| {
             // SAFETY: OpenMP's `int omp_…(void)` queries.
             symbol(name).map(|p| unsafe { std::mem::transmute::<*mut c_void, Query>(p) })
         };

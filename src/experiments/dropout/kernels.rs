@@ -410,6 +410,13 @@ pub fn bias_softmax_cross_entropy(
 mod tests {
     use super::*;
 
+    /// `n` numbers spread over [−1, 1), drawn from `rng`.
+    fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| (rng.next_u64() >> 40) as f32 / 8e6 - 1.0)
+            .collect()
+    }
+
     #[test]
     fn relu_dropout_statistics() {
         let mut rng = Rng::new(1);
@@ -496,12 +503,11 @@ mod tests {
         tch::set_num_threads(2);
         let (rows, cols) = (256, 256);
         let mut rng = Rng::new(5);
-        let mut random = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| (rng.next_u64() >> 40) as f32 / 8e6 - 1.0)
-                .collect()
-        };
-        let (z0, d, b0) = (random(rows * cols), random(rows * cols), random(cols));
+        let (z0, d, b0) = (
+            random(&mut rng, rows * cols),
+            random(&mut rng, rows * cols),
+            random(&mut rng, cols),
+        );
         for p in [0.0, 0.5, 1.0] {
             let (mut a, mut b) = (z0.clone(), z0.clone());
             let (mut half_a, mut half_b) = (vec![1u16; a.len()], vec![1u16; b.len()]);
@@ -529,12 +535,11 @@ mod tests {
         // A full layer of random numbers (the vectorised loop) against the formula.
         let (rows, cols) = (256, 256);
         let mut rng = Rng::new(3);
-        let mut random = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| (rng.next_u64() >> 40) as f32 / 8e6 - 1.0)
-                .collect()
-        };
-        let (g0, d, b0) = (random(rows * cols), random(rows * cols), random(cols));
+        let (g0, d, b0) = (
+            random(&mut rng, rows * cols),
+            random(&mut rng, rows * cols),
+            random(&mut rng, cols),
+        );
         let (mut g, mut bias) = (g0.clone(), b0.clone());
         relu_dropout_backward(&mut g, &d, 1.25, &mut bias);
         let (mut g_ref, mut b_ref) = (g0, b0);

@@ -37,14 +37,15 @@ pub(super) struct Half {
 const BF16: (Kind, Device) = (Kind::BFloat16, Device::Cpu);
 
 impl Half {
-    /// For weights `w` and batches of `batch` rows of `inputs`.
+    /// For weights `w` and batches of `batch` rows of `inputs` (the weights' copies are filled
+    /// by [`Half::begin`]).
     pub(super) fn new(w: &[Tensor; 3], inputs: &Tensor, batch: i64) -> Half {
         let width = |k: usize| w[k].size()[0];
-        let wt = [0, 1].map(|k| w[k].tr().contiguous());
+        let transposed = |k: usize| [w[k].size()[1], w[k].size()[0]];
         Half {
             inputs: inputs.to_kind(Kind::BFloat16),
-            wh: wt.each_ref().map(|t| Tensor::empty(t.size(), BF16)),
-            wt,
+            wt: [0, 1].map(|k| Tensor::empty(transposed(k), (Kind::Float, Device::Cpu))),
+            wh: [0, 1].map(|k| Tensor::empty(transposed(k), BF16)),
             x: Tensor::empty([batch, inputs.size()[1]], BF16),
             z1: Tensor::empty([batch, width(0)], BF16),
             dd: [0, 1].map(|k| Tensor::empty([batch, width(k)], BF16)),

@@ -69,7 +69,8 @@ pub struct FusedMlp {
     decay: f64,
     /// `--precision`: bf16-mixed runs the CPU kernels' hidden-layer GEMMs in bf16 ([`bf16`]).
     precision: Precision,
-    /// The bf16 copies of a bf16-mixed run, made at its first epoch.
+    /// The bf16 copies of a bf16-mixed run, made at its first epoch (never in f32, so that
+    /// `Some` means bf16-mixed).
     half: Option<bf16::Half>,
 }
 
@@ -308,7 +309,7 @@ impl Learner for FusedMlp {
         if bf16 && !self.half.as_ref().is_some_and(|h| h.of(&train.x)) {
             self.half = Some(bf16::Half::new(&self.w, &train.x, bs));
         }
-        if let Some(half) = self.half.as_mut().filter(|_| bf16) {
+        if let Some(half) = self.half.as_mut() {
             half.begin(&self.w);
         }
         let (mut loss, mut correct) = (0.0, 0);
@@ -317,7 +318,7 @@ impl Learner for FusedMlp {
                 break;
             }
             let index = order.narrow(0, start, bs.min(n - start));
-            let (l, c) = match self.half.as_mut().filter(|_| bf16) {
+            let (l, c) = match self.half.as_mut() {
                 Some(half) => bf16::step(
                     half,
                     self.buffers.as_mut().expect("buffers"),
@@ -332,7 +333,7 @@ impl Learner for FusedMlp {
             loss += l;
             correct += c;
         }
-        if let Some(half) = self.half.as_ref().filter(|_| bf16) {
+        if let Some(half) = self.half.as_ref() {
             half.end(&self.w);
         }
         Metrics {
